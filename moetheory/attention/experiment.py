@@ -1,0 +1,388 @@
+"""Relative test error vs sample size for RFA, biased RFA and the RF-MLP baseline.
+
+One *cell* is one replicate (seed index ``r``): it draws a pool of ``max(n_grid)``
+labelled inputs, a test set, and one random feature map per model; the normalised
+kernel (or, when the model has fewer features than the pool, the feature matrix) is
+computed **once** for the largest ``n`` and sliced for the nested smaller ones, and one
+eigendecomposition per ``(model, n)`` serves every penalty and every target.
+
+Per ``(model, n)``: the first ``n`` pool points are split into a training part and a
+validation part (last ``val_frac``); ``lam`` is picked per target on the validation MSE
+over the grid; with ``refit=True`` (default) the model is refit on all ``n`` points with
+that ``lam``.  Labels are centred by their training mean when ``center_y``.  The
+reported error is ``MSE(test) / Var(test target)`` against the *noiseless* target.
+
+Random streams (numpy ``default_rng([seed, ...])``): ``(seed, r, 0)`` pool inputs,
+``(seed, r, 1)`` test inputs, ``(seed, r, 2)`` label noise, ``(seed, r, 10 + k)`` weights
+of model ``k`` and ``(seed, 2)`` target parameters (the same targets for all replicates).
+Sample ``i`` of the pool does not depend on ``max(n_grid)``; adding replicates never
+changes existing ones.
+
+Cells are written atomically (``cell_XXX.json``: temp file + ``os.replace``) as soon as
+they finish, with a hash of the configuration; a run resumes from the cells whose hash
+matches and recomputes the others.  ``results.json`` aggregates them.  No pickle.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .features import RFAFeatures, RFMLPFeatures, feature_matrix, identity_mean_scale, kernel_matrix
+from .inputs import check_choice, check_positive, check_positive_int, make_rng, sample_inputs
+from .ridge import (choose_solver, ridge_path_dual, ridge_path_primal, ridge_solve_dual,
+                    ridge_solve_primal, select_lambda)
+from .targets import TARGETS, make_target
+
+__all__ = ["AttentionConfig", "PRESETS", "MODELS", "run_attention_experiment", "run_cell",
+           "build_model", "write_json_atomic", "config_hash"]
+
+MODELS = ("rfa", "biased_rfa", "rfmlp")
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Declaration of the attention experiment (all constants are **OPEN** in the paper).
+
+    Attributes
+    ----------
+    d, N : int
+        Dimension and number of keys (default 8, 8).
+    radius : float
+        Input sphere radius (default 1; ``sqrt(d)`` is the other common choice).
+    augment : bool
+        Append a constant 1 to tokens (RFA) / to the flattened input (RF-MLP).
+    n_heads : int
+        Number of heads ``M`` (default 1000): ``M (d + 1)`` trainable weights.
+    activation : {"relu", "exp", "softmax"}
+    w_var : float or None
+        Variance of the random ``W`` entries (None: ``1 / d_in``).
+    bias_relative : float
+        Biased-RFA mean scale relative to the random part, see
+        :func:`~moetheory.attention.features.identity_mean_scale`.
+    mlp_match : {"params", "heads"}
+        RF-MLP width: ``M d_in`` neurons (same trainable weights, default) or ``M``.
+    models, targets : tuple of str
+    noise_sd : float
+        Label noise on the training labels.
+    n_grid : tuple of int
+        Nested sample sizes.
+    n_test : int
+    n_seeds : int
+        Number of replicates; ``seed`` is the study seed.
+    val_frac : float
+        Validation fraction of each ``n`` used to choose ``lam``.
+    lambdas : tuple of float
+        Penalty grid for the feature-count-normalised kernel.
+    block_size : int
+        Heads / neurons per block when accumulating kernels.
+    center_y, refit : bool
+    """
+
+    d: int = 8
+    N: int = 8
+    radius: float = 1.0
+    augment: bool = True
+    n_heads: int = 1000
+    activation: str = "relu"
+    w_var: float | None = None
+    bias_relative: float = 1.0
+    mlp_match: str = "params"
+    models: tuple = MODELS
+    targets: tuple = ("hermite3_dot", "cos_dot", "hermite3_index", "hermite3_bilinear")
+    noise_sd: float = 0.0
+    n_grid: tuple = (250, 500, 1000, 2000, 4000, 8000)
+    n_test: int = 2000
+    n_seeds: int = 5
+    seed: int = 0
+    val_frac: float = 0.2
+    lambdas: tuple = tuple(float(x) for x in np.logspace(-7, 2, 19))
+    block_size: int = 64
+    center_y: bool = True
+    refit: bool = True
+
+    def __post_init__(self):
+        check_positive_int("d", self.d)
+        check_positive_int("N", self.N)
+        check_positive("radius", self.radius)
+        check_positive_int("M (n_heads)", self.n_heads)
+        check_choice("activation", self.activation, ("relu", "exp", "softmax"))
+        check_choice("mlp_match", self.mlp_match, ("params", "heads"))
+        for m in self.models:
+            check_choice("model", m, MODELS)
+        for t in self.targets:
+            check_choice("target", t, tuple(TARGETS))
+        check_positive("noise_sd", self.noise_sd, allow_zero=True)
+        if not self.n_grid:
+            raise ValueError("n_grid must be a non-empty tuple of integers >= 2, got ()")
+        for n in self.n_grid:
+            check_positive_int("n_grid entry", n, minimum=2)
+        check_positive_int("n_test", self.n_test)
+        check_positive_int("n_seeds", self.n_seeds)
+        check_positive_int("seed", self.seed, minimum=0)
+        if not 0 < self.val_frac < 1:
+            raise ValueError(f"val_frac must be in (0, 1), got {self.val_frac!r}")
+        check_positive_int("block_size", self.block_size)
+        object.__setattr__(self, "n_grid", tuple(sorted(int(n) for n in self.n_grid)))
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "lambdas", tuple(float(x) for x in self.lambdas))
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, dct: dict) -> "AttentionConfig":
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in dct.items()})
+
+
+#: ``quick``: a few minutes on 2 CPU cores; ``full``: the documented defaults.
+PRESETS = {
+    "quick": AttentionConfig(n_heads=300, n_grid=(100, 200, 400, 800, 1600, 3200),
+                             n_test=1000, n_seeds=3),
+    "full": AttentionConfig(),
+}
+
+
+def config_hash(cfg: AttentionConfig) -> str:
+    """SHA-256 (first 16 hex digits) of the configuration's canonical JSON."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_model(cfg: AttentionConfig, model: str, rng: np.random.Generator):
+    """Random feature map of ``model`` ("rfa", "biased_rfa" or "rfmlp") for ``cfg``."""
+    check_choice("model", model, MODELS)
+    if model == "rfmlp":
+        d_in = cfg.d + 1 if cfg.augment else cfg.d
+        p = cfg.n_heads * d_in if cfg.mlp_match == "params" else cfg.n_heads
+        return RFMLPFeatures.sample(rng, cfg.d, cfg.N, p, augment=cfg.augment)
+    scale = 0.0
+    if model == "biased_rfa":
+        scale = identity_mean_scale(cfg.d, cfg.radius, cfg.w_var, cfg.augment, cfg.bias_relative)
+    return RFAFeatures.sample(rng, cfg.d, cfg.n_heads, augment=cfg.augment,
+                              activation=cfg.activation, w_var=cfg.w_var, mean_scale=scale)
+
+
+class _Gram:
+    """Kernel rows/columns of (pool + test) for one feature map, computed once."""
+
+    def __init__(self, fmap, X_pool, X_test, block_size):
+        self.p = fmap.n_features
+        self.n_pool = X_pool.shape[0]
+        X_all = np.concatenate([X_pool, X_test])
+        if self.p >= self.n_pool:      # kernel is the smaller object
+            self.G = kernel_matrix(fmap, X_all, X_pool, block_size)   # (n_pool+n_test, n_pool)
+            self.Phi = None
+        else:
+            self.G = None
+            self.Phi = feature_matrix(fmap, X_all, block_size)        # (n_pool+n_test, p)
+
+    def K(self, rows, cols):
+        if self.G is not None:
+            return self.G[rows, cols]
+        return self.Phi[rows] @ self.Phi[cols].T / self.p
+
+    def test_rows(self):
+        return slice(self.n_pool, None)
+
+
+def _fit_one_n(gram, n, Y, F_test, cfg):
+    """Relative test errors, chosen penalties and solvers for the first ``n`` pool points."""
+    lambdas = np.asarray(cfg.lambdas)
+    n_val = min(max(1, int(round(cfg.val_frac * n))), n - 1)
+    n_tr = n - n_val
+    tr, va, te = slice(0, n_tr), slice(n_tr, n), gram.test_rows()
+    mu = Y[tr].mean(axis=0) if cfg.center_y else np.zeros(Y.shape[1])
+    if choose_solver(n_tr, gram.p) == "dual" or gram.Phi is None:
+        preds = ridge_path_dual(gram.K(tr, tr), Y[tr] - mu, gram.K(va, tr), lambdas)
+    else:
+        preds = ridge_path_primal(gram.Phi[tr], Y[tr] - mu, gram.Phi[va], lambdas)
+    lam, _ = select_lambda(preds, Y[va] - mu, lambdas)
+    fit = slice(0, n) if cfg.refit else tr
+    n_fit = n if cfg.refit else n_tr
+    mu = Y[fit].mean(axis=0) if cfg.center_y else mu
+    solver = "dual" if (choose_solver(n_fit, gram.p) == "dual" or gram.Phi is None) else "primal"
+    pred = np.empty_like(F_test)
+    for l in np.unique(lam):
+        cols = np.flatnonzero(lam == l)
+        Yc = Y[fit][:, cols] - mu[cols]
+        if solver == "dual":
+            pred[:, cols] = gram.K(te, fit) @ ridge_solve_dual(gram.K(fit, fit), Yc, l) + mu[cols]
+        else:
+            pred[:, cols] = gram.Phi[te] @ ridge_solve_primal(gram.Phi[fit], Yc, l) + mu[cols]
+    rel = np.mean((pred - F_test) ** 2, axis=0) / np.var(F_test, axis=0)
+    return rel, lam, solver
+
+
+def run_cell(cfg: AttentionConfig, r: int, log=None) -> dict:
+    """Run replicate ``r``; returns a JSON-ready dict (errors as [model][target][n_index]).
+
+    Examples
+    --------
+    >>> cfg = AttentionConfig(n_heads=5, n_grid=(20, 40), n_test=30, n_seeds=1,
+    ...                       targets=("cos_dot",))
+    >>> cell = run_cell(cfg, 0)
+    >>> len(cell["errors"]["rfa"]["cos_dot"])
+    2
+    """
+    t0 = time.perf_counter()
+    n_max = max(cfg.n_grid)
+    X_pool = sample_inputs(make_rng(cfg.seed, r, 0), n_max, cfg.N, cfg.d, cfg.radius)
+    X_test = sample_inputs(make_rng(cfg.seed, r, 1), cfg.n_test, cfg.N, cfg.d, cfg.radius)
+    rng_t = make_rng(cfg.seed, 2)
+    tgts = [make_target(t, cfg.d, rng_t, radius=cfg.radius, noise_sd=cfg.noise_sd)
+            for t in cfg.targets]
+    rng_noise = make_rng(cfg.seed, r, 2)
+    Y = np.stack([t.sample_labels(rng_noise, X_pool) for t in tgts], axis=1)
+    F_test = np.stack([t(X_test) for t in tgts], axis=1)
+    out = {"replicate": r, "errors": {}, "lambda": {}, "solver": {}, "failures": [],
+           "n_features": {}, "time_s": {}}
+    for k, model in enumerate(MODELS):
+        if model not in cfg.models:
+            continue
+        tm = time.perf_counter()
+        fmap = build_model(cfg, model, make_rng(cfg.seed, r, 10 + k))
+        gram = _Gram(fmap, X_pool, X_test, cfg.block_size)
+        errs = np.full((len(tgts), len(cfg.n_grid)), np.nan)
+        lams = np.full_like(errs, np.nan)
+        solvers = []
+        for j, n in enumerate(cfg.n_grid):
+            try:
+                rel, lam, solver = _fit_one_n(gram, n, Y, F_test, cfg)
+            except np.linalg.LinAlgError as exc:        # recorded, never poisons others
+                out["failures"].append({"model": model, "n": n, "error": str(exc)})
+                solvers.append("failed")
+                continue
+            bad = ~np.isfinite(rel)
+            if bad.any():
+                out["failures"].append({"model": model, "n": n, "error": "non-finite error",
+                                        "targets": [cfg.targets[i] for i in np.flatnonzero(bad)]})
+            errs[:, j], lams[:, j] = rel, lam
+            solvers.append(solver)
+        del gram
+        out["errors"][model] = {t: errs[i].tolist() for i, t in enumerate(cfg.targets)}
+        out["lambda"][model] = {t: lams[i].tolist() for i, t in enumerate(cfg.targets)}
+        out["solver"][model] = solvers
+        out["n_features"][model] = fmap.n_features
+        out["time_s"][model] = time.perf_counter() - tm
+        if log:
+            log(f"replicate {r} model {model}: {out['time_s'][model]:.1f}s")
+    out["time_s"]["total"] = time.perf_counter() - t0
+    return out
+
+
+def _aggregate(cfg, cells, wall):
+    res = {"study": "attention", "config": cfg.to_dict(), "config_hash": config_hash(cfg),
+           "n_grid": list(cfg.n_grid), "models": list(cfg.models), "targets": list(cfg.targets),
+           "errors": {}, "mean": {}, "sd": {}, "n_ok": {}, "lambda": {},
+           "failures": [f for c in cells for f in c["failures"]],
+           "n_features": cells[0]["n_features"], "wall_time_s": wall,
+           "cell_time_s": [c["time_s"]["total"] for c in cells],
+           "environment": {"python": sys.version.split()[0], "numpy": np.__version__,
+                           "platform": platform.platform(), "cpu_count": os.cpu_count()}}
+    for m in cfg.models:
+        for key in ("errors", "mean", "sd", "n_ok", "lambda"):
+            res[key][m] = {}
+        for t in cfg.targets:
+            E = np.array([c["errors"][m][t] for c in cells], dtype=float)  # (seeds, n)
+            ok = np.isfinite(E)
+            cnt = ok.sum(axis=0)
+            Ez = np.where(ok, E, 0.0)
+            mean = np.where(cnt > 0, Ez.sum(0) / np.maximum(cnt, 1), np.nan)
+            var = np.where(cnt > 1, ((Ez - mean) ** 2 * ok).sum(0) / np.maximum(cnt - 1, 1), np.nan)
+            res["errors"][m][t] = E.tolist()
+            res["mean"][m][t] = mean.tolist()
+            res["sd"][m][t] = np.sqrt(var).tolist()
+            res["n_ok"][m][t] = cnt.tolist()
+            res["lambda"][m][t] = [c["lambda"][m][t] for c in cells]
+    return res
+
+
+def run_attention_experiment(preset="quick", out_dir="results/attention", progress: bool = True,
+                             **overrides) -> dict:
+    """Run (or resume) the attention experiment and write ``out_dir/results.json``.
+
+    Parameters
+    ----------
+    preset : {"quick", "full"} or AttentionConfig
+    out_dir : path
+        Output folder (cells ``cell_XXX.json`` and ``results.json``).
+    progress : bool
+        Print per-replicate progress with an ETA to stderr.
+    **overrides
+        Fields of :class:`AttentionConfig` replacing the preset's.
+
+    Returns
+    -------
+    dict
+        The aggregated results (as written to ``results.json``).
+
+    Examples
+    --------
+    >>> res = run_attention_experiment("quick", "/tmp/att", progress=False)  # doctest: +SKIP
+    """
+    if isinstance(preset, AttentionConfig):
+        cfg = preset
+    else:
+        check_choice("preset", preset, tuple(PRESETS))
+        cfg = PRESETS[preset]
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    h = config_hash(cfg)
+    log = (lambda msg: print(f"[attention] {msg}", file=sys.stderr, flush=True)) if progress else None
+    t0 = time.perf_counter()
+    cells, done_new = [], 0
+    for r in range(cfg.n_seeds):
+        path = out / f"cell_{r:03d}.json"
+        if path.exists():
+            try:
+                cached = json.loads(path.read_text())
+            except (OSError, ValueError):
+                cached = None
+            if cached and cached.get("config_hash") == h:
+                cells.append(cached)
+                if log:
+                    log(f"replicate {r + 1}/{cfg.n_seeds}: cached")
+                continue
+        cell = run_cell(cfg, r, log)
+        cell["config_hash"] = h
+        write_json_atomic(path, cell)
+        cells.append(cell)
+        done_new += 1
+        if log:
+            el = time.perf_counter() - t0
+            eta = el / done_new * (cfg.n_seeds - r - 1)
+            log(f"replicate {r + 1}/{cfg.n_seeds} done, elapsed {el:.0f}s, ETA {eta:.0f}s")
+    res = _aggregate(cfg, cells, time.perf_counter() - t0)
+    write_json_atomic(out / RESULTS_FILE, res)
+    return res

@@ -1,0 +1,129 @@
+"""Initialisation modes (DESIGN.md §3.3): paper, perturb, random, kmeans.
+
+Every initialiser is a pure JAX function ``key -> MoEParams`` (key first), so starts can be
+drawn under ``vmap``. Data-driven starts (``random``, ``kmeans``) build a partition of the
+sample, then take one exact M-step from it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from moetheory.em.mstep import expert_m_step, gate_m_step
+from moetheory.params import MoEParams
+
+INIT_MODES = ("paper", "perturb", "random", "kmeans")
+
+
+def assign_to_truth(key, k: int, k_true: int) -> jnp.ndarray:
+    """Which true expert each of k fitted experts starts from, shape (k,).
+
+    Every true expert is used at least once, the last fitted expert starts from the last true
+    expert (so the pinned reference gate matches), and the k − k* extra fitted experts are
+    assigned uniformly at random among the true experts.
+    """
+    if k < k_true:
+        raise ValueError(f"the fitted model needs at least as many experts as the truth; got k={k} < k*={k_true}")
+    base = jnp.arange(k_true - 1)
+    extra = jax.random.randint(key, (k - k_true,), 0, k_true)
+    return jnp.concatenate([base, extra, jnp.array([k_true - 1])]).astype(jnp.int32)
+
+
+def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd, var_from_sd):
+    ka, kg1, kg0, ke1, ke0, kv = jax.random.split(key, 6)
+    idx = assign_to_truth(ka, k, truth.beta0.shape[0])
+    t = truth.pinned()
+    d = t.beta1.shape[1]
+    dtype = t.beta1.dtype
+    noise = lambda kk, shape, sd: sd * jax.random.normal(kk, shape, dtype=dtype)  # noqa: E731
+    beta1 = t.beta1[idx] + noise(kg1, (k, d), gate_sd)
+    beta0 = t.beta0[idx] + noise(kg0, (k,), gate_sd)
+    a = t.a[idx] + noise(ke1, (k, d), expert_sd)
+    b = t.b[idx] + noise(ke0, (k,), expert_sd)
+    start_var = jnp.sqrt(t.var[idx]) if var_from_sd else t.var[idx]
+    var = start_var + jnp.abs(noise(kv, (k,), var_noise_sd))
+    return MoEParams(beta0, beta1, a, b, var, t.tau).pinned()
+
+
+def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False) -> MoEParams:
+    """The softmax paper's official "near truth" start, noise shrinking with n.
+
+    Gate noise sd 0.005·n^-0.083, expert noise sd 0.05·n^-0.083, variance + |N(0, (0.005·n^-0.25)²)|.
+    ``var_from_sd=True`` reproduces the official code's slip of starting the *variance* at the
+    true standard deviation (off by default).
+    """
+    n = jnp.asarray(n, dtype=truth.var.dtype)
+    shrink = n ** -0.083
+    return _near_truth(key, truth, k, 0.005 * shrink, 0.05 * shrink, 0.005 * n ** -0.25, var_from_sd)
+
+
+def perturb_init(key, truth: MoEParams, k: int, scale: float = 0.1) -> MoEParams:
+    """Near truth with n-independent noise (sd ``scale`` on gates and experts, variance
+    + |N(0, (scale·ν)²)|-like noise of sd ``scale``·mean ν) — measures the estimator, not the init."""
+    return _near_truth(key, truth, k, scale, scale, scale * jnp.mean(truth.var), False)
+
+
+def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:
+    """One exact M-step from responsibilities ``resp`` (n, k): experts, then gate from zero."""
+    k, d = spec.n_experts, spec.dim
+    dtype = x.dtype
+    base = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), jnp.zeros((k, d), dtype),
+                     jnp.full(k, jnp.mean(y), dtype), jnp.full(k, jnp.var(y) + var_floor, dtype),
+                     jnp.asarray(1.0, dtype))
+    params, _ = expert_m_step(base, x, y, resp, var_floor)
+    return gate_m_step(spec, params, x, resp)
+
+
+def random_partition(key, n: int, k: int, dtype=jnp.float64) -> jnp.ndarray:
+    """Uniformly random hard partition as one-hot responsibilities (n, k)."""
+    return jax.nn.one_hot(jax.random.randint(key, (n,), 0, k), k, dtype=dtype)
+
+
+def kmeans_labels(key, z, k: int, n_iter: int = 25) -> jnp.ndarray:
+    """Lloyd's k-means with k-means++ seeding on the rows of z (n, p); returns one-hot (n, k).
+
+    Written in JAX (not scipy) so that many starts run in one ``vmap``.
+    """
+    n = z.shape[0]
+
+    def seed_step(carry, kk):
+        centres, count = carry
+        d2 = jnp.min(jnp.where(jnp.arange(k)[None, :] < count,
+                               ((z[:, None, :] - centres[None]) ** 2).sum(-1), jnp.inf), axis=1)
+        prob = d2 / jnp.maximum(d2.sum(), 1e-300)
+        pick = jax.random.choice(kk, n, p=prob)
+        return (centres.at[count].set(z[pick]), count + 1), None
+
+    k0, krest = jax.random.split(key)
+    centres = jnp.zeros((k, z.shape[1]), z.dtype).at[0].set(z[jax.random.randint(k0, (), 0, n)])
+    (centres, _), _ = jax.lax.scan(seed_step, (centres, 1), jax.random.split(krest, k - 1))
+
+    def lloyd(centres, _):
+        lab = jnp.argmin(((z[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        onehot = jax.nn.one_hot(lab, k, dtype=z.dtype)
+        cnt = onehot.sum(0)
+        new = (onehot.T @ z) / jnp.maximum(cnt, 1.0)[:, None]
+        return jnp.where(cnt[:, None] > 0, new, centres), None
+
+    centres, _ = jax.lax.scan(lloyd, centres, None, length=n_iter)
+    lab = jnp.argmin(((z[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    return jax.nn.one_hot(lab, k, dtype=z.dtype)
+
+
+def standardise_xy(x, y):
+    """Columns of (x, y) centred and scaled to unit sd, shape (n, d+1) (for k-means)."""
+    z = jnp.concatenate([x, y[:, None]], axis=1)
+    sd = jnp.std(z, axis=0)
+    return (z - z.mean(0)) / jnp.where(sd > 0, sd, 1.0)
+
+
+def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:
+    """A data-driven start: ``kind`` in {"random", "kmeans"}."""
+    k = spec.n_experts
+    if kind == "random":
+        resp = random_partition(key, x.shape[0], k, x.dtype)
+    elif kind == "kmeans":
+        resp = kmeans_labels(key, standardise_xy(x, y), k)
+    else:
+        raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
+    return params_from_resp(spec, x, y, resp, var_floor)

@@ -1,0 +1,120 @@
+"""The Gaussian MoE conditional density and what follows from it.
+
+p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space.
+Functions are pure JAX, jit- and vmap-friendly; ``spec`` is static.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from moetheory.gates import log_gate_weights
+from moetheory.params import MoEParams
+from moetheory.spec import MoESpec
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def expert_means(params: MoEParams, x) -> jnp.ndarray:
+    """a_iᵀx + b_i, shape (n, k)."""
+    return x @ params.a.T + params.b
+
+
+def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
+    """log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k)."""
+    resid = y[:, None] - expert_means(params, x)
+    return -0.5 * (_LOG_2PI + jnp.log(params.var) + resid * resid / params.var)
+
+
+def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
+    """log g_i(x_n) + log N(y_n; ...), shape (n, k); ``-inf`` where expert i is inactive."""
+    return log_gate_weights(spec, params, x, mask) + log_expert_density(params, x, y)
+
+
+def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
+    """Conditional log-density log p(y_n | x_n), shape (n,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(1, 1)
+    >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
+    >>> float(log_density(spec, p, np.zeros((1, 1)), np.zeros(1))[0])  # log N(0; 0, 1)
+    -0.9189385332046727
+    """
+    return jax.scipy.special.logsumexp(log_joint(spec, params, x, y), axis=-1)
+
+
+def log_likelihood(spec: MoESpec, params: MoEParams, x, y, weights=None) -> jnp.ndarray:
+    """Σ_n log p(y_n | x_n) (optionally weighted), a scalar."""
+    ld = log_density(spec, params, x, y)
+    return ld.sum() if weights is None else (weights * ld).sum()
+
+
+def responsibilities(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
+    """Posterior probabilities r_ni = P(expert i | x_n, y_n), shape (n, k); rows sum to 1."""
+    return jax.nn.softmax(log_joint(spec, params, x, y), axis=-1)
+
+
+def gate_probabilities(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
+    """Gate weights g_i(x_n), shape (n, k)."""
+    return jnp.exp(log_gate_weights(spec, params, x))
+
+
+def predict_mean(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
+    """E[y | x] = Σ_i g_i(x)(a_iᵀx + b_i), shape (n,)."""
+    return (gate_probabilities(spec, params, x) * expert_means(params, x)).sum(-1)
+
+
+def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
+    """Var[y | x] = Σ_i g_i (ν_i + μ_i²) − (Σ_i g_i μ_i)², shape (n,)."""
+    g = gate_probabilities(spec, params, x)
+    mu = expert_means(params, x)
+    mean = (g * mu).sum(-1)
+    return (g * (params.var + mu * mu)).sum(-1) - mean * mean
+
+
+@partial(jax.jit, static_argnums=1)
+def _sample(key, spec, params, x):
+    k_gate, k_noise = jax.random.split(key)
+    logg = log_gate_weights(spec, params, x)
+    z = jax.random.categorical(k_gate, logg, axis=-1)
+    mu = jnp.take_along_axis(expert_means(params, x), z[:, None], axis=-1)[:, 0]
+    sd = jnp.sqrt(params.var[z])
+    return mu + sd * jax.random.normal(k_noise, mu.shape, dtype=mu.dtype), z
+
+
+def sample(key, spec: MoESpec, params: MoEParams, x, return_labels: bool = False):
+    """Draw y_n ~ p(y | x_n) for each row of x.
+
+    Parameters
+    ----------
+    key : jax PRNG key
+    spec : MoESpec
+    params : MoEParams
+    x : array (n, d)
+    return_labels : bool
+        Also return the latent expert index z_n, shape (n,).
+
+    Returns
+    -------
+    y : array (n,), or (y, z)
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[1.], [0.]], [[1.], [-1.]], [0., 0.], [.1, .1])
+    >>> sample(jax.random.key(0), spec, p, np.zeros((3, 1))).shape
+    (3,)
+    """
+    from moetheory._jax import ensure_x64
+    from moetheory.validation import check_x
+
+    ensure_x64()
+    x = check_x(x, spec.dim)
+    y, z = _sample(key, spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x))
+    return (y, z) if return_labels else y

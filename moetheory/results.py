@@ -1,0 +1,183 @@
+"""FitResult: the immutable outcome of a fit, with lazily computed inference (statsmodels style)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from moetheory import mle, model
+from moetheory.params import MoEParams
+from moetheory.spec import MoESpec
+from moetheory.validation import check_x
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Result of :func:`moetheory.fit`.
+
+    Attributes
+    ----------
+    spec : MoESpec
+    params : MoEParams, the estimate (NumPy float64), last expert's gate pinned
+    loglik : float, observed log-likelihood at ``params``
+    n_obs : int
+    n_iter : int, EM iterations of the winning start
+    converged : bool
+    trace : (n_iter + 1,) log-likelihood along the winning start's EM iterations
+    var_floor : float, the variance floor used; ``var_floor_hit`` says whether it bound
+    start_kinds, start_logliks : the kind and log-likelihood of every start
+    x, y : the data (n, d) and (n,), kept for inference and residuals
+
+    Examples
+    --------
+    >>> import moetheory as mt
+    >>> res = mt.fit(x, y, n_experts=2)          # doctest: +SKIP
+    >>> print(res.summary())                     # doctest: +SKIP
+    """
+
+    spec: MoESpec
+    params: MoEParams
+    loglik: float
+    n_obs: int
+    n_iter: int
+    converged: bool
+    trace: np.ndarray
+    var_floor: float
+    var_floor_hit: bool
+    start_kinds: tuple
+    start_logliks: np.ndarray
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    cov_type: str = "oim"
+
+    # ---- model selection ------------------------------------------------------------
+    @property
+    def df_model(self) -> int:
+        """Number of free parameters (the pinned reference gate is not counted)."""
+        return len(mle.free_layout(self.spec))
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.df_model
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + math.log(self.n_obs) * self.df_model
+
+    @property
+    def icl(self) -> float:
+        """BIC plus twice the entropy of the MAP classification: BIC − 2 Σ_n log r_{n, ẑ_n}."""
+        r = self.responsibilities
+        return self.bic - 2.0 * float(np.log(np.maximum(r.max(axis=1), 1e-300)).sum())
+
+    # ---- posterior and prediction -----------------------------------------------------
+    @cached_property
+    def responsibilities(self) -> np.ndarray:
+        """Posterior expert probabilities at the data, (n, k)."""
+        return np.asarray(model.responsibilities(self.spec, self.params, self.x, self.y))
+
+    def _x(self, x):
+        return self.x if x is None else check_x(x, self.spec.dim)
+
+    def predict(self, x=None) -> np.ndarray:
+        """Predictive mean E[y | x], (n,); at the training data when x is None."""
+        return np.asarray(model.predict_mean(self.spec, self.params, self._x(x)))
+
+    def predict_var(self, x=None) -> np.ndarray:
+        """Predictive variance Var[y | x], (n,)."""
+        return np.asarray(model.predict_var(self.spec, self.params, self._x(x)))
+
+    def gate_probabilities(self, x=None) -> np.ndarray:
+        """Gate weights g_i(x), (n, k)."""
+        return np.asarray(model.gate_probabilities(self.spec, self.params, self._x(x)))
+
+    def log_density(self, x, y) -> np.ndarray:
+        """log p(y_n | x_n) for new data, (n,)."""
+        from moetheory.validation import check_xy
+
+        x, y = check_xy(x, y, self.spec.dim)
+        return np.asarray(model.log_density(self.spec, self.params, x, y))
+
+    # ---- inference ----------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        return mle.param_names(self.spec)
+
+    @property
+    def free_params(self) -> np.ndarray:
+        """Estimates of the free parameters, in the order of :attr:`param_names`."""
+        return np.asarray(mle.pack(self.spec, self.params))
+
+    @cached_property
+    def _information(self):
+        return mle.information(self.spec, self.params, self.x, self.y)
+
+    def _cov(self, cov_type):
+        cache = self.__dict__.setdefault("_cov_cache", {})
+        if cov_type not in cache:
+            info, scores = self._information
+            cache[cov_type] = mle.covariance(info, scores, cov_type)
+        return cache[cov_type]
+
+    def cov_params(self, cov_type: str | None = None) -> np.ndarray:
+        """Covariance of the free parameters: ``"oim"`` (observed information, default),
+        ``"opg"`` (outer product of gradients) or ``"sandwich"``. Warns if singular."""
+        return self._cov(cov_type or self.cov_type)[0]
+
+    def bse(self, cov_type: str | None = None) -> np.ndarray:
+        """Standard errors of the free parameters."""
+        return np.sqrt(np.maximum(np.diag(self.cov_params(cov_type)), 0.0))
+
+    def conf_int(self, alpha: float = 0.05, cov_type: str | None = None) -> np.ndarray:
+        """Wald confidence intervals, (p, 2)."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+        z = stats.norm.ppf(1 - alpha / 2)
+        est, se = self.free_params, self.bse(cov_type)
+        return np.column_stack([est - z * se, est + z * se])
+
+    def params_table(self, cov_type: str | None = None, alpha: float = 0.05):
+        """A pandas DataFrame: coef, std err, z, P>|z| and the confidence interval."""
+        import pandas as pd
+
+        est, se = self.free_params, self.bse(cov_type)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = est / se
+        ci = self.conf_int(alpha, cov_type)
+        return pd.DataFrame({"coef": est, "std err": se, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z)),
+                             f"[{alpha / 2:g}": ci[:, 0], f"{1 - alpha / 2:g}]": ci[:, 1]},
+                            index=self.param_names)
+
+    def summary(self, cov_type: str | None = None, alpha: float = 0.05) -> str:
+        """A statsmodels-like text table of the fit and its parameters."""
+        from moetheory.summary import render_summary
+
+        return render_summary(self, cov_type or self.cov_type, alpha)
+
+    def to_dict(self, cov_type: str | None = None) -> dict:
+        """JSON-ready summary: fit statistics, parameters and standard errors."""
+        out = {
+            "spec": {k: v for k, v in self.spec.__dict__.items()},
+            "n_obs": self.n_obs, "loglik": self.loglik, "df_model": self.df_model,
+            "aic": self.aic, "bic": self.bic, "icl": self.icl, "n_iter": self.n_iter,
+            "converged": self.converged, "var_floor_hit": self.var_floor_hit,
+            "params": self.params.to_dict(),
+            "start_logliks": [None if not np.isfinite(v) else float(v) for v in self.start_logliks],
+        }
+        table = self.params_table(cov_type)
+        out["inference"] = {name: {c: (None if not np.isfinite(v) else float(v)) for c, v in row.items()}
+                            for name, row in table.iterrows()}
+        return out
+
+    def __repr__(self):
+        return (f"FitResult(gate={self.spec.gate!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "
+                f"loglik={self.loglik:.4f}, converged={self.converged}, n_iter={self.n_iter})")
+
+
+def as_numpy_params(params) -> MoEParams:
+    """MoEParams of NumPy float64 arrays from JAX arrays."""
+    return MoEParams(*(np.asarray(jnp.asarray(v), dtype=np.float64) for v in params))
