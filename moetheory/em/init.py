@@ -117,13 +117,15 @@ def standardise_xy(x, y):
     return (z - z.mean(0)) / jnp.where(sd > 0, sd, 1.0)
 
 
-def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:
-    """A data-driven start: ``kind`` in {"random", "kmeans"}."""
-    k = spec.n_experts
+def data_partition(key, x, y, k: int, kind: str) -> jnp.ndarray:
+    """One-hot responsibilities (n, k) of a data-driven start: ``kind`` in {"random", "kmeans"}."""
     if kind == "random":
-        resp = random_partition(key, x.shape[0], k, x.dtype)
-    elif kind == "kmeans":
-        resp = kmeans_labels(key, standardise_xy(x, y), k)
-    else:
-        raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
-    return params_from_resp(spec, x, y, resp, var_floor)
+        return random_partition(key, x.shape[0], k, x.dtype)
+    if kind == "kmeans":
+        return kmeans_labels(key, standardise_xy(x, y), k)
+    raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
+
+
+def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:
+    """A data-driven start: a partition of ``kind``, then one exact M-step."""
+    return params_from_resp(spec, x, y, data_partition(key, x, y, spec.n_experts, kind), var_floor)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.em.init import data_init, paper_init, perturb_init
+from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
 from moetheory.em.run import EMResult, run_em
 
 
@@ -48,37 +48,63 @@ def _take(tree, i):
     return jax.tree.map(lambda v: v[i], tree)
 
 
-@partial(jax.jit, static_argnames=("spec", "kind"))
-def _data_starts(keys, spec, x, y, kind, var_floor):
-    return jax.vmap(lambda kk: data_init(kk, spec, x, y, kind, var_floor))(keys)
+@partial(jax.jit, static_argnames=("k", "kind"))
+def _partitions(keys, x, y, k, kind):
+    return jax.vmap(lambda kk: data_partition(kk, x, y, k, kind))(keys)
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _params_from_partitions(spec, x, y, resp, var_floor):
+    # One program for every data-driven start, whatever its kind.
+    return jax.vmap(lambda r: params_from_resp(spec, x, y, r, var_floor))(resp)
 
 
 def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10, perturb_scale=0.1):
     """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis)."""
     keys = jax.random.split(key, len(kinds))
     starts = [None] * len(kinds)
-    for kind in dict.fromkeys(kinds):
+    data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
+    if data_idx:
+        resp = [None] * len(kinds)
+        for kind in ("kmeans", "random"):
+            idx = [i for i in data_idx if kinds[i] == kind]
+            if idx:
+                part = _partitions(keys[np.array(idx)], x, y, spec.n_experts, kind)
+                for j, i in enumerate(idx):
+                    resp[i] = part[j]
+        batch = _params_from_partitions(spec, x, y, jnp.stack([resp[i] for i in data_idx]), var_floor)
+        for j, i in enumerate(data_idx):
+            starts[i] = _take(batch, j)
+    for kind in ("paper", "perturb"):
         idx = [i for i, kd in enumerate(kinds) if kd == kind]
+        if not idx:
+            continue
+        if truth is None:
+            raise ValueError(f"init={kind!r} starts near the truth: pass truth=MoEParams")
         sub = keys[np.array(idx)]
-        if kind in ("random", "kmeans"):
-            batch = _data_starts(sub, spec, x, y, kind, var_floor)
-        elif kind in ("paper", "perturb"):
-            if truth is None:
-                raise ValueError(f"init={kind!r} starts near the truth: pass truth=MoEParams")
-            if kind == "paper":
-                batch = jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs or x.shape[0]))(sub)
-            else:
-                batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale))(sub)
+        if kind == "paper":
+            batch = jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs or x.shape[0]))(sub)
         else:
-            raise ValueError(f"unknown init kind {kind!r}; expected one of paper, perturb, random, kmeans")
+            batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale))(sub)
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
+    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
+    if unknown:
+        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, kmeans")
     return _stack(starts)
 
 
-def run_batch(spec, starts, x, y, **em_options) -> EMResult:
-    """``vmap`` of :func:`run_em` over a batch of starts (leading axis)."""
-    return jax.vmap(lambda p: run_em(spec, p, x, y, **em_options))(starts)
+@partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))
+def run_batch(spec, starts, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weights=None,
+              n_hard=0, gate_options=None, fixed_iter=False, n_steps=None) -> EMResult:
+    """``vmap`` of :func:`run_em` over a batch of starts (leading axis).
+
+    ``tol``, ``n_hard`` and ``n_steps`` are traced, so short and long runs of the same batch
+    size share one compiled program.
+    """
+    return jax.vmap(lambda p: run_em(spec, p, x, y, tol=tol, max_iter=max_iter, var_floor=var_floor,
+                                     weights=weights, n_hard=n_hard, gate_options=gate_options,
+                                     fixed_iter=fixed_iter, n_steps=n_steps))(starts)
 
 
 def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e-10,
@@ -89,9 +115,17 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     starts = draw_starts(key, spec, x, y, kinds, truth=truth, var_floor=var_floor,
                          perturb_scale=perturb_scale)
     n_keep = min(n_keep, len(kinds))
+    common = dict(max_iter=max_iter, var_floor=var_floor, gate_options=gate_options)
     if n_keep < len(kinds):
-        short = run_batch(spec, starts, x, y, tol=0.0, max_iter=n_short, n_hard=n_hard,
-                          var_floor=var_floor, gate_options=gate_options)
+        # Short runs in chunks of n_keep starts: every call then has the batch shape of the
+        # continuation, so one compiled program serves both stages (compilation dominates
+        # the cost of a fit at moderate n).
+        chunks = []
+        for lo in range(0, len(kinds), n_keep):
+            idx = np.arange(lo, lo + n_keep) % len(kinds)  # the last chunk wraps around
+            chunks.append(run_batch(spec, _take(starts, jnp.asarray(idx)), x, y, tol=0.0,
+                                    n_steps=n_short, n_hard=n_hard, **common))
+        short = jax.tree.map(lambda *v: jnp.concatenate(v)[: len(kinds)], *chunks)
         ll = np.asarray(short.loglik)
         order = np.argsort(np.where(np.isfinite(ll), -ll, np.inf), kind="stable")[:n_keep]
         cont_starts = _take(short.params, jnp.asarray(order))
@@ -101,8 +135,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
         order = np.arange(len(kinds))
         cont_starts = starts
         iters_before = np.zeros(len(kinds), dtype=int)
-    final = run_batch(spec, cont_starts, x, y, tol=tol, max_iter=max_iter, var_floor=var_floor,
-                      gate_options=gate_options)
+    final = run_batch(spec, cont_starts, x, y, tol=tol, n_steps=max_iter, n_hard=0, **common)
     fl = np.asarray(final.loglik)
     if n_keep == len(kinds):
         ll = fl.copy()
