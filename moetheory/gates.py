@@ -107,3 +107,24 @@ def log_gate_weights(spec: MoESpec, params: MoEParams, x, mask=None) -> jnp.ndar
             mask = active_mask(spec, params, x)
         h = jnp.where(mask, h, -jnp.inf)
     return jax.nn.log_softmax(h, axis=-1)
+
+
+def shift_invariant_slopes(spec: MoESpec) -> bool:
+    """True when a common shift of every β_1 leaves the model unchanged.
+
+    Softmax, top-K (both selection rules rank differences only) and temperature gates: yes.
+    Activation gate: only for the identity activation (σ non-linear breaks it).
+    """
+    return spec.gate != "activation" or spec.activation == "identity"
+
+
+def pin(spec: MoESpec, params: MoEParams) -> MoEParams:
+    """Canonical representative: the last expert's gate pinned to zero.
+
+    Subtracts the last expert's β_0 (always an invariance) and, where it is an invariance
+    (:func:`shift_invariant_slopes`), its β_1. Works with a leading batch axis.
+    """
+    beta0 = params.beta0 - params.beta0[..., -1:]
+    if not shift_invariant_slopes(spec):
+        return params._replace(beta0=beta0)
+    return params._replace(beta0=beta0, beta1=params.beta1 - params.beta1[..., -1:, :])

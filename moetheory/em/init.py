@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from moetheory.em.mstep import expert_m_step, gate_m_step
+from moetheory.gates import pin
 from moetheory.params import MoEParams
 
 INIT_MODES = ("paper", "perturb", "random", "kmeans")
@@ -29,10 +30,10 @@ def assign_to_truth(key, k: int, k_true: int) -> jnp.ndarray:
     return jnp.concatenate([base, extra, jnp.array([k_true - 1])]).astype(jnp.int32)
 
 
-def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd, var_from_sd):
+def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd, var_from_sd, spec=None):
     ka, kg1, kg0, ke1, ke0, kv = jax.random.split(key, 6)
     idx = assign_to_truth(ka, k, truth.beta0.shape[0])
-    t = truth.pinned()
+    t = truth.pinned() if spec is None else pin(spec, truth)
     d = t.beta1.shape[1]
     dtype = t.beta1.dtype
     noise = lambda kk, shape, sd: sd * jax.random.normal(kk, shape, dtype=dtype)  # noqa: E731
@@ -42,25 +43,28 @@ def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd,
     b = t.b[idx] + noise(ke0, (k,), expert_sd)
     start_var = jnp.sqrt(t.var[idx]) if var_from_sd else t.var[idx]
     var = start_var + jnp.abs(noise(kv, (k,), var_noise_sd))
-    return MoEParams(beta0, beta1, a, b, var, t.tau).pinned()
+    out = MoEParams(beta0, beta1, a, b, var, t.tau)
+    return out.pinned() if spec is None else pin(spec, out)
 
 
-def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False) -> MoEParams:
+def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec=None) -> MoEParams:
     """The softmax paper's official "near truth" start, noise shrinking with n.
 
     Gate noise sd 0.005·n^-0.083, expert noise sd 0.05·n^-0.083, variance + |N(0, (0.005·n^-0.25)²)|.
     ``var_from_sd=True`` reproduces the official code's slip of starting the *variance* at the
-    true standard deviation (off by default).
+    true standard deviation (off by default). ``spec`` (the fitted model's) decides which
+    gate normalisation to pin (:func:`moetheory.gates.pin`); without it the softmax one.
     """
     n = jnp.asarray(n, dtype=truth.var.dtype)
     shrink = n ** -0.083
-    return _near_truth(key, truth, k, 0.005 * shrink, 0.05 * shrink, 0.005 * n ** -0.25, var_from_sd)
+    return _near_truth(key, truth, k, 0.005 * shrink, 0.05 * shrink, 0.005 * n ** -0.25, var_from_sd,
+                       spec)
 
 
-def perturb_init(key, truth: MoEParams, k: int, scale: float = 0.1) -> MoEParams:
+def perturb_init(key, truth: MoEParams, k: int, scale: float = 0.1, spec=None) -> MoEParams:
     """Near truth with n-independent noise (sd ``scale`` on gates and experts, variance
     + |N(0, (scale·ν)²)|-like noise of sd ``scale``·mean ν) — measures the estimator, not the init."""
-    return _near_truth(key, truth, k, scale, scale, scale * jnp.mean(truth.var), False)
+    return _near_truth(key, truth, k, scale, scale, scale * jnp.mean(truth.var), False, spec)
 
 
 def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:

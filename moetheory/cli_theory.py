@@ -1,0 +1,33 @@
+"""``moetheory theory pdes --gate G`` and ``moetheory theory rbar M`` (symbolic tools, sympy)."""
+from __future__ import annotations
+
+PDE_GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("theory", help="symbolic identifiability: PDE checks and r-bar",
+                       description="Symbolic identifiability tools (sympy).")
+    tsub = p.add_subparsers(dest="theory_command", metavar="TOOL")
+    pdes = tsub.add_parser("pdes", help="verify the PDEs / Euler relation behind the slow rates")
+    pdes.add_argument("--gate", default="softmax", choices=PDE_GATES)
+    pdes.set_defaults(handler=_pdes)
+    rbar = tsub.add_parser("rbar", help="compute r-bar(m) by solving its polynomial system")
+    rbar.add_argument("m", type=int, help="number of fitted atoms in a Voronoi cell (m >= 1)")
+    rbar.set_defaults(handler=_rbar)
+    p.set_defaults(handler=lambda args: p.print_help())
+
+
+def _pdes(args) -> int:
+    from moetheory.symbolic import cli_pdes
+
+    print(cli_pdes(args.gate))
+    return 0
+
+
+def _rbar(args) -> int:
+    from moetheory.symbolic import cli_rbar
+
+    if args.m < 1:
+        raise ValueError(f"m must be an integer >= 1; got {args.m}")
+    print(cli_rbar(args.m))
+    return 0
