@@ -1,0 +1,153 @@
+"""Tests for moetheory.symbolic (PDE checks, dependency search, r̄(m))."""
+import subprocess
+import sys
+
+import pytest
+
+sp = pytest.importorskip("sympy")
+mpmath = pytest.importorskip("mpmath")
+
+from moetheory import symbolic as S  # noqa: E402
+
+
+def test_sympy_not_imported_at_package_import():
+    code = "import sys, moetheory.symbolic, moetheory.rates; print('sympy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ PDE / Euler checks
+def test_softmax_pdes_hold():
+    checks = S.pde_checks("softmax")
+    assert checks["d2u/dbeta1db == du/da"]
+    assert checks["d2u/db2 == 2 du/dnu"]
+    assert all(checks.values())
+
+
+def test_softmax_pdes_hold_d2():
+    checks = S.pde_checks("softmax", d=2)
+    assert checks["d2u/dbeta1[1]db == du/da[1]"] and checks["d2u/dbeta1[2]db == du/da[2]"]
+
+
+@pytest.mark.parametrize(
+    "gate, holds",
+    [
+        ("temperature", True),
+        ("activation-identity", True),
+        ("activation-tanh", False),
+        ("activation-sigmoid", False),
+    ],
+)
+def test_euler_relation(gate, holds):
+    checks = S.pde_checks(gate)
+    assert len(checks) == 2
+    assert all(v is holds for v in checks.values()), checks
+
+
+def test_bad_gate():
+    with pytest.raises(ValueError, match="gate"):
+        S.pde_checks("relu")
+
+
+# ------------------------------------------------------------------ dependency search
+def test_dependency_search_rediscovers_pdes():
+    u, s = S.softmax_expert_density(1)
+    beta1, a, b, nu = s["beta1"][0], s["a"][0], s["b"], s["nu"]
+    rels = S.find_linear_dependencies(u, [beta1, a, b, nu], 2)
+    # the relation space, as coefficient vectors over the derivative names
+    names = sorted({n for r in rels for n in r["terms"]})
+    span = sp.Matrix([[r["terms"].get(n, 0) for n in names] for r in rels])
+
+    def in_span(vec):
+        v = sp.Matrix([[vec.get(n, 0) for n in names]])
+        return all(k in names for k in vec) and span.rank() == span.col_join(v).rank()
+
+    assert in_span({"d^2u/dbeta1db": 1, "du/da": -1})
+    assert in_span({"d^2u/dbdb": 1, "du/dnu": -2})
+    # first-order derivatives alone are independent
+    assert S.find_linear_dependencies(u, [beta1, a, b, nu], 1) == []
+    assert any("du/da" in r["text"] for r in rels)
+
+
+def test_dependency_search_euler_temperature_gate():
+    x, y, b1, b0 = sp.symbols("x y beta1 beta0", real=True)
+    tau = sp.symbols("tau", positive=True)
+    g = sp.exp((b1 * x + b0) / tau)
+    rels = S.find_linear_dependencies(g, [b1, b0, tau], 1, variables=[x])
+    assert len(rels) == 1
+    terms = rels[0]["terms"]
+    # coefficients proportional to (beta1, beta0, tau): the Euler relation
+    ratio = sp.simplify(terms["du/dtau"] / terms["du/dbeta1"])
+    assert ratio == tau / b1
+    assert sp.simplify(terms["du/dbeta0"] / terms["du/dbeta1"]) == b0 / b1
+
+
+def test_dependency_search_rejects_non_polynomial():
+    x, b1, b0 = sp.symbols("x beta1 beta0", real=True)
+    with pytest.raises(ValueError, match="polynomial"):
+        S.find_linear_dependencies(sp.exp(sp.tanh(b1 * x) + b0), [b1, b0], 1, variables=[x])
+
+
+# ------------------------------------------------------------------ r̄(m)
+def test_rbar_system_shape():
+    eqs, (p, a, b) = S.rbar_system(2, 4)
+    assert len(eqs) == 4 and len(p) == 2
+    # E_2 = sum_j p_j^2 (a_j^2/2 + b_j)
+    assert sp.expand(eqs[1] - sum(p[j] ** 2 * (a[j] ** 2 / 2 + b[j]) for j in range(2))) == 0
+
+
+def _check_witnesses(res):
+    for o in res.orders[:-1]:
+        assert o.solvable, o
+        # re-verify independently at 50 digits
+        resid = S.verify_witness(o.witness, res.m, o.r, dps=50)
+        assert resid < mpmath.mpf("1e-20")
+        with mpmath.workdps(50):
+            z = [mpmath.mpf(v) for v in o.witness]
+        m = res.m
+        assert min(abs(v) for v in z[:m]) > 1e-6  # all p_j != 0
+        assert max(abs(v) for v in z[m:2 * m]) > 1e-6  # some a_j != 0
+    last = res.orders[-1]
+    assert not last.solvable and last.r == res.value
+
+
+def test_rbar_2_is_4_certified():
+    res = S.rbar(2)
+    assert res.value == 4
+    assert res.certified  # exact Groebner certificate at r = 4
+    _check_witnesses(res)
+
+
+def test_rbar_3_is_6():  # ~5 s on 2 cores: not marked slow
+    res = S.rbar(3)
+    assert res.value == 6
+    _check_witnesses(res)
+    # non-existence at r = 6 is numerical evidence: the residual stays away from zero
+    assert res.orders[-1].min_residual > 1e-4
+
+
+def test_rbar_1():
+    assert S.rbar(1).value == 1
+
+
+def test_groebner_certificate_m2_r4_and_no_false_certificate():
+    ok, note = S._groebner_certificate(2, 4)
+    assert ok, note
+    ok, _ = S._groebner_certificate(2, 3)  # under-determined: not attempted
+    assert not ok
+
+
+def test_bad_m():
+    with pytest.raises(ValueError, match="m"):
+        S.rbar(0)
+    with pytest.raises(ValueError, match="method"):
+        S.rbar(2, method="magic")
+
+
+# ------------------------------------------------------------------ CLI helpers
+def test_cli_outputs():
+    out = S.cli_rbar(2)
+    assert "rbar(2) = 4" in out
+    txt = S.cli_pdes("softmax")
+    assert "holds" in txt and "FAILS" not in txt
+    assert "FAILS" in S.cli_pdes("activation-tanh")
