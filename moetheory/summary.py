@@ -19,11 +19,62 @@ def _gate_description(spec):
     return "softmax"
 
 
+def _gate_notes(res):
+    """Gate-specific notes: normalisation, identifiability, what the standard errors mean."""
+    spec, notes = res.spec, []
+    tau = float(res.params.tau)
+    if spec.gate == "activation":
+        pinned = "beta0 and beta1" if spec.activation == "identity" else "beta0 only"
+        notes.append(f"Activation gate: the last expert's {pinned} is pinned at zero; "
+                     f"tau = {tau:.6g} ({spec.tau}" + (", log scale in estimation)." if spec.estimates_tau else ")."))
+    if spec.gate == "temperature":
+        if spec.estimates_tau:
+            notes.append(f"Temperature gate, tau estimated: (beta, tau) is identified only up to a common scale; "
+                         f"normalisation ||(beta0, beta1, tau)||_2 = 1 over the free gate entries and tau, "
+                         f"giving tau = {tau:.6g}. Raw gate standard errors hold tau at this value; the "
+                         "identified coordinates beta/tau are tabulated below.")
+        else:
+            notes.append(f"Temperature gate with known tau = {tau:.6g}.")
+    if spec.gate == "topk" and spec.top_k < spec.n_experts:
+        notes.append("Top-K gate: standard errors use the almost-everywhere derivatives of the log-likelihood "
+                     "(active sets held at the estimate); the active-set boundaries are not regular parameters.")
+    if res.unidentified:
+        notes.append(f"Not identified (standard errors NaN): {', '.join(res.unidentified)}.")
+    notes += [f"{message}" for message in res.identifiability_notes if spec.gate == "topk"]
+    return notes
+
+
 def render_summary(res, cov_type: str, alpha: float) -> str:
+    """The text of :meth:`moetheory.results.FitResult.summary`.
+
+    Parameters
+    ----------
+    res : FitResult
+    cov_type : {"oim", "opg", "sandwich"}
+        Covariance used for the standard errors.
+    alpha : float
+        Level of the (1 − alpha) confidence intervals.
+
+    Returns
+    -------
+    str
+        A header table (model, gate, observations, log-likelihood, AIC, BIC, ICL, convergence), a
+        parameter table (coef, std err, z, P>|z|, confidence interval; one row per free
+        parameter), for the temperature gate with τ estimated a table of the identified
+        coordinates β/τ, and numbered notes (reference expert, singular information, variance
+        floor, non-convergence, gate-specific identifiability).
+
+    Examples
+    --------
+    >>> print(render_summary(res, "oim", 0.05))      # doctest: +SKIP
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SingularInformationWarning)
         table = res.params_table(cov_type, alpha)
-    singular = any(issubclass(w.category, SingularInformationWarning) for w in caught)
+    # The covariance is cached on the result: when it was computed (and warned) before this
+    # call, no warning is raised here, so also read the cached singular flag.
+    singular = (any(issubclass(w.category, SingularInformationWarning) for w in caught)
+                or bool(res._cov(cov_type)[1]))
     left = [("Model:", "Gaussian MoE"), ("Gate:", _gate_description(res.spec)),
             ("Experts:", str(res.spec.n_experts)), ("No. Observations:", str(res.n_obs)),
             ("Df Model:", str(res.df_model)), ("Covariance Type:", cov_type)]
@@ -44,4 +95,12 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
         notes.append(f"[{len(notes)}] The variance floor {res.var_floor:.3g} was hit during EM.")
     if not res.converged:
         notes.append(f"[{len(notes)}] EM did not converge in {res.n_iter} iterations.")
-    return "\n".join([top.as_text(), params.as_text(), *notes])
+    for note in _gate_notes(res):
+        notes.append(f"[{len(notes)}] {note}")
+    blocks = [top.as_text(), params.as_text()]
+    ident = res.identified_table(cov_type) if res.spec.gate == "temperature" and res.spec.estimates_tau else None
+    if ident is not None:
+        rows = [[fmt(v) for v in row] for row in ident.to_numpy()]
+        blocks.append(SimpleTable(rows, headers=list(ident.columns), stubs=list(ident.index),
+                                  title="Identified gate coordinates beta/tau").as_text())
+    return "\n".join([*blocks, *notes])

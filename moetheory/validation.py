@@ -5,9 +5,20 @@ import numpy as np
 
 
 def check_x(x, dim: int | None = None, name: str = "x") -> np.ndarray:
-    """Return x as a float64 (n, d) array; a 1-d x becomes (n, 1)."""
-    arr = np.asarray(x, dtype=np.float64) if not hasattr(x, "dtype") or x.dtype != np.float64 else x
-    arr = np.asarray(arr, dtype=np.float64)
+    """Return x as a float64 (n, d) array; a 1-d x (n,) becomes (n, 1).
+
+    Raises ``ValueError`` naming ``name``, the expected and the received shape when x is not
+    1-d or 2-d, is empty, has the wrong number of columns (``dim``), or holds NaN/inf.
+
+    Examples
+    --------
+    >>> check_x([1.0, 2.0]).shape
+    (2, 1)
+    >>> check_x([[1.0, float("nan")]])
+    Traceback (most recent call last):
+    ValueError: x contains NaN or inf in 1 row(s), first at row 0
+    """
+    arr = _as_float(name, x)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
@@ -24,9 +35,18 @@ def check_x(x, dim: int | None = None, name: str = "x") -> np.ndarray:
 
 
 def check_xy(x, y, dim: int | None = None):
-    """Validate a regression sample: x (n, d) and y (n,) finite float64, same n."""
+    """Validate a regression sample: x (n, d) and y (n,) finite float64, same n.
+
+    x may be given as (n,) (one covariate) and y as (n, 1); the result is ``(x (n, d), y (n,))``.
+
+    Examples
+    --------
+    >>> x, y = check_xy([0.0, 1.0, 2.0], [[1.0], [2.0], [3.0]])
+    >>> x.shape, y.shape
+    ((3, 1), (3,))
+    """
     x = check_x(x, dim)
-    yarr = np.asarray(y, dtype=np.float64)
+    yarr = _as_float("y", y)
     if yarr.ndim == 2 and yarr.shape[1] == 1:
         yarr = yarr[:, 0]
     if yarr.ndim != 1:
@@ -38,3 +58,11 @@ def check_xy(x, y, dim: int | None = None):
         rows = np.flatnonzero(bad)
         raise ValueError(f"y contains NaN or inf in {rows.size} row(s), first at row {rows[0]}")
     return x, yarr
+
+
+def _as_float(name, value) -> np.ndarray:
+    """``value`` as a float64 array; a non-numeric value is a ValueError naming ``name``."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a numeric array (convertible to float64); {err}") from None

@@ -1,0 +1,342 @@
+"""A deliberately plain NumPy implementation of the Gaussian MoE: the test oracle.
+
+Everything here is written for readability, not speed: explicit loops over experts and over
+rows where that makes the formula obvious, ``scipy.special.logsumexp`` for the log-sum-exp.
+It shares no code with the JAX implementation (:mod:`moetheory.gates`, :mod:`moetheory.model`,
+:mod:`moetheory.em`) — only the :class:`~moetheory.spec.MoESpec` and
+:class:`~moetheory.params.MoEParams` containers, which hold no logic — so agreement between the
+two is evidence that both are right. Used by the tests and as the benchmark baseline only.
+
+Shapes: n observations, k experts, covariate dimension d; ``x`` is (n, d), ``y`` is (n,).
+Parameters follow :class:`~moetheory.params.MoEParams`: ``beta0`` (k,), ``beta1`` (k, d),
+``a`` (k, d), ``b`` (k,), ``var`` (k,) (variances), ``tau`` () (DESIGN.md §2).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf, logsumexp
+
+from moetheory.params import MoEParams
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _sigmoid(z):
+    # Two branches so that exp never overflows.
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+#: NumPy versions of the activations σ of the activation gate.
+ACTIVATIONS = {
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "gelu": lambda z: 0.5 * z * (1.0 + erf(z / math.sqrt(2.0))),
+    "softplus": lambda z: np.logaddexp(0.0, z),
+    "identity": lambda z: z,
+    "square": lambda z: z * z,
+}
+
+
+def _np_params(params) -> MoEParams:
+    return MoEParams(*(np.asarray(v, dtype=np.float64) for v in params))
+
+
+def gate_logits(spec, params, x) -> np.ndarray:
+    """Gate logits h_i(x) of DESIGN.md §2.2.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams
+    x : ndarray (n, d)
+
+    Returns
+    -------
+    h : ndarray (n, k)
+    """
+    p = _np_params(params)
+    x = np.asarray(x, dtype=np.float64)
+    n, k = x.shape[0], p.beta0.shape[0]
+    h = np.empty((n, k))
+    for i in range(k):
+        score = x @ p.beta1[i]  # β_1iᵀx, (n,)
+        if spec.gate in ("softmax", "topk"):
+            h[:, i] = score + p.beta0[i]
+        elif spec.gate == "temperature":
+            h[:, i] = (score + p.beta0[i]) / p.tau
+        elif spec.gate == "activation":
+            h[:, i] = (ACTIVATIONS[spec.activation](score) + p.beta0[i]) / p.tau
+        else:
+            raise ValueError(f"unknown gate {spec.gate!r}")
+    return h
+
+
+def active_set(spec, params, x) -> np.ndarray:
+    """Which experts are active at each x: all of them, except for the top-K gate.
+
+    Top-K ranks experts by the selection score β_1iᵀx (``select_by="score"``) or by the full
+    logit β_1iᵀx + β_0i (``select_by="logit"``) and keeps the K largest; ties go to the lower
+    expert index.
+
+    Returns
+    -------
+    mask : bool ndarray (n, k)
+    """
+    p = _np_params(params)
+    x = np.asarray(x, dtype=np.float64)
+    n, k = x.shape[0], p.beta0.shape[0]
+    mask = np.ones((n, k), dtype=bool)
+    if spec.gate != "topk":
+        return mask
+    mask[:] = False
+    for row in range(n):
+        score = p.beta1 @ x[row]  # (k,)
+        if spec.select_by == "logit":
+            score = score + p.beta0
+        # A stable sort of -score puts equal scores in index order: ties go to the lower index.
+        order = np.argsort(-score, kind="stable")
+        mask[row, order[:spec.top_k]] = True
+    return mask
+
+
+def log_gate_weights(spec, params, x) -> np.ndarray:
+    """log g_i(x): a log-softmax of the logits over the active set, ``-inf`` elsewhere.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams
+    x : ndarray (n, d)
+
+    Returns
+    -------
+    logg : ndarray (n, k); each row's exp sums to 1
+    """
+    h = gate_logits(spec, params, x)
+    mask = active_set(spec, params, x)
+    h = np.where(mask, h, -np.inf)
+    return h - logsumexp(h, axis=1, keepdims=True)
+
+
+def log_expert_density(params, x, y) -> np.ndarray:
+    """log N(y_n; a_iᵀx_n + b_i, ν_i).
+
+    Parameters
+    ----------
+    params : MoEParams
+    x : ndarray (n, d)
+    y : ndarray (n,)
+
+    Returns
+    -------
+    ndarray (n, k)
+    """
+    p = _np_params(params)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    k = p.beta0.shape[0]
+    out = np.empty((x.shape[0], k))
+    for i in range(k):
+        mean = x @ p.a[i] + p.b[i]
+        out[:, i] = -0.5 * (LOG_2PI + np.log(p.var[i]) + (y - mean) ** 2 / p.var[i])
+    return out
+
+
+def log_joint(spec, params, x, y) -> np.ndarray:
+    """log g_i(x_n) + log N(y_n; ...), (n, k)."""
+    return log_gate_weights(spec, params, x) + log_expert_density(params, x, y)
+
+
+def log_density(spec, params, x, y) -> np.ndarray:
+    """log p(y_n | x_n), (n,)."""
+    return logsumexp(log_joint(spec, params, x, y), axis=1)
+
+
+def log_likelihood(spec, params, x, y) -> float:
+    """Observed log-likelihood Σ_n log p(y_n | x_n), a float."""
+    return float(log_density(spec, params, x, y).sum())
+
+
+def responsibilities(spec, params, x, y) -> np.ndarray:
+    """E-step: r_ni = g_i(x_n) N(y_n; ...) / p(y_n | x_n), (n, k); rows sum to 1."""
+    lj = log_joint(spec, params, x, y)
+    return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+
+
+def expert_m_step(x, y, resp, var_floor: float = 0.0):
+    """Expert M-step: weighted least squares per expert, variance = weighted mean squared residual.
+
+    Solves min_{a_i, b_i} Σ_n r_ni (y_n − a_iᵀx_n − b_i)² with ``np.linalg.lstsq`` on the rows
+    scaled by sqrt(r_ni); ν_i = Σ_n r_ni (residual)² / Σ_n r_ni (the exact MLE, no n/(n−p)).
+
+    Parameters
+    ----------
+    x : ndarray (n, d)
+    y : ndarray (n,)
+    resp : ndarray (n, k)
+    var_floor : float
+        Lower bound applied to ν_i.
+
+    Returns
+    -------
+    a : ndarray (k, d)
+    b : ndarray (k,)
+    var : ndarray (k,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    resp = np.asarray(resp, dtype=np.float64)
+    n, d = x.shape
+    k = resp.shape[1]
+    design = np.column_stack([x, np.ones(n)])  # slopes..., intercept
+    a = np.empty((k, d))
+    b = np.empty(k)
+    var = np.empty(k)
+    for i in range(k):
+        w = np.sqrt(resp[:, i])
+        coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
+        a[i], b[i] = coef[:d], coef[d]
+        resid = y - design @ coef
+        var[i] = max(np.sum(resp[:, i] * resid ** 2) / np.sum(resp[:, i]), var_floor)
+    return a, b, var
+
+
+def softmax_gate_objective(beta0, beta1, x, resp) -> float:
+    """Q(β) = Σ_n Σ_i r_ni log g_i(x_n) for the softmax gate (terms with r_ni = 0 are 0)."""
+    beta0 = np.asarray(beta0, dtype=np.float64)
+    beta1 = np.asarray(beta1, dtype=np.float64)
+    h = np.asarray(x, dtype=np.float64) @ beta1.T + beta0
+    logg = h - logsumexp(h, axis=1, keepdims=True)
+    return float(np.sum(np.where(resp > 0, resp * logg, 0.0)))
+
+
+def softmax_gate_m_step(x, resp, beta0=None, beta1=None, max_newton: int = 100,
+                        tol: float = 1e-14):
+    """Softmax gate M-step: weighted multinomial logit with the last expert pinned at zero.
+
+    Maximises Q(β) = Σ_n Σ_i r_ni log g_i(x_n) over the gates of experts 0..k−2 (the last
+    expert's logit is 0) by plain Newton steps, each halved until Q does not decrease.
+    Observation n carries weight w_n = Σ_i r_ni.
+
+    Parameters
+    ----------
+    x : ndarray (n, d)
+    resp : ndarray (n, k)
+    beta0 : ndarray (k,), optional
+        Start (shifted so the last expert is zero); zeros by default.
+    beta1 : ndarray (k, d), optional
+    max_newton : int
+        Maximum Newton steps.
+    tol : float
+        Stop when a step improves Q by less than ``tol·(1 + |Q|)``.
+
+    Returns
+    -------
+    beta0 : ndarray (k,), last entry 0
+    beta1 : ndarray (k, d), last row 0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    resp = np.asarray(resp, dtype=np.float64)
+    n, d = x.shape
+    k = resp.shape[1]
+    beta0 = np.zeros(k) if beta0 is None else np.array(beta0, dtype=np.float64)
+    beta1 = np.zeros((k, d)) if beta1 is None else np.array(beta1, dtype=np.float64)
+    beta0 = beta0 - beta0[-1]
+    beta1 = beta1 - beta1[-1]
+    if k == 1:
+        return beta0, beta1
+    design = np.column_stack([x, np.ones(n)])  # (n, d+1)
+    # theta[j] = (β_1j, β_0j) for j = 0..k-2.
+    theta = np.column_stack([beta1[:-1], beta0[:-1]])
+    w = resp.sum(axis=1)
+
+    def unpack(th):
+        full = np.vstack([th, np.zeros((1, d + 1))])
+        return full[:, d], full[:, :d]
+
+    def objective(th):
+        b0, b1 = unpack(th)
+        return softmax_gate_objective(b0, b1, x, resp)
+
+    q = objective(theta)
+    m = (k - 1) * (d + 1)
+    for _ in range(max_newton):
+        b0, b1 = unpack(theta)
+        h = x @ b1.T + b0
+        prob = np.exp(h - logsumexp(h, axis=1, keepdims=True))  # (n, k)
+        grad = np.zeros(m)
+        hess = np.zeros((m, m))  # negative Hessian of Q (the information)
+        for j in range(k - 1):
+            sj = slice(j * (d + 1), (j + 1) * (d + 1))
+            grad[sj] = design.T @ (resp[:, j] - w * prob[:, j])
+            for l in range(k - 1):
+                sl = slice(l * (d + 1), (l + 1) * (d + 1))
+                cov = w * prob[:, j] * ((1.0 if j == l else 0.0) - prob[:, l])
+                hess[sj, sl] = design.T @ (design * cov[:, None])
+        step = np.linalg.solve(hess, grad).reshape(k - 1, d + 1)
+        alpha = 1.0
+        for _ in range(60):
+            cand = theta + alpha * step
+            q_cand = objective(cand)
+            if np.isfinite(q_cand) and q_cand >= q:
+                break
+            alpha *= 0.5
+        else:
+            break  # no ascent along the Newton direction: at the optimum up to rounding
+        improvement = q_cand - q
+        theta, q = cand, q_cand
+        if improvement <= tol * (1.0 + abs(q)):
+            break
+    return unpack(theta)
+
+
+def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor: float = 1e-10,
+               max_newton: int = 100):
+    """Plain NumPy EM for the softmax-gated Gaussian MoE (the benchmark baseline).
+
+    Each iteration: E-step at the current parameters (which gives their log-likelihood ℓ_t),
+    expert M-step, gate M-step warm-started at the current gate. Stops when
+    |ℓ_t − ℓ_{t−1}| ≤ tol·|ℓ_{t−1}| or after ``max_iter`` iterations.
+
+    Parameters
+    ----------
+    params : MoEParams, the start
+    x : ndarray (n, d)
+    y : ndarray (n,)
+
+    Returns
+    -------
+    dict with ``params`` (MoEParams, NumPy), ``loglik`` (float, at ``params``), ``n_iter``,
+    ``converged`` (bool) and ``trace`` (list of ℓ at each visited parameter, the start first).
+    """
+    from moetheory.spec import MoESpec
+
+    p = _np_params(params)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    spec = MoESpec(p.beta0.shape[0], x.shape[1])
+    trace = []
+    converged = False
+    n_iter = 0
+    for it in range(max_iter + 1):
+        resp = responsibilities(spec, p, x, y)
+        ll = log_likelihood(spec, p, x, y)
+        trace.append(ll)
+        if it > 0 and abs(ll - trace[-2]) <= tol * abs(trace[-2]):
+            converged = True
+            break
+        if it == max_iter:
+            break
+        a, b, var = expert_m_step(x, y, resp, var_floor)
+        beta0, beta1 = softmax_gate_m_step(x, resp, p.beta0, p.beta1, max_newton=max_newton)
+        p = MoEParams(beta0, beta1, a, b, var, p.tau)
+        n_iter = it + 1
+    return {"params": p, "loglik": trace[-1], "n_iter": n_iter, "converged": converged,
+            "trace": trace}

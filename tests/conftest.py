@@ -1,0 +1,60 @@
+"""Shared fixtures: float64 JAX, the flexmix reference data, small simulated datasets."""
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from moetheory.params import MoEParams  # noqa: E402
+
+#: /work/shared/reference/flexmix beside the checkout (also true in CI: shared/ sits next to it).
+FLEXMIX_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "flexmix"
+
+
+@pytest.fixture(scope="session")
+def flexmix_dir() -> Path:
+    if not FLEXMIX_DIR.is_dir():
+        pytest.skip(f"flexmix reference data not found at {FLEXMIX_DIR}")
+    return FLEXMIX_DIR
+
+
+def simulate_softmax(truth: MoEParams, n: int, seed: int):
+    """x ~ U(-1, 1)^d and y from the softmax-gated MoE ``truth`` (NumPy only, independent of
+    moetheory.model.sample)."""
+    rng = np.random.default_rng(seed)
+    d = truth.beta1.shape[1]
+    x = rng.uniform(-1.0, 1.0, (n, d))
+    h = x @ truth.beta1.T + truth.beta0
+    g = np.exp(h - h.max(axis=1, keepdims=True))
+    g /= g.sum(axis=1, keepdims=True)
+    z = (rng.uniform(size=(n, 1)) > np.cumsum(g, axis=1)).sum(axis=1)
+    mean = (x * truth.a[z]).sum(axis=1) + truth.b[z]
+    y = mean + np.sqrt(truth.var[z]) * rng.standard_normal(n)
+    return x, y
+
+
+#: Well-separated truths with k = 2, 3 experts and d = 1, 2 covariates.
+TRUTHS = {
+    (2, 1): MoEParams.create(beta0=[0.3, 0.0], beta1=[[3.0], [0.0]], a=[[2.0], [-1.5]],
+                             b=[1.0, -1.0], var=[0.09, 0.25]),
+    (3, 1): MoEParams.create(beta0=[0.5, 0.5, 0.0], beta1=[[4.0], [-4.0], [0.0]],
+                             a=[[-2.0], [0.5], [1.0]], b=[2.0, -2.0, 0.0], var=[0.1, 0.2, 0.08]),
+    (2, 2): MoEParams.create(beta0=[-0.1, 0.0], beta1=[[3.0, -2.0], [0.0, 0.0]],
+                             a=[[-1.5, 1.0], [2.0, 0.5]], b=[-1.0, 1.0], var=[0.2, 0.09]),
+}
+
+
+@pytest.fixture(scope="session")
+def truths():
+    return TRUTHS
+
+
+@pytest.fixture(scope="session")
+def data_k2d1():
+    """n = 400 draws from TRUTHS[(2, 1)]: (truth, x, y)."""
+    truth = TRUTHS[(2, 1)]
+    x, y = simulate_softmax(truth, 400, seed=11)
+    return truth, x, y

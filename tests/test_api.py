@@ -1,0 +1,261 @@
+"""The statistical API: moetheory.fit, FitResult, inference, MoERegressor."""
+import dataclasses
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import moetheory as mt
+from conftest import TRUTHS, simulate_softmax
+from moetheory import mle
+from moetheory.kernels import reference as ref
+from moetheory.mle import SingularInformationWarning
+from moetheory.params import MoEParams
+from moetheory.spec import MoESpec
+
+# Same (k, d, n) shapes as tests/test_em.py so that compiled EM programs are shared.
+N = 300
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulate_softmax(TRUTHS[(2, 1)], N, seed=210)
+
+
+@pytest.fixture(scope="module")
+def res(data):
+    x, y = data
+    return mt.fit(x, y, n_experts=2)
+
+
+@pytest.fixture(scope="module")
+def overfit(data):
+    """k = 3 experts on data from k = 2: an over-fitted model."""
+    x, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mt.fit(x, y, n_experts=3)
+
+
+def test_fit_result_fields(res, data):
+    x, y = data
+    k, d = 2, 1
+    assert res.converged and res.n_iter > 0 and res.n_obs == N
+    assert res.spec == MoESpec(2, 1)
+    # The reported log-likelihood is the NumPy oracle's at the reported parameters.
+    assert res.loglik == pytest.approx(ref.log_likelihood(res.spec, res.params, x, y), rel=1e-12)
+    # Trace: monotone, ends at the final log-likelihood (slack: rounding, 1e-9·|ℓ|).
+    assert np.all(np.diff(res.trace) >= -1e-9 * abs(res.loglik))
+    assert res.trace[-1] == pytest.approx(res.loglik, rel=1e-12)
+    assert len(res.start_kinds) == len(res.start_logliks) == mt.api.DEFAULT_N_INIT
+    assert res.params.beta0[-1] == 0.0 and np.all(res.params.beta1[-1] == 0.0)
+    assert not res.var_floor_hit
+    # df: the pinned last gate is not free: (k−1)(d+1) gate + k(d+2) expert parameters.
+    df = (k - 1) * (d + 1) + k * (d + 2)
+    assert res.df_model == df == len(res.param_names) == res.free_params.size
+    assert res.aic == pytest.approx(-2 * res.loglik + 2 * df, rel=1e-14)
+    assert res.bic == pytest.approx(-2 * res.loglik + math.log(N) * df, rel=1e-14)
+    r = ref.responsibilities(res.spec, res.params, x, y)
+    np.testing.assert_allclose(res.responsibilities, r, atol=1e-10)
+    icl = res.bic - 2 * np.sum(np.log(r.max(axis=1)))
+    assert res.icl == pytest.approx(icl, rel=1e-10)
+    assert res.icl >= res.bic
+
+
+def test_df_formula_other_shapes():
+    for k, d in ((3, 1), (3, 2), (4, 3)):
+        assert len(mle.free_layout(MoESpec(k, d))) == (k - 1) * (d + 1) + k * (d + 2)
+
+
+def test_fit_recovers_truth_roughly(res):
+    # n = 300, well-separated experts: expert parameters within ~5 standard errors.
+    # The truth is relabelled to the fit's labels (then re-pinned: the same model).
+    truth = TRUTHS[(2, 1)]
+    perm = min(([0, 1], [1, 0]), key=lambda o: np.abs(res.params.b - truth.b[o]).sum())
+    se = res.bse()
+    est = res.free_params
+    tru = np.asarray(mle.pack(res.spec, truth.permute(perm).pinned()))
+    assert np.all(np.abs(est - tru) <= 5 * se), (est, tru, se)
+
+
+def test_fit_from_paper_init_reaches_the_same_optimum(res, data):
+    # One start near the truth (the softmax paper's scheme) on well-separated data: the same
+    # maximum as the default data-driven multistart, up to EM's stopping tolerance.
+    x, y = data
+    near = mt.fit(x, y, n_experts=2, init="paper", truth=TRUTHS[(2, 1)])
+    assert near.converged and len(near.start_logliks) == 1 and near.start_kinds == ("paper",)
+    assert near.loglik == pytest.approx(res.loglik, abs=1e-6)
+    perm = [0, 1] if abs(near.params.b[0] - res.params.b[0]) < 0.5 else [1, 0]
+    aligned = res.params.permute(perm).pinned()
+    np.testing.assert_allclose(near.params.b, aligned.b, atol=1e-4)
+    np.testing.assert_allclose(near.params.var, aligned.var, atol=1e-4)
+
+
+def test_predict_shapes(res):
+    n_new = 7
+    xs = np.linspace(-1, 1, n_new)
+    assert res.predict().shape == (N,)
+    assert res.predict_var().shape == (N,)
+    assert res.predict(xs).shape == (n_new,)
+    assert res.predict(xs[:, None]).shape == (n_new,)
+    assert res.predict_var(xs).shape == (n_new,) and np.all(res.predict_var(xs) > 0)
+    g = res.gate_probabilities(xs)
+    assert g.shape == (n_new, 2)
+    np.testing.assert_allclose(g.sum(1), 1.0, atol=1e-12)
+    assert res.responsibilities.shape == (N, 2)
+    assert res.log_density(xs, np.zeros(n_new)).shape == (n_new,)
+    with pytest.raises(ValueError, match="x must have 1 column"):
+        res.predict(np.zeros((3, 2)))
+
+
+def test_standard_errors_exact_fit(res, data):
+    x, y = data
+    p = res.df_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SingularInformationWarning)
+        for cov_type in ("oim", "opg", "sandwich"):
+            se = res.bse(cov_type)
+            assert se.shape == (p,) and np.all(np.isfinite(se)) and np.all(se > 0), cov_type
+            cov = res.cov_params(cov_type)
+            assert cov.shape == (p, p)
+            np.testing.assert_allclose(cov, cov.T, atol=1e-12 * np.abs(cov).max())
+    ci = res.conf_int()
+    assert ci.shape == (p, 2) and np.all(ci[:, 0] < res.free_params) and np.all(res.free_params < ci[:, 1])
+    table = res.params_table()
+    assert list(table.index) == res.param_names
+    assert list(table.columns[:4]) == ["coef", "std err", "z", "P>|z|"]
+    with pytest.raises(ValueError, match="cov_type"):
+        res.bse("hessian")
+
+
+def test_observed_information_matches_finite_differences(res, data):
+    # Independent check of the JAX Hessian: central second differences of the NumPy oracle's
+    # log-likelihood in the free coordinates (step 1e-4: truncation error O(h²)·ℓ'''' ≈ 1e-6
+    # relative, rounding O(ε·|ℓ|/h²) ≈ 1e-5 absolute on entries of size 10²–10⁴).
+    x, y = data
+    spec, params = res.spec, res.params
+    theta = np.asarray(mle.pack(spec, params))
+    info, scores = mle.information(spec, params, x, y)
+
+    def ll(th):
+        return ref.log_likelihood(spec, mle.unpack(spec, th, params), x, y)
+
+    h = 1e-4
+    p = theta.size
+    fd = np.zeros((p, p))
+    for i in range(p):
+        for j in range(i, p):
+            ei, ej = np.eye(p)[i] * h, np.eye(p)[j] * h
+            fd[i, j] = fd[j, i] = (ll(theta + ei + ej) - ll(theta + ei - ej) - ll(theta - ei + ej)
+                                   + ll(theta - ei - ej)) / (4 * h * h)
+    np.testing.assert_allclose(info, -fd, rtol=1e-4, atol=1e-2)
+    # Per-observation scores sum to the gradient of ℓ, ~0 at the estimate: EM stops at a
+    # relative change of 1e-10, so measure closeness by the Newton decrement gᵀ I⁻¹ g (twice the
+    # log-likelihood still to gain; its square root is the distance to the exact MLE in
+    # standard-error units): < 1e-6 means within 1e-3 standard errors.
+    assert scores.shape == (N, p)
+    g = scores.sum(0)
+    assert g @ np.linalg.solve(info, g) < 1e-6
+
+
+def test_overfitted_model_warns_and_does_not_crash(overfit):
+    assert overfit.spec.n_experts == 3
+    with pytest.warns(SingularInformationWarning, match="singular"):
+        se = overfit.bse()
+    assert se.shape == (overfit.df_model,)
+    assert np.all(np.isfinite(se))
+    # The summary (computed after the cached covariance) still says the SEs are unreliable.
+    text = overfit.summary()
+    assert "singular" in text
+    json.dumps(overfit.to_dict(), allow_nan=False)
+
+
+def test_duplicated_experts_have_singular_information(res, data):
+    # Split expert 0 into two identical experts sharing its gate weight: moving weight between
+    # the twins leaves the density unchanged, so the information is exactly singular.
+    p = res.params
+    dup = MoEParams(beta0=np.array([p.beta0[0] - np.log(2), p.beta0[0] - np.log(2), 0.0]),
+                    beta1=np.vstack([p.beta1[0], p.beta1[0], p.beta1[1]]),
+                    a=np.vstack([p.a[0], p.a[0], p.a[1]]), b=np.array([p.b[0], p.b[0], p.b[1]]),
+                    var=np.array([p.var[0], p.var[0], p.var[1]]), tau=p.tau)
+    fake = dataclasses.replace(res, spec=MoESpec(3, 1), params=dup)
+    x, y = data
+    assert fake.loglik == pytest.approx(ref.log_likelihood(MoESpec(3, 1), dup, x, y), rel=1e-12)
+    with pytest.warns(SingularInformationWarning):
+        se = fake.bse()
+    assert se.shape == (13,)
+    assert "singular" in fake.summary()
+
+
+def test_summary_contents(res):
+    text = res.summary()
+    for needle in ("Gaussian Mixture-of-Experts Results", "Log-Likelihood:", "AIC:", "BIC:", "ICL:",
+                   "coef", "std err", "P>|z|", "No. Observations:", "softmax"):
+        assert needle in text, needle
+    for name in res.param_names:
+        assert name in text, name
+    assert "gate1:x1" in res.param_names and "expert2:var" in res.param_names
+    assert f"{res.loglik:.4f}" in text
+    assert "singular" not in text
+
+
+def test_to_dict_is_json(res):
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert d["loglik"] == res.loglik and d["df_model"] == res.df_model
+    assert set(d["inference"]) == set(res.param_names)
+    assert d["params"]["var"] == res.params.var.tolist()
+    assert d["spec"]["n_experts"] == 2
+
+
+def test_fit_result_is_immutable(res):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.loglik = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.params = None
+
+
+def test_same_seed_same_numbers(res, data):
+    x, y = data
+    again = mt.fit(x, y, n_experts=2, seed=0)
+    assert again.loglik == res.loglik
+    for u, v in zip(again.params, res.params):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(again.start_logliks, res.start_logliks)
+    np.testing.assert_array_equal(again.bse(), res.bse())
+
+
+def test_convergence_warning_when_max_iter_tiny(data):
+    x, y = data
+    with pytest.warns(mt.ConvergenceWarning, match="max_iter") as rec:
+        out = mt.fit(x, y, n_experts=2, max_iter=2)
+    msg = str(rec[0].message)
+    assert "Try a larger max_iter" in msg
+    assert not out.converged and np.isfinite(out.loglik)
+    assert "did not converge" in out.summary()
+
+
+def test_regressor_facade(data, res):
+    x, y = data
+    est = mt.MoERegressor(n_experts=2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        est.predict(x)
+    params = est.get_params()
+    assert params["n_experts"] == 2 and params["gate"] == "softmax" and params["seed"] == 0
+    assert est.set_params(tol=1e-10) is est and est.tol == 1e-10
+    with pytest.raises(ValueError, match="invalid parameter"):
+        est.set_params(n_expert=3)
+    assert est.fit(x, y) is est
+    assert est.n_features_in_ == 1 and est.converged_
+    assert est.loglik_ == res.loglik  # same data, same defaults, same seed
+    pred = est.predict(x)
+    np.testing.assert_array_equal(pred, res.predict())
+    r2 = est.score(x, y)
+    resid = y - pred
+    assert r2 == pytest.approx(1 - resid @ resid / np.sum((y - y.mean()) ** 2), rel=1e-12)
+    assert 0.5 < r2 <= 1.0
+    assert est.predict_proba(x[:5]).shape == (5, 2)
+    # Round trip through get_params/set_params (the scikit-learn clone contract).
+    clone = mt.MoERegressor().set_params(**est.get_params())
+    assert clone.get_params() == est.get_params()
