@@ -10,7 +10,8 @@ import numpy as np
 from moetheory._jax import ensure_x64
 from moetheory.em.init import INIT_MODES
 from moetheory.em.multistart import multistart
-from moetheory.mle import free_layout
+from moetheory.em.gate_steps import GATE_OPTIONS, TOPK_METHODS
+from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
@@ -34,8 +35,9 @@ def _start_kinds(init, n_init):
 
 
 def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None,
-        select_by: str = "score", activation: str | None = None, tau: str = "fixed",
-        init: str = "auto", n_init: int | None = None, n_keep: int = 3, truth: MoEParams | None = None,
+        select_by: str = "score", activation: str | None = None, tau: str | float = "fixed",
+        tau_value: float | None = None, init: str = "auto", n_init: int | None = None,
+        n_keep: int = 3, truth: MoEParams | None = None,
         tol: float = 1e-10, max_iter: int = 5000, var_floor: float | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by EM with several starts.
@@ -49,7 +51,15 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     n_experts : int
         Number of experts k.
     gate : {"softmax", "topk", "temperature", "activation"}
-    top_k, select_by, activation, tau : gate options, see :class:`MoESpec`.
+    top_k, select_by, activation : gate options, see :class:`MoESpec`.
+    tau : {"fixed", "estimated"} or float
+        Temperature of the temperature and activation gates: ``"fixed"`` (known, the value
+        ``tau_value``), ``"estimated"``, or a number > 0 (shorthand for ``tau="fixed",
+        tau_value=number``). With τ estimated the temperature gate is identified only up to a
+        common scale of (β, τ): see docs/gates.md and ``FitResult.identified_params``.
+    tau_value : float, optional
+        The known τ > 0 when τ is fixed. Default: the start's τ (1 for data-driven starts,
+        ``truth.tau`` for near-truth starts).
     init : {"auto", "kmeans", "random", "paper", "perturb"}
         ``"auto"`` (default) alternates k-means on standardised (x, y) and random partitions;
         ``"paper"``/``"perturb"`` start near ``truth`` (simulation studies).
@@ -69,6 +79,11 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         Seed of the starts: same seed, same machine → identical numbers.
     cov_type : {"oim", "opg", "sandwich"}
         Default covariance for standard errors and ``summary()``.
+    gate_options : dict, optional
+        Options of the gate M-step: ``max_newton`` (inner Newton steps, default 50),
+        ``newton_tol``; for ``gate="topk"`` also ``method`` (``"gem"``: generalised EM on the
+        E-step's active sets, default; ``"direct"``: Newton on the observed log-likelihood over
+        the gate) and ``max_halvings``.
 
     Returns
     -------
@@ -88,8 +103,12 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     x, y = check_xy(x, y)
     if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or n_experts < 1:
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
+    tau, tau_value = _check_tau(gate, tau, tau_value)
     spec = MoESpec(int(n_experts), x.shape[1], gate=gate, top_k=top_k, select_by=select_by,
                    activation=activation, tau=tau)
+    gate_options = _check_gate_options(spec, gate_options, tau_value)
+    for key, message in identifiability_notes(spec):
+        warn_once(key, message)
     n_free = len(free_layout(spec))
     if x.shape[0] <= n_free:
         raise ValueError(f"x and y have n={x.shape[0]} rows, but a {spec.n_experts}-expert model with "
@@ -109,12 +128,21 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         n_init = 1 if init in ("paper", "perturb") else DEFAULT_N_INIT
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
         raise ValueError(f"n_init must be a positive integer; got {n_init!r}")
+    from moetheory.mle import COV_TYPES
+
+    if isinstance(n_keep, bool) or not isinstance(n_keep, (int, np.integer)) or n_keep < 1:
+        raise ValueError(f"n_keep must be a positive integer; got {n_keep!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer; got {seed!r} ({type(seed).__name__})")
+
+    if cov_type not in COV_TYPES:
+        raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
     if var_floor is None:
         var_floor = 1e-8 * float(np.var(y)) + 1e-300
     if not var_floor > 0:
         raise ValueError(f"var_floor must be > 0; got {var_floor}")
     kinds = _start_kinds(init, int(n_init))
-    opts = tuple(sorted((gate_options or {}).items())) or None
+    opts = tuple(sorted(gate_options.items())) or None
     ms = multistart(jax.random.key(seed), spec, jnp.asarray(x), jnp.asarray(y), kinds=kinds,
                     n_keep=n_keep, tol=float(tol), max_iter=int(max_iter), var_floor=var_floor,
                     truth=None if truth is None else jax.tree.map(jnp.asarray, truth),
@@ -140,6 +168,54 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
                      x=x, y=y, cov_type=cov_type)
 
 
+def _check_tau(gate, tau, tau_value):
+    """Normalise (tau, tau_value): a number for ``tau`` means a known temperature."""
+    if isinstance(tau, (int, float, np.integer, np.floating)) and not isinstance(tau, bool):
+        if tau_value is not None:
+            raise ValueError(f"give the known temperature either as tau={tau!r} or as "
+                             f"tau_value={tau_value!r}, not both")
+        tau, tau_value = "fixed", tau
+    if tau_value is not None:
+        if isinstance(tau_value, bool) or not isinstance(tau_value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"tau_value must be a number > 0; got {tau_value!r} ({type(tau_value).__name__})")
+        if not (np.isfinite(tau_value) and tau_value > 0):
+            raise ValueError(f"tau_value (the known temperature τ) must be a finite number > 0; got {tau_value!r}")
+        if gate not in ("temperature", "activation"):
+            raise ValueError(f"a temperature (tau_value={tau_value!r}) needs gate 'temperature' or "
+                             f"'activation'; got gate={gate!r}")
+        if tau != "fixed":
+            raise ValueError(f"tau_value={tau_value!r} is the known temperature of tau='fixed'; got tau={tau!r}")
+        tau_value = float(tau_value)
+    return tau, tau_value
+
+
+def _check_gate_options(spec, gate_options, tau_value) -> dict:
+    """Validate ``gate_options`` for the gate and add the known temperature."""
+    if gate_options is None:
+        gate_options = {}
+    if not isinstance(gate_options, dict):
+        raise TypeError(f"gate_options must be a dict; got {type(gate_options).__name__}")
+    allowed = GATE_OPTIONS[spec.gate]
+    unknown = sorted(set(gate_options) - set(allowed))
+    if unknown:
+        raise ValueError(f"gate_options {unknown} are not options of gate={spec.gate!r}; expected some of {allowed}")
+    opts = dict(gate_options)
+    if "method" in opts and opts["method"] not in TOPK_METHODS:
+        raise ValueError(f"gate_options['method'] must be one of {TOPK_METHODS}; got {opts['method']!r}")
+    for name in ("max_newton", "max_halvings"):
+        if name in opts and (isinstance(opts[name], bool) or not isinstance(opts[name], (int, np.integer))
+                             or opts[name] < 1):
+            raise ValueError(f"gate_options[{name!r}] must be a positive integer; got {opts[name]!r}")
+    if "tau_value" in opts:
+        if tau_value is not None and opts["tau_value"] != tau_value:
+            raise ValueError(f"tau_value given twice: tau_value={tau_value!r} and "
+                             f"gate_options['tau_value']={opts['tau_value']!r}")
+        _, tau_value = _check_tau(spec.gate, spec.tau, opts.pop("tau_value"))
+    if tau_value is not None:
+        opts["tau_value"] = tau_value
+    return opts
+
+
 class MoERegressor:
     """scikit-learn style estimator around :func:`fit`.
 
@@ -157,21 +233,22 @@ class MoERegressor:
     """
 
     def __init__(self, n_experts: int = 2, gate: str = "softmax", *, top_k=None, select_by="score",
-                 activation=None, tau="fixed", init="auto", n_init=None, tol=1e-10, max_iter=5000,
-                 seed=0):
+                 activation=None, tau="fixed", tau_value=None, init="auto", n_init=None, tol=1e-10,
+                 max_iter=5000, seed=0):
         self.n_experts = n_experts
         self.gate = gate
         self.top_k = top_k
         self.select_by = select_by
         self.activation = activation
         self.tau = tau
+        self.tau_value = tau_value
         self.init = init
         self.n_init = n_init
         self.tol = tol
         self.max_iter = max_iter
         self.seed = seed
 
-    _PARAMS = ("n_experts", "gate", "top_k", "select_by", "activation", "tau", "init", "n_init",
+    _PARAMS = ("n_experts", "gate", "top_k", "select_by", "activation", "tau", "tau_value", "init", "n_init",
                "tol", "max_iter", "seed")
 
     def get_params(self, deep: bool = True) -> dict:

@@ -5,6 +5,12 @@ import warnings
 
 
 def register(sub) -> None:
+    """Add the ``fit`` subcommand to the ``moetheory`` subparsers ``sub``.
+
+    ``moetheory fit data.csv --experts K [--gate G] [--top-k K] [--select-by score|logit]
+    [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
+    [--x-cols ...] [--y-col y] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
+    """
     p = sub.add_parser("fit", help="fit a Gaussian MoE to a CSV file and print the summary",
                        description="Fit a Gaussian mixture of linear experts to the columns of a CSV file.")
     p.add_argument("csv", help="CSV file with a header row")
@@ -13,7 +19,12 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="K for --gate topk")
     p.add_argument("--select-by", default="score", help="top-K selection rule: score | logit")
     p.add_argument("--activation", default=None, help="activation for --gate activation")
-    p.add_argument("--tau", default="fixed", help="fixed | estimated (temperature/activation gates)")
+    p.add_argument("--tau", default="fixed",
+                   help="fixed | estimated | a number > 0 (the known tau) (temperature/activation gates)")
+    p.add_argument("--tau-value", type=float, default=None,
+                   help="the known temperature tau > 0 with --tau fixed (default: 1 for data-driven starts)")
+    p.add_argument("--topk-method", default=None,
+                   help="top-K gate step: gem (generalised EM on held active sets, default) | direct")
     p.add_argument("--x-cols", nargs="+", default=None,
                    help="covariate columns (default: every column except the response)")
     p.add_argument("--y-col", default="y", help="response column (default: y)")
@@ -25,7 +36,21 @@ def register(sub) -> None:
 
 
 def read_csv(path, x_cols, y_col):
-    """Read (x, y) from a CSV; a missing column is named in the error."""
+    """Read (x, y) from a CSV; a missing column is named in the error.
+
+    Parameters
+    ----------
+    path : str or path
+        CSV file with a header row.
+    x_cols : list of str or None
+        Covariate columns (None: every column except ``y_col``).
+    y_col : str
+        Response column.
+
+    Returns
+    -------
+    x : ndarray (n, d), y : ndarray (n,), x_cols : list of str
+    """
     import pandas as pd
 
     df = pd.read_csv(path)
@@ -43,6 +68,19 @@ def read_csv(path, x_cols, y_col):
 
 
 def run(args) -> int:
+    """Handler of ``moetheory fit``: fit the CSV and print ``summary()`` (or JSON with ``--json``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of :func:`register`'s parser.
+
+    Returns
+    -------
+    int
+        Exit status 0 (bad input raises ``ValueError``, which :func:`moetheory.cli.main` turns
+        into status 2).
+    """
     import moetheory as mt
     from moetheory.cli import print_json
 
@@ -50,9 +88,17 @@ def run(args) -> int:
     with warnings.catch_warnings():
         if args.json:
             warnings.simplefilter("ignore")
+        tau = args.tau
+        if tau not in ("fixed", "estimated"):
+            try:
+                tau = float(tau)
+            except ValueError:
+                raise ValueError(f"--tau must be 'fixed', 'estimated' or a number > 0; got {args.tau!r}") from None
+        gate_options = None if args.topk_method is None else {"method": args.topk_method}
         res = mt.fit(x, y, n_experts=args.experts, gate=args.gate, top_k=args.top_k,
-                     select_by=args.select_by, activation=args.activation, tau=args.tau,
-                     n_init=args.n_init, seed=args.seed, cov_type=args.cov_type)
+                     select_by=args.select_by, activation=args.activation, tau=tau,
+                     tau_value=args.tau_value, n_init=args.n_init, seed=args.seed,
+                     cov_type=args.cov_type, gate_options=gate_options)
         if args.json:
             print_json(res.to_dict())
         else:

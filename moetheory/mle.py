@@ -25,11 +25,74 @@ class SingularInformationWarning(UserWarning):
 COV_TYPES = ("oim", "opg", "sandwich")
 
 
+class IdentifiabilityWarning(UserWarning):
+    """The fitted model has parameters the data cannot identify (top-K with K = 1, τ estimated
+    in the temperature gate, ...); see docs/gates.md."""
+
+
+_WARNED: set = set()
+
+
+def warn_once(key: str, message: str, category=IdentifiabilityWarning, stacklevel: int = 3) -> None:
+    """Warn ``message`` the first time ``key`` is seen in this process (then stay silent)."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def identifiability_notes(spec: MoESpec) -> list[tuple[str, str]]:
+    """(key, message) pairs describing what ``spec`` cannot identify (DESIGN.md §2.2)."""
+    notes = []
+    if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
+        how = ("they do not enter the model at all" if spec.select_by == "score"
+               else "they enter only through the active-set boundaries")
+        notes.append((f"topk-K1-{spec.select_by}",
+                      "top_k=1: the within-set gate weight is always 1, so the gate biases beta0 are not "
+                      f"identifiable ({how}). The gate enters the likelihood only through the boundaries "
+                      "of the active sets, so the log-likelihood is piecewise constant in (beta0, beta1): "
+                      "EM keeps the starting gate (for data-driven starts, a softmax fit to the start's "
+                      "partition) and the gate's standard errors are reported as NaN."))
+    if spec.gate == "temperature" and spec.estimates_tau:
+        notes.append(("temperature-tau-estimated",
+                      "tau='estimated' with the temperature gate: (beta0, beta1, tau) -> c*(beta0, beta1, tau), "
+                      "c > 0, leaves the model unchanged, so tau is not identifiable separately from beta. "
+                      "moetheory reports the representative with ||(beta0, beta1, tau)||_2 = 1 over the free "
+                      "(non-reference) gate entries and tau, and the identified coordinates beta/tau "
+                      "(FitResult.identified_params, summary()). Fix tau (tau_value=...) to set the scale instead."))
+    if spec.gate == "activation" and spec.estimates_tau and spec.activation in ("identity", "square"):
+        notes.append((f"activation-{spec.activation}-tau-estimated",
+                      f"activation={spec.activation!r} violates the linear-independence condition of the "
+                      "activation gate: with tau estimated, (beta1, beta0, tau) is identified only up to a scale "
+                      "(identity: c*(beta1, beta0, tau); square: (sqrt(c)*beta1, c*beta0, c*tau)), so the "
+                      "information matrix is singular."))
+    return notes
+
+
+def unidentified_labels(spec: MoESpec) -> list[str]:
+    """Labels of free parameters without a regular standard error (reported as NaN).
+
+    Top-K with K = 1: every gate parameter (β_0 is not identifiable; the log-likelihood is
+    piecewise constant in β_1, so it has no information about it).
+    """
+    if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
+        return [lab for f, _, lab in free_layout(spec) if f in ("beta0", "beta1")]
+    return []
+
+
 def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
     """The free parameters as (field, index, label) triples, in a fixed order.
 
     Order: gate of each non-reference expert (slopes, then bias), then each expert's
     slopes, intercept and variance, then τ if estimated. Labels are 1-based like flexmix/R.
+
+    Normalisations: softmax, top-K and temperature pin the last expert's (β_0, β_1) at 0. The
+    temperature gate depends on (β, τ) only through β/τ, so τ is never free here: when it is
+    "estimated" its value is fixed by the normalisation ‖(β_0, β_1, τ)‖₂ = 1 (free gate entries
+    and τ), and the gate entries are a chart of the model with τ held at that value. The activation
+    gate pins only the last expert's β_0 (a common β_1 shift is no invariance once σ is
+    non-linear) and frees τ when it is estimated; σ = identity is the temperature gate, so its
+    last β_1 is pinned too.
     """
     k, d = spec.n_experts, spec.dim
     layout = []

@@ -120,7 +120,17 @@ class FitResult:
         cache = self.__dict__.setdefault("_cov_cache", {})
         if cov_type not in cache:
             info, scores = self._information
-            cache[cov_type] = mle.covariance(info, scores, cov_type)
+            bad = set(mle.unidentified_labels(self.spec))
+            if not bad:
+                cache[cov_type] = mle.covariance(info, scores, cov_type)
+            else:
+                # Parameters without information (top-K, K = 1: the gate) are left out of the
+                # inversion; their rows and columns are NaN.
+                keep = np.array([lab not in bad for lab in self.param_names])
+                sub, singular = mle.covariance(info[np.ix_(keep, keep)], scores[:, keep], cov_type)
+                full = np.full(info.shape, np.nan)
+                full[np.ix_(keep, keep)] = sub
+                cache[cov_type] = (full, singular)
         return cache[cov_type]
 
     def cov_params(self, cov_type: str | None = None) -> np.ndarray:
@@ -129,8 +139,60 @@ class FitResult:
         return self._cov(cov_type or self.cov_type)[0]
 
     def bse(self, cov_type: str | None = None) -> np.ndarray:
-        """Standard errors of the free parameters."""
-        return np.sqrt(np.maximum(np.diag(self.cov_params(cov_type)), 0.0))
+        """Standard errors of the free parameters (NaN where not identified, see
+        :attr:`unidentified`)."""
+        diag = np.diag(self.cov_params(cov_type))
+        return np.where(np.isnan(diag), np.nan, np.sqrt(np.maximum(diag, 0.0)))
+
+    # ---- identifiability ----------------------------------------------------------------
+    @property
+    def unidentified(self) -> list[str]:
+        """Labels of free parameters reported without a standard error (NaN): for top-K with
+        K = 1 every gate parameter (β_0 is not identifiable, and the log-likelihood is piecewise
+        constant in β_1)."""
+        return mle.unidentified_labels(self.spec)
+
+    @property
+    def identifiability_notes(self) -> list[str]:
+        """What this model cannot identify, in words (empty for regular models)."""
+        return [message for _, message in mle.identifiability_notes(self.spec)]
+
+    @property
+    def identified_params(self) -> MoEParams:
+        """Parameters in identified coordinates.
+
+        Temperature gate: (β_0/τ, β_1/τ) with τ = 1 — the only gate quantities the model
+        determines when τ is estimated (the raw ``params`` are the representative with
+        ‖(β_0, β_1, τ)‖₂ = 1 over the free gate entries and τ). Other gates: ``params`` (their
+        normalisation — last expert's gate pinned — already identifies them; for top-K with
+        K = 1, β_0 stays unidentified).
+        """
+        p = self.params
+        if self.spec.gate != "temperature":
+            return p
+        tau = float(p.tau)
+        return MoEParams(p.beta0 / tau, p.beta1 / tau, p.a, p.b, p.var, np.asarray(1.0))
+
+    def identified_table(self, cov_type: str | None = None):
+        """Temperature gate: a DataFrame of the identified gate coordinates β/τ with standard
+        errors; ``None`` for the other gates.
+
+        The information is computed in the chart where τ is held at its estimate, so the raw
+        gate standard errors are those of β = τ̂·(β/τ) and se(β/τ) = se(β)/τ̂ exactly.
+        """
+        if self.spec.gate != "temperature":
+            return None
+        import pandas as pd
+
+        tau = float(self.params.tau)
+        gate = [i for i, (f, _, _) in enumerate(mle.free_layout(self.spec)) if f in ("beta0", "beta1")]
+        names = [self.param_names[i] + "/tau" for i in gate]
+        est = self.free_params[gate] / tau
+        se = self.bse(cov_type)[gate] / tau
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = est / se
+        return pd.DataFrame({"coef": est, "std err": se, "z": z, "P>|z|": 2 * stats.norm.sf(np.abs(z))},
+                            index=names)
 
     def conf_int(self, alpha: float = 0.05, cov_type: str | None = None) -> np.ndarray:
         """Wald confidence intervals, (p, 2)."""
@@ -166,6 +228,8 @@ class FitResult:
             "aic": self.aic, "bic": self.bic, "icl": self.icl, "n_iter": self.n_iter,
             "converged": self.converged, "var_floor_hit": self.var_floor_hit,
             "params": self.params.to_dict(),
+            "identified_params": self.identified_params.to_dict(),
+            "identifiability_notes": self.identifiability_notes,
             "start_logliks": [None if not np.isfinite(v) else float(v) for v in self.start_logliks],
         }
         table = self.params_table(cov_type)

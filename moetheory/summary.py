@@ -32,7 +32,7 @@ def _gate_notes(res):
             notes.append(f"Temperature gate, tau estimated: (beta, tau) is identified only up to a common scale; "
                          f"normalisation ||(beta0, beta1, tau)||_2 = 1 over the free gate entries and tau, "
                          f"giving tau = {tau:.6g}. Raw gate standard errors hold tau at this value; the "
-                         "identified coordinates beta/tau are tabulated below.")
+                         "identified coordinates beta/tau are in the table 'Identified gate coordinates'.")
         else:
             notes.append(f"Temperature gate with known tau = {tau:.6g}.")
     if spec.gate == "topk" and spec.top_k < spec.n_experts:

@@ -43,7 +43,9 @@ def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd,
     b = t.b[idx] + noise(ke0, (k,), expert_sd)
     start_var = jnp.sqrt(t.var[idx]) if var_from_sd else t.var[idx]
     var = start_var + jnp.abs(noise(kv, (k,), var_noise_sd))
-    out = MoEParams(beta0, beta1, a, b, var, t.tau)
+    # Gates without a temperature carry τ = 1 whatever the truth's τ.
+    tau = t.tau if spec is None or spec.has_tau else jnp.ones_like(t.tau)
+    out = MoEParams(beta0, beta1, a, b, var, tau)
     return out.pinned() if spec is None else pin(spec, out)
 
 

@@ -151,3 +151,7 @@ def gate_m_step(spec, params, x, resp, **options):
     except KeyError:
         raise NotImplementedError(f"no EM gate step registered for gate={spec.gate!r}") from None
     return step(spec, params, x, resp, **options)
+
+
+# The other gates' M-steps live in gate_steps.py and register themselves in GATE_MSTEPS.
+from moetheory.em import gate_steps as _gate_steps  # noqa: E402,F401

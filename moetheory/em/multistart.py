@@ -83,9 +83,9 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
             raise ValueError(f"init={kind!r} starts near the truth: pass truth=MoEParams")
         sub = keys[np.array(idx)]
         if kind == "paper":
-            batch = jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs or x.shape[0]))(sub)
+            batch = jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs or x.shape[0], spec=spec))(sub)
         else:
-            batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale))(sub)
+            batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale, spec=spec))(sub)
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
     unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
@@ -139,10 +139,14 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     fl = np.asarray(final.loglik)
     if n_keep == len(kinds):
         ll = fl.copy()
-    if not np.isfinite(fl).any():
-        best = 0
-    else:
-        best = int(np.nanargmax(np.where(np.isfinite(fl), fl, -np.inf)))
+    # Prefer fits whose variances stayed above the floor: a floored expert sitting on a few
+    # points is the likelihood's degenerate spike, not an estimate (it is still chosen when
+    # every start collapsed, and then reported through ``floor_hit``).
+    score = np.where(np.isfinite(fl), fl, -np.inf)
+    healthy = ~np.asarray(final.floor_hit) & np.isfinite(fl)
+    if healthy.any():
+        score = np.where(healthy, score, -np.inf)
+    best = int(np.argmax(score))
     # Report the winning start's total iterations (short run + continuation).
     winner = _take(final, best)
     winner = winner._replace(n_iter=winner.n_iter + int(iters_before[best]))

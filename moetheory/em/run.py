@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from moetheory.em.estep import e_step, hard_assign
+from moetheory.em.gate_steps import needs_observed_likelihood
 from moetheory.em.mstep import expert_m_step, gate_m_step
 from moetheory.params import MoEParams
 
@@ -42,16 +43,21 @@ class EMResult(NamedTuple):
 def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_options=None):
     """One EM iteration. Returns (new params, log-likelihood at the *old* params, floor hit)."""
     resp, loglik = e_step(spec, params, x, y, weights)
-    if hard:
-        resp = hard_assign(resp)
+    if hard is not False:  # a Python True or a traced flag
+        resp = jnp.where(hard, hard_assign(resp), resp)
     new, floor_hit = expert_m_step(params, x, y, resp, var_floor)
-    new = gate_m_step(spec, new, x, resp, **(gate_options or {}))
+    if needs_observed_likelihood(spec):
+        # Top-K (K < k): the generalised-EM gate step accepts a move only if the observed
+        # log-likelihood, with the active sets recomputed, does not decrease — it needs y.
+        new = gate_m_step(spec, new, x, resp, y=y, weights=weights, **(gate_options or {}))
+    else:
+        new = gate_m_step(spec, new, x, resp, **(gate_options or {}))
     return new, loglik, floor_hit.any()
 
 
-@partial(jax.jit, static_argnames=("spec", "max_iter", "n_hard", "gate_options", "fixed_iter"))
+@partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))
 def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weights=None,
-           n_hard=0, gate_options=None, fixed_iter=False) -> EMResult:
+           n_hard=0, gate_options=None, fixed_iter=False, n_steps=None) -> EMResult:
     """Run EM from ``params`` until the relative log-likelihood change is below ``tol``.
 
     Parameters
@@ -63,9 +69,13 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     max_iter : int (static), maximum EM iterations
     var_floor : minimum variance; hitting it is reported in ``floor_hit``
     weights : (n,), optional observation weights (0 drops padded rows)
-    n_hard : int (static), the first ``n_hard`` iterations use hard (classification) E-steps
+    n_hard : int, the first ``n_hard`` iterations use hard (classification) E-steps; the
+        log-likelihood is monotone only after them
+    n_steps : int, optional
+        Iteration limit ≤ ``max_iter`` (traced, so a short run and a long run share one
+        compiled program; ``max_iter`` is static because it sizes the trace).
     gate_options : tuple of (name, value) pairs (static), passed to the gate M-step
-    fixed_iter : bool (static), run exactly ``max_iter`` iterations (no early stop; under vmap
+    fixed_iter : bool (static), run exactly ``n_steps`` iterations (no early stop; under vmap
         this avoids waiting on a data-dependent loop) — ``converged`` still reports the test.
 
     Returns
@@ -75,14 +85,14 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     opts = dict(gate_options or ())
     trace0 = jnp.full((max_iter + 1,), jnp.nan, dtype=x.dtype)
 
+    limit = max_iter if n_steps is None else jnp.minimum(n_steps, max_iter)
+
     def body(state):
         p, prev, it, done, n_iter, trace, floor = state
-        new, ll_t, hit = em_step(spec, p, x, y, var_floor, weights, hard=False, gate_options=opts)
-        if n_hard:
-            new_h, _, hit_h = em_step(spec, p, x, y, var_floor, weights, hard=True, gate_options=opts)
-            use_hard = it < n_hard
-            new = jax.tree.map(lambda h, s: jnp.where(use_hard, h, s), new_h, new)
-            hit = jnp.where(use_hard, hit_h, hit)
+        # Hard (classification) E-steps for the first n_hard iterations: a traced switch, so
+        # the program holds a single M-step.
+        new, ll_t, hit = em_step(spec, p, x, y, var_floor, weights, hard=it < n_hard,
+                                 gate_options=opts)
         # ll_t is the log-likelihood of p = p_it; compare with ℓ(p_{it-1}).
         trace = jnp.where(done, trace, trace.at[it].set(ll_t))
         now = (~done) & (it > n_hard) & (jnp.abs(ll_t - prev) <= tol * jnp.abs(prev))
@@ -96,16 +106,16 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     def cond(state):
         it, done = state[2], state[3]
         if fixed_iter:
-            return it < max_iter
-        return (~done) & (it < max_iter)
+            return it < limit
+        return (~done) & (it < limit)
 
     init = (params, jnp.asarray(-jnp.inf, x.dtype), 0, jnp.asarray(False), 0, trace0,
             jnp.asarray(False))
     p, prev, it, done, n_iter, trace, floor = jax.lax.while_loop(cond, body, init)
-    # Without convergence the loop ends on max_iter updates whose last ℓ was not yet evaluated.
+    # Without convergence the loop ends on `limit` updates whose last ℓ was not yet evaluated.
     _, ll_final = e_step(spec, p, x, y, weights)
-    trace = jnp.where(done, trace, trace.at[max_iter].set(ll_final))
-    late = (~done) & (jnp.abs(ll_final - prev) <= tol * jnp.abs(prev))
+    trace = jnp.where(done, trace, trace.at[it].set(ll_final))
+    late = (~done) & (it > 0) & (jnp.abs(ll_final - prev) <= tol * jnp.abs(prev))
     converged = done | late
-    n_iter = jnp.where(done, n_iter, max_iter)
+    n_iter = jnp.where(done, n_iter, it)
     return EMResult(p, ll_final, n_iter, converged, trace, floor)
