@@ -32,7 +32,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +99,15 @@ class AttentionConfig:
     bias_relative: float = 1.0
     mlp_match: str = "params"
     models: tuple = MODELS
-    targets: tuple = ("hermite3_dot", "cos_dot", "hermite3_index", "hermite3_bilinear")
+    targets: tuple = ("hermite2_dot", "hermite3_dot", "cos_dot", "hermite2_index",
+                      "hermite2_bilinear")
     noise_sd: float = 0.0
     n_grid: tuple = (250, 500, 1000, 2000, 4000, 8000)
     n_test: int = 2000
     n_seeds: int = 5
     seed: int = 0
     val_frac: float = 0.2
-    lambdas: tuple = tuple(float(x) for x in np.logspace(-7, 2, 19))
+    lambdas: tuple = tuple(float(x) for x in np.logspace(-10, 3, 27))
     block_size: int = 64
     center_y: bool = True
     refit: bool = True
@@ -149,7 +150,7 @@ class AttentionConfig:
 
 #: ``quick``: a few minutes on 2 CPU cores; ``full``: the documented defaults.
 PRESETS = {
-    "quick": AttentionConfig(n_heads=300, n_grid=(100, 200, 400, 800, 1600, 3200),
+    "quick": AttentionConfig(n_heads=200, n_grid=(100, 200, 400, 800, 1600),
                              n_test=1000, n_seeds=3),
     "full": AttentionConfig(),
 }

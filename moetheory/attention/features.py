@@ -25,9 +25,10 @@ All maps expose ``n_units`` (heads / neurons), ``unit_size`` (features per unit)
 ``n_features`` and ``block(X, start, stop)`` (features of units ``start:stop``), so that
 feature and kernel matrices can be accumulated over blocks of units with bounded memory
 (:func:`feature_matrix`, :func:`kernel_matrix`).  The kernel is normalised by the feature
-count: ``K = Phi(X) Phi(Y)^T / n_features``.  Everything is float64 NumPy (measured
-faster than jitted JAX on CPU for these batched small matmuls, see
-``benchmarks/attention_memory.py``).
+count: ``K = Phi(X) Phi(Y)^T / n_features``.  Everything is float64 NumPy: a jitted
+float64 JAX version of :meth:`RFAFeatures.block` measured about as fast on 2 CPU cores
+(JAX / NumPy time ratio 0.9, ``benchmarks/attention_memory.py speed``) and the feature
+maps are not the bottleneck (the ridge eigendecompositions are), so NumPy is kept.
 """
 from __future__ import annotations
 
@@ -325,6 +326,8 @@ def rfa_kernel_infinite(X, Y=None, *, activation: str = "relu", w_var: float | N
     ``Cov = w_var <x~_0, y~_0> <x~_i, y~_i'>``.  For ReLU the expectation is the
     first-order arc-cosine kernel ``s_a s_b (sin t + (pi - t) cos t) / (2 pi)``; for exp
     it is ``exp((Var a + Var b + 2 Cov) / 2)``.  Softmax has no closed form here.
+    Memory is ``O(n_X n_Y N N')`` (meant for checks on small inputs; the Monte Carlo
+    estimate is :func:`kernel_matrix` of a wide :class:`RFAFeatures`).
 
     Parameters
     ----------

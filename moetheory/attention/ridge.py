@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_LAMBDAS", "choose_solver", "ridge_path_dual", "ridge_path_pr
            "ridge_solve_dual", "ridge_solve_primal", "ridge_predict", "select_lambda"]
 
 #: Default log grid of penalties for the normalised kernel.
-DEFAULT_LAMBDAS = np.logspace(-7, 2, 19)
+DEFAULT_LAMBDAS = np.logspace(-10, 3, 27)
 
 
 def _as_2d(y):
@@ -110,8 +110,23 @@ def ridge_solve_dual(K, y, lam: float) -> np.ndarray:
     """Dual coefficients ``alpha = (K + lam I)^{-1} y`` by Cholesky; predict with ``K_eval @ alpha``."""
     lam = float(_check_lambdas(lam)[0])
     K = np.asarray(K, dtype=np.float64)
-    c = sla.cho_factor(K + lam * np.eye(K.shape[0]), lower=True, check_finite=False)
-    return sla.cho_solve(c, np.asarray(y, dtype=np.float64), check_finite=False)
+    return _spd_solve(K, np.asarray(y, dtype=np.float64), lam)
+
+
+def _spd_solve(G, b, lam):
+    """Solve ``(G + lam I) x = b`` for PSD ``G`` by Cholesky (one n x n copy, no eye());
+    if rounding makes the factorisation fail (tiny ``lam``), fall back to an
+    eigendecomposition of ``G`` with eigenvalues clipped at 0 (as in the path functions)."""
+    A = np.array(G, dtype=np.float64, order="F", copy=True)
+    A.flat[:: A.shape[0] + 1] += lam
+    try:
+        c = sla.cho_factor(A, lower=True, overwrite_a=True, check_finite=False)
+        return sla.cho_solve(c, b, check_finite=False)
+    except np.linalg.LinAlgError:
+        del A
+        s, U = np.linalg.eigh(G)
+        s = np.maximum(s, 0.0) + lam
+        return U @ ((U.T @ b) / (s[:, None] if b.ndim == 2 else s))
 
 
 def ridge_solve_primal(Phi, y, lam: float) -> np.ndarray:
@@ -119,8 +134,7 @@ def ridge_solve_primal(Phi, y, lam: float) -> np.ndarray:
     lam = float(_check_lambdas(lam)[0])
     Phi = np.asarray(Phi, dtype=np.float64)
     p = Phi.shape[1]
-    c = sla.cho_factor(Phi.T @ Phi / p + lam * np.eye(p), lower=True, check_finite=False)
-    return sla.cho_solve(c, Phi.T @ np.asarray(y, dtype=np.float64) / p, check_finite=False)
+    return _spd_solve(Phi.T @ Phi / p, Phi.T @ np.asarray(y, dtype=np.float64) / p, lam)
 
 
 def ridge_predict(Phi, y, Phi_eval, lam: float, solver: str = "auto") -> np.ndarray:

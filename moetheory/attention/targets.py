@@ -45,8 +45,10 @@ TARGETS: dict[str, dict] = {
     "monomial3_dot": dict(inner="dot", link="monomial", degree=3),
     "cos_dot": dict(inner="dot", link="cos", freq=2.0),
     "exp_dot": dict(inner="dot", link="exp", rate=0.5),
+    "hermite2_index": dict(inner="index", link="hermite", degree=2),
     "hermite3_index": dict(inner="index", link="hermite", degree=3),
     "cos_index": dict(inner="index", link="cos", freq=2.0),
+    "hermite2_bilinear": dict(inner="bilinear", link="hermite", degree=2),
     "hermite3_bilinear": dict(inner="bilinear", link="hermite", degree=3),
 }
 
