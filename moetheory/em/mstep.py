@@ -106,21 +106,21 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
         step = jnp.linalg.solve(info + ridge * jnp.eye(m, dtype=x.dtype), grad.reshape(m))
         return step.reshape(k - 1, d + 1)
 
-    def halving(theta, q, step):
+    def halving(theta, q, logp, step):
+        # Carries the candidate's log-probabilities so the accepted point is not re-evaluated.
         def cond(s):
-            alpha, _, _, accepted, tries = s
-            return (~accepted) & (tries < 40)
+            return (~s[4]) & (s[5] < 40)
 
         def body(s):
-            alpha, _, _, _, tries = s
+            alpha, _, _, _, _, tries = s
             cand = theta + alpha * step
-            qc, _ = objective(cand)
+            qc, lpc = objective(cand)
             ok = jnp.isfinite(qc) & (qc >= q)
-            return alpha * 0.5, cand, qc, ok, tries + 1
+            return alpha * 0.5, cand, qc, lpc, ok, tries + 1
 
-        init = (jnp.asarray(1.0, x.dtype), theta, q, jnp.asarray(False), 0)
-        _, cand, qc, ok, _ = jax.lax.while_loop(cond, body, init)
-        return jnp.where(ok, cand, theta), jnp.where(ok, qc, q), ok
+        init = (jnp.asarray(1.0, x.dtype), theta, q, logp, jnp.asarray(False), 0)
+        _, cand, qc, lpc, ok, _ = jax.lax.while_loop(cond, body, init)
+        return (jnp.where(ok, cand, theta), jnp.where(ok, qc, q), jnp.where(ok, lpc, logp), ok)
 
     def cond(s):
         _, _, _, it, go = s
@@ -129,8 +129,7 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
     def body(s):
         theta, q, logp, it, _ = s
         step = newton_direction(theta, logp)
-        theta_new, q_new, ok = halving(theta, q, step)
-        _, logp_new = objective(theta_new)
+        theta_new, q_new, logp_new, ok = halving(theta, q, logp, step)
         go = ok & (q_new - q > newton_tol * (1.0 + jnp.abs(q)))
         return theta_new, q_new, logp_new, it + 1, go
 

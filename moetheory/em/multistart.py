@@ -97,14 +97,21 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
 @partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))
 def run_batch(spec, starts, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weights=None,
               n_hard=0, gate_options=None, fixed_iter=False, n_steps=None) -> EMResult:
-    """``vmap`` of :func:`run_em` over a batch of starts (leading axis).
+    """:func:`run_em` over a batch of starts (leading axis): ``vmap`` on accelerators,
+    ``lax.map`` on CPU.
 
     ``tol``, ``n_hard`` and ``n_steps`` are traced, so short and long runs of the same batch
     size share one compiled program.
     """
-    return jax.vmap(lambda p: run_em(spec, p, x, y, tol=tol, max_iter=max_iter, var_floor=var_floor,
-                                     weights=weights, n_hard=n_hard, gate_options=gate_options,
-                                     fixed_iter=fixed_iter, n_steps=n_steps))(starts)
+    one = lambda p: run_em(spec, p, x, y, tol=tol, max_iter=max_iter, var_floor=var_floor,  # noqa: E731
+                           weights=weights, n_hard=n_hard, gate_options=gate_options,
+                           fixed_iter=fixed_iter, n_steps=n_steps)
+    if jax.default_backend() == "cpu":
+        # On CPU a sequential map beats vmap: under vmap every start waits for the slowest one
+        # in the EM loop and in the inner Newton/halving loops (benchmarks/results/batched.md:
+        # vmap 2.4x, lax.map 1.0x the CPU time of a loop of single fits).
+        return jax.lax.map(one, starts)
+    return jax.vmap(one)(starts)
 
 
 def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e-10,

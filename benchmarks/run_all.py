@@ -1,0 +1,130 @@
+"""Run every benchmark and write the tables to ``benchmarks/results/`` (one command).
+
+    python benchmarks/run_all.py            # default sizes: < 10 minutes on a 2-core laptop
+    python benchmarks/run_all.py --quick    # n ≤ 1e4, fewer repeats (a smoke run)
+    python benchmarks/run_all.py --no-flexmix
+    python benchmarks/run_all.py --full-softmax   # also time `moetheory study run softmax --preset full`
+
+Writes ``results/{single_fit,batched,machine_limit,gates,profile_em}.{md,json}`` and
+``results/summary.md``
+(the must-show targets, met or not). The full softmax reproduction timing is off by default (it
+runs the paper's full grid: hours on a laptop CPU, the GPU job of ``gpu_check.sh``); with
+``--full-softmax`` it is timed when ``moetheory.study`` exists, with a fresh cache directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import common as C
+
+
+def full_softmax(preset="full", quiet=False):
+    """Time ``moetheory study run softmax --preset <preset>`` in a subprocess (fresh cache)."""
+    try:
+        import moetheory.study  # noqa: F401
+    except ImportError:
+        return {"status": "moetheory.study not available"}
+    with tempfile.TemporaryDirectory() as cache:
+        cmd = [sys.executable, "-m", "moetheory.cli", "study", "run", "softmax", "--preset", preset,
+               "--cache", cache] + (["--quiet"] if quiet else [])
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=quiet, text=True)
+        wall = time.perf_counter() - t0
+    return {"status": "ok" if out.returncode == 0 else f"failed (rc {out.returncode})",
+            "preset": preset, "wall_s": wall, "command": " ".join(cmd[1:])}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-flexmix", action="store_true")
+    ap.add_argument("--full-softmax", action="store_true",
+                    help="also time the full softmax reproduction (off by default: long)")
+    ap.add_argument("--softmax-preset", default="full")
+    ap.add_argument("--only", nargs="+", default=None,
+                    choices=["single_fit", "batched", "machine_limit", "gates", "profile_em"])
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    import batched
+    import gates
+    import machine_limit
+    import profile_em
+    import single_fit
+
+    t_start = time.perf_counter()
+    q = ["--quiet"] if args.quiet else []
+    todo = args.only or ["single_fit", "batched", "machine_limit", "gates", "profile_em"]
+    summary = {}
+    if "single_fit" in todo:
+        a = (["--quick", "--repeats", "3"] if args.quick else []) + (["--no-flexmix"] if args.no_flexmix else [])
+        _, targets = single_fit.main(a + q)
+        summary["single_fit"] = targets
+    if "batched" in todo:
+        a = ["--replicates", "8", "--repeats", "2"] if args.quick else []
+        batched.main(a + q)
+        summary["batched"] = json.loads((C.RESULTS / "batched.json").read_text())["targets"]
+    if "machine_limit" in todo:
+        a = ["--n", "20000", "--repeats", "3"] if args.quick else []
+        machine_limit.main(a + q)
+        summary["machine_limit"] = json.loads((C.RESULTS / "machine_limit.json").read_text())["targets"]
+    if "gates" in todo:
+        a = ["--n", "20000", "--repeats", "1"] if args.quick else []
+        gates.main(a + q)
+    if "profile_em" in todo:
+        a = ["--n", "20000", "--repeats", "2"] if args.quick else ["--repeats", "3"]
+        profile_em.main(a + q)
+    if args.full_softmax:
+        summary["full_softmax"] = full_softmax(args.softmax_preset, quiet=args.quiet)
+    summary["total_s"] = time.perf_counter() - t_start
+    md = render_summary(summary, args)
+    C.write_results("summary", md, summary)
+    print(md)
+    return 0
+
+
+def render_summary(s, args):
+    lines = ["# Performance summary (issue 8)", "",
+             f"`python benchmarks/run_all.py{' --quick' if args.quick else ''}` — total "
+             f"{s['total_s']:.0f} s. Details: `single_fit.md`, `batched.md`, `machine_limit.md`, "
+             "`gates.md`, `profile_em.md` (profile and proposals).", "", "| target | result | met? |", "|---|---|---|"]
+    for t in s.get("single_fit") or []:
+        if "speedup" in t:
+            lines.append(f"| n=1e5, k=3 single fit ≥100× faster than flexmix (goal 300×), ℓ ≥ flexmix: "
+                         f"{t['contender']} | {t['speedup']:.0f}× wall, {C.fmt(t.get('speedup_cpu'), 3)}× CPU"
+                         + (f" ({t['speedup_incl_compile']:.0f}× wall with compile)"
+                            if t.get('speedup_incl_compile') else "")
+                         + f", ℓ {'≥' if t['loglik_at_least_flexmix'] else '<'} flexmix | "
+                         f"{'yes' if t['met_100x'] else 'NO'} (300×: {'yes' if t['met_300x'] else 'no'})"
+                         + (" — supplementary, tighter tol than flexmix" if "tol 1e-8/3" in t["contender"] else "")
+                         + " |")
+        else:
+            lines.append(f"| single fit vs flexmix: {t['contender']} | {t['status']} | — |")
+    ml = s.get("machine_limit")
+    if ml:
+        lines.append(f"| EM throughput ≥25% of the fused-exp limit (goal 50%) | best "
+                     f"{100 * ml['best_fraction']:.1f}% ({ml['best_contender']}); default JAX "
+                     f"{100 * ml['default_jax_fraction']:.1f}% | {'yes' if ml['met_25pct'] else 'NO'} "
+                     f"(50%: {'yes' if ml['met_50pct'] else 'no'}) |")
+    b = s.get("batched")
+    if b:
+        lines.append(f"| batched replicates never slower per fit than a loop of single fits | vmap: "
+                     f"{'not slower' if b['batched_not_slower'] else 'slower'}; fixed-iter vmap: "
+                     f"{'not slower' if b['fixed_iter_not_slower'] else 'slower'}; lax.map: "
+                     f"{'not slower' if b.get('lax_map_not_slower') else 'slower'} | "
+                     f"{'yes' if b['batched_not_slower'] else 'NO (vmap)'} |")
+    fs = s.get("full_softmax")
+    if fs:
+        lines.append(f"| full softmax reproduction | {fs.get('status')} "
+                     f"{'%.0f s' % fs['wall_s'] if 'wall_s' in fs else ''} | — |")
+    else:
+        lines.append("| full softmax reproduction | not run (`--full-softmax`; GPU: `gpu_check.sh`) | — |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
