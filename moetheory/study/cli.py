@@ -1,0 +1,150 @@
+"""``moetheory study ...`` and ``moetheory reproduce ...`` (registered by :mod:`moetheory.cli`).
+
+::
+
+    moetheory study list
+    moetheory study run NAME [--preset quick|full] [--workers N | --scheduler ADDR] [--cache DIR] [--quiet]
+    moetheory study status NAME [--preset quick|full] [--cache DIR]
+    moetheory study run my_study.toml          # NAME may also be a .toml/.json declaration file
+    moetheory reproduce NAME [--preset quick|full] [--out docs/figures] [--cache DIR] [--quiet] [--fit LABEL]
+
+Unknown study names and presets raise ``ValueError`` listing the valid choices (``main`` prints
+them as one ``moetheory: error: ...`` line, exit code 2).
+"""
+from __future__ import annotations
+
+import sys
+
+
+def _common(p, with_exec=True):
+    p.add_argument("name", help="study name (see `moetheory study list`)")
+    p.add_argument("--preset", default="quick", help="quick (minutes on a laptop) or full (the paper's grid)")
+    p.add_argument("--cache", default=None, help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
+    if with_exec:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--workers", type=int, default=None, help="run cells on a local Dask cluster of N workers")
+        g.add_argument("--scheduler", default=None, help="run cells on the Dask scheduler at ADDRESS")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--fit", action="append", default=None, metavar="LABEL",
+                       help="only this fitted model (repeatable), e.g. --fit k2")
+
+
+def register(subparsers) -> None:
+    """Add the ``study`` and ``reproduce`` subcommands to the ``moetheory`` parser."""
+    study = subparsers.add_parser("study", help="declare, run and inspect Monte Carlo studies")
+    ssub = study.add_subparsers(dest="study_command", metavar="ACTION")
+    study.set_defaults(handler=lambda args: (study.print_help(), 0)[1])
+
+    p = ssub.add_parser("list", help="list the registered studies")
+    p.set_defaults(handler=_list)
+
+    p = ssub.add_parser("run", help="run a study (cached cells are skipped; resumable)")
+    _common(p)
+    p.set_defaults(handler=_run)
+
+    p = ssub.add_parser("status", help="which cells of a study are cached")
+    _common(p, with_exec=False)
+    p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("reproduce", help="run what is missing of a study, then draw its figure")
+    _common(p)
+    p.add_argument("--out", default="docs/figures", help="figure directory (default docs/figures)")
+    p.set_defaults(handler=_reproduce)
+
+
+def _file_study(name):
+    """A StudySpec when NAME is a .toml/.json declaration file, else None."""
+    from pathlib import Path
+
+    if Path(name).suffix in (".toml", ".json"):
+        from moetheory.study.spec import StudySpec
+
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"study declaration file not found: {name}")
+        return StudySpec.load(name)
+    return None
+
+
+def _check(args):
+    from moetheory.study import registry
+
+    registry.entry(args.name)
+    try:
+        registry._import(registry.entry(args.name).module)
+    except ModuleNotFoundError as err:
+        raise ValueError(str(err)) from None
+    registry.check_preset(args.preset)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {args.workers}")
+    return registry
+
+
+def _list(args) -> int:
+    from moetheory.study import registry
+
+    avail = set(registry.available())
+    for name, e in registry.ENTRIES.items():
+        mark = "" if name in avail else "  (declaration module not found)"
+        print(f"{name:<12} {e.description}{mark}")
+        if name in avail and not e.external:
+            for preset in registry.PRESETS:
+                for spec in registry.studies(name, preset):
+                    cells = len(spec.cells())
+                    fits = ", ".join(f"{f.label}({len(f.sizes)} sizes x {spec.replicates_of(f.label)})"
+                                     for f in spec.fits)
+                    print(f"  {preset:<6} {spec.name:<26} {cells:>4} cells: {fits}")
+    return 0
+
+
+def _run(args) -> int:
+    spec = _file_study(args.name)
+    if spec is not None:
+        from moetheory.study.runner import run_study, summarize
+
+        df = run_study(spec, args.cache, progress=not args.quiet, scheduler=args.scheduler,
+                       workers=args.workers, fits=args.fit)
+        if not args.quiet:
+            print(summarize(df, f"loss_{spec.losses[0]}").to_string(index=False))
+        return 0
+    registry = _check(args)
+    registry.run(args.name, args.preset, args.cache, progress=not args.quiet,
+                 scheduler=args.scheduler, workers=args.workers, fits=args.fit)
+    if not args.quiet:
+        registry.print_rates(args.name, args.preset, args.cache)
+    return 0
+
+
+def _status(args) -> int:
+    spec = _file_study(args.name)
+    if spec is not None:
+        from moetheory.study.cache import StudyCache
+
+        st = {spec.name: StudyCache(args.cache).status(spec)}
+    else:
+        registry = _check(args)
+        st = registry.status(args.name, args.preset, args.cache)
+    complete = True
+    for spec_name, fits in st.items():
+        if "results" in fits:
+            print(f"{spec_name}: {'complete' if fits['complete'] else 'incomplete'} ({fits['results']})")
+            complete &= bool(fits["complete"])
+            continue
+        for label, s in fits.items():
+            done, missing = len(s["done"]), len(s["missing"])
+            complete &= missing == 0
+            print(f"{spec_name:<26} {label:<12} {done}/{done + missing} cells cached"
+                  + (f"; missing n = {s['missing'][:6]}{' ...' if missing > 6 else ''}" if missing else ""))
+    print("complete" if complete else "incomplete")
+    return 0
+
+
+def _reproduce(args) -> int:
+    registry = _check(args)
+    registry.run(args.name, args.preset, args.cache, progress=not args.quiet,
+                 scheduler=args.scheduler, workers=args.workers, fits=args.fit)
+    paths = registry.draw(args.name, args.preset, args.cache, args.out)
+    if args.name != "attention":
+        registry.print_rates(args.name, args.preset, args.cache)
+    for p in paths:
+        print(f"wrote {p}", file=sys.stdout)
+    return 0

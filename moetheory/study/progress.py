@@ -1,0 +1,45 @@
+"""Per-cell progress with ETA (tqdm on stderr), silenceable.
+
+The bar counts observations × replicates × starts, so the ETA weighs large cells correctly; the
+postfix shows the last finished cell, its wall time and its failure count.
+"""
+from __future__ import annotations
+
+import sys
+
+
+class CellProgress:
+    """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``."""
+
+    def __init__(self, study, todo, enabled=True, desc=None):
+        self.enabled = bool(enabled) and len(todo) > 0
+        self.study = study
+        self.bar = None
+        self.desc = desc or f"{study.name}"
+        self.todo = list(todo)
+
+    def _cost(self, label, n):
+        return int(n) * self.study.replicates_of(label) * self.study.fit(label).n_starts
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            total = sum(self._cost(lab, n) for lab, n in self.todo)
+            self.bar = tqdm(total=total, desc=f"{self.desc} ({len(self.todo)} cells)",
+                            unit="obs", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} obs·rep "
+                                       "[{elapsed}<{remaining}] {postfix}")
+        return self
+
+    def done(self, label, n, arrays, wall_s):
+        if self.bar is None:
+            return
+        failed = int(arrays["failed"].sum()) if "failed" in arrays else 0
+        self.bar.set_postfix_str(f"{label} n={n} {wall_s:.1f}s failed={failed}", refresh=False)
+        self.bar.update(self._cost(label, n))
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False

@@ -1,0 +1,244 @@
+"""Registry of the canonical studies (DESIGN.md §5) and their figure scripts.
+
+=============  ========================  ============================  =========================
+name           declaration               figure                        what
+=============  ========================  ============================  =========================
+softmax        simulations.softmax       paper_figures.softmax         softmax gate, k = 2, 3, 4
+topk           simulations.topk          paper_figures.topk            top-K sparse gate
+temperature    simulations.temperature   paper_figures.temperature     temperature vs activation
+attention      simulations.attention     paper_figures.attention       random-feature attention
+=============  ========================  ============================  =========================
+
+Each MoE declaration module defines ``STUDY = {preset: (StudySpec, ...)}``; each figure module
+defines ``plot(cache_dir, out_dir, preset) -> list[Path]`` and reads the cache only. The attention
+study has its own runner (``simulations.attention.run_attention_experiment``) and figure
+(``paper_figures.attention.plot_attention``); it is wired here when those modules are present.
+
+``simulations`` and ``paper_figures`` live at the repository root beside ``moetheory``; when they
+are not importable (e.g. the command runs from another directory) the root is added to
+``sys.path``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from moetheory.study.spec import StudySpec
+
+PRESETS = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered study: its declaration module, figure module and description."""
+
+    name: str
+    module: str
+    figure: str
+    description: str
+    external: bool = False  # True: not a StudySpec study (has its own runner)
+
+
+ENTRIES = {
+    "softmax": Entry("softmax", "simulations.softmax", "paper_figures.softmax",
+                     "softmax gating: exact-fitted D_1 (k=2) and over-fitted D_2 (k=3, 4)"),
+    "topk": Entry("topk", "simulations.topk", "paper_figures.topk",
+                  "top-K sparse softmax gating: exact, enough and too few active experts"),
+    "temperature": Entry("temperature", "simulations.temperature", "paper_figures.temperature",
+                         "temperature gate vs activation (tanh, sigmoid) dense-to-sparse gates"),
+    "attention": Entry("attention", "simulations.attention", "paper_figures.attention",
+                       "random-feature attention vs random-feature MLP", external=True),
+}
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _import(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        top = module.split(".")[0]
+        if err.name not in (top, module):
+            raise
+        root = str(_repo_root())
+        if (Path(root) / top).is_dir() and root not in sys.path:
+            sys.path.insert(0, root)
+            return importlib.import_module(module)
+        raise ModuleNotFoundError(
+            f"cannot import {module!r}: the study declarations (simulations/) and figure scripts "
+            f"(paper_figures/) live in the source checkout beside moetheory/; run from a clone "
+            f"(pip install -e .)", name=module) from None
+
+
+def available() -> list:
+    """Names whose declaration module can be imported."""
+    out = []
+    for name, e in ENTRIES.items():
+        try:
+            _import(e.module)
+        except ModuleNotFoundError:
+            continue
+        out.append(name)
+    return out
+
+
+def entry(name: str) -> Entry:
+    """The registry entry of study ``name`` (ValueError listing the known names otherwise)."""
+    if name not in ENTRIES:
+        raise ValueError(f"unknown study {name!r}; choose one of {sorted(ENTRIES)}")
+    return ENTRIES[name]
+
+
+def check_preset(preset: str) -> str:
+    """Return ``preset`` if it is a known preset, else raise ValueError listing the choices."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    return preset
+
+
+def studies(name: str, preset: str = "quick") -> tuple:
+    """The StudySpecs of study ``name`` under ``preset`` (empty for external studies)."""
+    e = entry(name)
+    check_preset(preset)
+    if e.external:
+        return ()
+    mod = _import(e.module)
+    specs = mod.STUDY[preset]
+    return (specs,) if isinstance(specs, StudySpec) else tuple(specs)
+
+
+def _attention_dir(cache_dir, preset) -> Path:
+    from moetheory.study.cache import StudyCache
+
+    return StudyCache(cache_dir).root / f"attention-{preset}"
+
+
+def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, scheduler=None,
+        workers=None, fits=None) -> None:
+    """Compute whatever is missing of study ``name`` (cached cells are skipped).
+
+    ``fits``: optional fitted-model labels to restrict the run to (e.g. ``["k2"]``).
+    """
+    from moetheory.study.runner import run_study
+
+    e = entry(name)
+    check_preset(preset)
+    if e.external:
+        mod = _import(e.module)
+        if scheduler is not None or workers is not None or fits:
+            raise ValueError(f"study {name!r} has its own runner: no Dask, no --fit selection")
+        mod.run_attention_experiment(preset, out_dir=str(_attention_dir(cache_dir, preset)),
+                                     progress=progress)
+        return
+    specs = studies(name, preset)
+    if fits:
+        labels = sorted({f.label for spec in specs for f in spec.fits})
+        unknown = [f for f in fits if f not in labels]
+        if unknown:
+            raise ValueError(f"unknown fitted model(s) {unknown} for study {name!r}; choose from {labels}")
+    for spec in specs:
+        sel = None if not fits else [f.label for f in spec.fits if f.label in fits]
+        if sel == []:
+            continue
+        run_study(spec, cache_dir, progress=progress, scheduler=scheduler, workers=workers,
+                  fits=sel)
+
+
+def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
+    """``{study spec name: {fit: {"done": [...], "missing": [...]}}}``."""
+    from moetheory.study.cache import StudyCache
+
+    e = entry(name)
+    check_preset(preset)
+    if e.external:
+        d = _attention_dir(cache_dir, preset)
+        return {f"attention-{preset}": {"results": str(d), "complete": (d / "results.json").exists()}}
+    cache = StudyCache(cache_dir)
+    return {spec.name: cache.status(spec) for spec in studies(name, preset)}
+
+
+def draw(name: str, preset: str = "quick", cache_dir=None, out_dir="docs/figures") -> list:
+    """Draw the figure(s) of study ``name`` from the cache (never computes)."""
+    e = entry(name)
+    check_preset(preset)
+    fig = _import(e.figure)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if e.external:
+        return list(fig.plot_attention(str(_attention_dir(cache_dir, preset)), str(out_dir),
+                                       name=f"attention_{preset}"))
+    return list(fig.plot(cache_dir, out_dir, preset))
+
+
+def simulation_main(name: str, argv=None) -> int:
+    """``python -m simulations.<name> --preset quick`` (shared by the declaration modules)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m simulations.{name}", description=entry(name).description)
+    ap.add_argument("--preset", choices=PRESETS, default="quick")
+    ap.add_argument("--cache", default=None, help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
+    ap.add_argument("--workers", type=int, default=None, help="run on a local Dask cluster of N workers")
+    ap.add_argument("--scheduler", default=None, help="run on the Dask scheduler at ADDRESS")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    run(name, args.preset, args.cache, progress=not args.quiet, scheduler=args.scheduler,
+        workers=args.workers)
+    print_rates(name, args.preset, args.cache)
+    return 0
+
+
+def rate_table(name: str, preset: str = "quick", cache_dir=None) -> list:
+    """Fitted slopes of every fitted model's losses (rows of dicts; cache only)."""
+    return study_rate_table(studies(name, preset), cache_dir)
+
+
+def study_rate_table(specs, cache_dir=None) -> list:
+    """Fitted slopes of every loss of every fitted model of ``specs`` (cache only)."""
+    import numpy as np
+
+    from moetheory.rates import fit_rate
+    from moetheory.study.cache import load_results
+    from moetheory.study.runner import loss_matrix
+
+    if isinstance(specs, StudySpec):
+        specs = (specs,)
+    rows = []
+    for spec in specs:
+        df = load_results(spec, cache_dir)
+        for f in spec.fits:
+            for loss in [c for c in (f"loss_{x}" for x in spec.losses)]:
+                if df.empty or loss not in df.columns:
+                    continue
+                sizes, mat = loss_matrix(df, f.label, loss)
+                ok = np.isfinite(mat).any(axis=1)
+                if ok.sum() < 3:
+                    continue
+                r = fit_rate(sizes[ok], mat[ok])
+                rows.append({"study": spec.name, "fit": f.label, "loss": loss, "slope": r.slope,
+                             "ci": r.ci, "window": r.window, "points": r.n_points,
+                             "failed": r.n_failed, "preferred_law": r.preferred_law,
+                             "expected": f.expected_rate})
+    return rows
+
+
+def print_rates(name, preset="quick", cache_dir=None, file=None) -> None:
+    """Print one line per fitted model and loss: slope, 95% CI, window (cache only)."""
+    _print_rows(rate_table(name, preset, cache_dir), file)
+
+
+def print_study_rates(specs, cache_dir=None, file=None) -> None:
+    """Like :func:`print_rates`, for StudySpec objects instead of a registered name."""
+    _print_rows(study_rate_table(specs, cache_dir), file)
+
+
+def _print_rows(rows, file=None) -> None:
+    file = file or sys.stdout
+    for r in rows:
+        lo, hi = r["ci"]
+        print(f"{r['study']:<28} {r['fit']:<12} {r['loss']:<24} slope {r['slope']:+.3f} "
+              f"[{lo:+.3f}, {hi:+.3f}]  n in [{r['window'][0]:g}, {r['window'][1]:g}] "
+              f"({r['points']} sizes, {r['failed']} excluded)  preferred law: {r['preferred_law']}",
+              file=file)

@@ -1,0 +1,449 @@
+"""Declarative Monte Carlo studies (DESIGN.md §1 job 2, §5).
+
+A :class:`StudySpec` is frozen data: the truth (an :class:`~moetheory.spec.MoESpec` plus its
+parameters), one or more fitted models (:class:`FitSpec`, one panel of a figure each, with its
+own sample-size grid and number of EM starts), the estimator options, the covariate design,
+the number of replicates, the seed and the losses to record. It has a stable content hash
+(sha256 of canonical JSON) and round-trips through JSON and TOML.
+
+The unit of work and of caching is a *cell*: one fitted model at one sample size n, all
+replicates. A cell is identified by the hash of everything that can change its numbers
+(:meth:`StudySpec.panel_hash`), which deliberately leaves out the *list* of sample sizes: the
+random key of replicate r at size n is derived from (seed, n, r) only, so adding sizes never
+changes (or recomputes) an existing cell.
+
+Examples
+--------
+>>> from moetheory.params import MoEParams
+>>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+>>> s = StudySpec(name="demo", truth_spec=MoESpec(2, 1), truth=truth,
+...               fits=(FitSpec("k2", MoESpec(2, 1), sizes=(500, 1000)),),
+...               design=DesignSpec("grid", low=0.0, high=1.0), replicates=4)
+>>> StudySpec.from_toml(s.to_toml()) == s
+True
+>>> len(s.hash())
+64
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from moetheory.designs import DESIGNS
+from moetheory.em.init import INIT_MODES
+from moetheory.params import MoEParams, check_params
+from moetheory.spec import MoESpec
+
+#: losses a study can record per replicate (see :mod:`moetheory.study.runner`)
+LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "hellinger")
+TRANSLATIONS = ("infimum", "bias", "pinned", "none")
+COORDS = ("raw", "identified")
+
+SPEC_VERSION = 2  # bump when the meaning of a field changes: invalidates every cache
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()
+
+
+def _moespec_dict(s: MoESpec) -> dict:
+    return {f.name: getattr(s, f.name) for f in fields(MoESpec)}
+
+
+def _moespec_from(d: dict) -> MoESpec:
+    d = {k: v for k, v in d.items() if k in {f.name for f in fields(MoESpec)}}
+    return MoESpec(**d)
+
+
+def _freeze(value):
+    """Nested lists -> nested tuples of floats (hashable)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return float(arr)
+    return tuple(_freeze(v) for v in arr)
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """Covariate design: a name of :data:`moetheory.designs.DESIGNS` and its options."""
+
+    name: str = "grid"
+    low: float = -1.0
+    high: float = 1.0
+    scale: float = 1.0
+    radius: float = 1.0
+
+    def __post_init__(self):
+        if self.name not in DESIGNS:
+            raise ValueError(f"design name must be one of {DESIGNS}; got {self.name!r}")
+        for f in ("low", "high", "scale", "radius"):
+            object.__setattr__(self, f, float(getattr(self, f)))
+        if self.name in ("grid", "uniform") and not self.high > self.low:
+            raise ValueError(f"design high must exceed low; got low={self.low}, high={self.high}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """EM options shared by every fitted model of a study.
+
+    init : start mode (``paper``: near truth, noise shrinking with n; ``perturb``; ``random``;
+        ``kmeans``); tol : relative log-likelihood tolerance; max_iter : EM iterations;
+    var_floor : variance floor (hitting it flags the replicate as failed: variance collapse);
+    fixed_iter : run exactly max_iter iterations (no data-dependent loop under vmap);
+    perturb_scale : noise of ``perturb`` starts; var_from_sd : the official code's slip of
+    starting the variance at the true standard deviation (``paper`` init only);
+    bucket_ratio : padded lengths form a geometric ladder with this ratio (see the runner);
+    buckets : explicit padded lengths, used first (a size above all of them uses the ladder);
+    max_newton : Newton steps per softmax gate M-step.
+    """
+
+    init: str = "paper"
+    tol: float = 1e-6
+    max_iter: int = 2000
+    var_floor: float = 1e-10
+    fixed_iter: bool = False
+    perturb_scale: float = 0.1
+    var_from_sd: bool = False
+    bucket_ratio: float = 1.5
+    buckets: tuple = ()
+    max_newton: int = 50
+
+    def __post_init__(self):
+        if self.init not in INIT_MODES:
+            raise ValueError(f"estimator init must be one of {INIT_MODES}; got {self.init!r}")
+        object.__setattr__(self, "max_iter", _check_int("max_iter", self.max_iter, 1))
+        object.__setattr__(self, "max_newton", _check_int("max_newton", self.max_newton, 1))
+        for f in ("tol", "var_floor", "perturb_scale", "bucket_ratio"):
+            v = float(getattr(self, f))
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"estimator {f} must be finite and >= 0; got {v}")
+            object.__setattr__(self, f, v)
+        if self.bucket_ratio < 1.0:
+            raise ValueError(f"bucket_ratio must be >= 1 (1 means: no padding); got {self.bucket_ratio}")
+        object.__setattr__(self, "buckets", tuple(sorted(_check_int("buckets entry", b, 1)
+                                                         for b in self.buckets)))
+        object.__setattr__(self, "fixed_iter", bool(self.fixed_iter))
+        object.__setattr__(self, "var_from_sd", bool(self.var_from_sd))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["buckets"] = list(self.buckets)
+        return d
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """One fitted model (one panel): its structure, sample sizes and number of EM starts.
+
+    label : short name used in paths, tables and legends;
+    spec : the fitted :class:`MoESpec`;
+    sizes : the sample-size grid (ints, sorted, unique);
+    n_starts : EM starts per replicate, the best final log-likelihood is kept;
+    replicates : replicates of this model (default: the study's);
+    translation / coords : how the Voronoi loss removes the gate's unidentifiable shift
+        (see :func:`moetheory.losses.voronoi_loss`);
+    expected_rate : theoretical slope of the loss (drawn in figures; not hashed);
+    title : panel title (not hashed).
+    """
+
+    label: str
+    spec: MoESpec
+    sizes: tuple = ()
+    n_starts: int = 1
+    replicates: int | None = None
+    translation: str = "infimum"
+    coords: str = "raw"
+    expected_rate: float | None = -0.5
+    title: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.label, str) or not self.label or not all(
+                c.isalnum() or c in "-_" for c in self.label):
+            raise ValueError(f"fit label must be a non-empty string of letters, digits, '-' or '_'; "
+                             f"got {self.label!r}")
+        if not isinstance(self.spec, MoESpec):
+            raise TypeError(f"fit spec must be a MoESpec; got {type(self.spec).__name__}")
+        sizes = tuple(sorted({_check_int("sizes entry", int(n) if isinstance(n, float) and
+                                         float(n).is_integer() else n, 2) for n in self.sizes}))
+        if not sizes:
+            raise ValueError(f"fit {self.label!r}: sizes must contain at least one sample size")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "n_starts", _check_int("n_starts", self.n_starts, 1))
+        if self.replicates is not None:
+            object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
+        if self.translation not in TRANSLATIONS:
+            raise ValueError(f"translation must be one of {TRANSLATIONS}; got {self.translation!r}")
+        if self.coords not in COORDS:
+            raise ValueError(f"coords must be one of {COORDS}; got {self.coords!r}")
+        if self.expected_rate is not None:
+            object.__setattr__(self, "expected_rate", float(self.expected_rate))
+
+    def to_dict(self, with_sizes=True) -> dict:
+        d = {"label": self.label, "spec": _moespec_dict(self.spec), "n_starts": self.n_starts,
+             "replicates": self.replicates,
+             "translation": self.translation, "coords": self.coords,
+             "expected_rate": self.expected_rate, "title": self.title}
+        if with_sizes:
+            d["sizes"] = list(self.sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitSpec":
+        d = dict(d)
+        spec = d.pop("spec", None)
+        if spec is None:  # flat TOML form: MoESpec fields inline
+            spec = {k: d.pop(k) for k in list(d) if k in {f.name for f in fields(MoESpec)}}
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown fit field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(spec=_moespec_from(spec), **d)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A complete, frozen Monte Carlo study declaration (see the module docstring)."""
+
+    name: str
+    truth_spec: MoESpec
+    truth: MoEParams | tuple
+    fits: tuple
+    design: DesignSpec = field(default_factory=DesignSpec)
+    estimator: EstimatorSpec = field(default_factory=EstimatorSpec)
+    replicates: int = 10
+    seed: int = 0
+    losses: tuple = ("voronoi",)
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or not all(
+                c.isalnum() or c in "-_." for c in self.name):
+            raise ValueError(f"study name must be letters, digits, '-', '_' or '.'; got {self.name!r}")
+        if not isinstance(self.truth_spec, MoESpec):
+            raise TypeError(f"truth_spec must be a MoESpec; got {type(self.truth_spec).__name__}")
+        truth = self.truth
+        if isinstance(truth, dict):
+            truth = MoEParams.from_dict(truth)
+        if isinstance(truth, MoEParams):
+            truth = MoEParams.create(*truth)  # validate, float64
+            check_params(self.truth_spec, truth)
+            truth = tuple((name, _freeze(v)) for name, v in truth._asdict().items())
+        object.__setattr__(self, "truth", tuple(truth))
+        fits = tuple(self.fits) if not isinstance(self.fits, FitSpec) else (self.fits,)
+        if not fits:
+            raise ValueError("fits must declare at least one fitted model")
+        labels = [f.label for f in fits]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"fit labels must be unique; got {labels}")
+        for f in fits:
+            if not isinstance(f, FitSpec):
+                raise TypeError(f"fits entries must be FitSpec; got {type(f).__name__}")
+            if f.spec.dim != self.truth_spec.dim:
+                raise ValueError(f"fit {f.label!r} has dim={f.spec.dim} but the truth has "
+                                 f"dim={self.truth_spec.dim}")
+            if f.spec.n_experts < self.truth_spec.n_experts:
+                raise ValueError(f"fit {f.label!r} has k={f.spec.n_experts} < k*="
+                                 f"{self.truth_spec.n_experts}: under-fitted models are not supported")
+        object.__setattr__(self, "fits", fits)
+        if self.design.name == "grid" and self.truth_spec.dim != 1:
+            raise ValueError("design 'grid' needs dim=1")
+        object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
+        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        losses = (self.losses,) if isinstance(self.losses, str) else tuple(self.losses)
+        for loss in losses:
+            if loss not in LOSSES:
+                raise ValueError(f"losses entries must be in {LOSSES}; got {loss!r}")
+        if not losses:
+            raise ValueError(f"losses must name at least one of {LOSSES}")
+        object.__setattr__(self, "losses", losses)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def truth_params(self) -> MoEParams:
+        return MoEParams.create(**{k: v for k, v in self.truth})
+
+    def fit(self, label: str) -> FitSpec:
+        for f in self.fits:
+            if f.label == label:
+                return f
+        raise KeyError(f"study {self.name!r} has no fit {label!r}; fits: {[f.label for f in self.fits]}")
+
+    def replicates_of(self, label: str) -> int:
+        """Replicates of fit ``label`` (its own count, else the study's)."""
+        r = self.fit(label).replicates
+        return self.replicates if r is None else r
+
+    def cells(self):
+        """All (fit label, n) pairs, in run order."""
+        return [(f.label, n) for f in self.fits for n in f.sizes]
+
+    def with_(self, **changes) -> "StudySpec":
+        return replace(self, **changes)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        return {
+            "spec_version": SPEC_VERSION,
+            "name": self.name,
+            "description": self.description,
+            "truth": {**_moespec_dict(self.truth_spec),
+                      "params": {k: _listify(v) for k, v in self.truth}},
+            "fits": [f.to_dict() for f in self.fits],
+            "design": self.design.to_dict(),
+            "estimator": self.estimator.to_dict(),
+            "replicates": self.replicates,
+            "seed": self.seed,
+            "losses": list(self.losses),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudySpec":
+        d = dict(d)
+        version = d.pop("spec_version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise ValueError(f"study spec_version {version} is not supported (this package writes "
+                             f"{SPEC_VERSION})")
+        known = {"name", "description", "truth", "fits", "design", "estimator", "replicates",
+                 "seed", "losses"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown study field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        for req in ("name", "truth", "fits"):
+            if req not in d:
+                raise ValueError(f"study declaration is missing {req!r}")
+        truth = dict(d["truth"])
+        if "params" not in truth:
+            raise ValueError("study truth needs a 'params' table (beta0, beta1, a, b, var[, tau]) "
+                             "beside the MoESpec fields (n_experts, dim, gate, ...)")
+        params = truth.pop("params")
+        spec_fields = {f.name for f in fields(MoESpec)}
+        unknown = set(truth) - spec_fields
+        if unknown:
+            raise ValueError(f"unknown truth field(s) {sorted(unknown)}; expected MoESpec fields "
+                             f"{sorted(spec_fields)} and a 'params' table")
+        truth_spec = _moespec_from(truth)
+        return cls(
+            name=d["name"], description=d.get("description", ""), truth_spec=truth_spec,
+            truth=MoEParams.from_dict(params),
+            fits=tuple(FitSpec.from_dict(f) for f in d["fits"]),
+            design=DesignSpec(**d.get("design", {})),
+            estimator=EstimatorSpec(**d.get("estimator", {})),
+            replicates=d.get("replicates", 10), seed=d.get("seed", 0),
+            losses=tuple(d.get("losses", ("voronoi",))))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySpec":
+        return cls.from_dict(json.loads(text))
+
+    def to_toml(self) -> str:
+        return _to_toml(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> "StudySpec":
+        import tomllib
+
+        return cls.from_dict(tomllib.loads(text))
+
+    @classmethod
+    def load(cls, path) -> "StudySpec":
+        """Read a ``.toml`` or ``.json`` declaration."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix == ".toml":
+            return cls.from_toml(text)
+        if path.suffix == ".json":
+            return cls.from_json(text)
+        raise ValueError(f"study file must end in .toml or .json; got {path.name!r}")
+
+    # ------------------------------------------------------------------ hashes
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the whole declaration."""
+        return _sha(self.to_dict())
+
+    def panel_dict(self, label: str) -> dict:
+        """Everything that determines the numbers of a cell of fit ``label`` (no size list)."""
+        d = self.to_dict()
+        fit = self.fit(label).to_dict(with_sizes=False)
+        fit.pop("expected_rate")
+        fit.pop("title")
+        d.pop("description")
+        d.pop("fits")
+        d.pop("name")
+        d["fit"] = fit
+        d["replicates"] = self.replicates_of(label)
+        fit.pop("replicates")
+        return d
+
+    def panel_hash(self, label: str) -> str:
+        """Hash identifying the cells of fit ``label`` (independent of the size grid)."""
+        return _sha(self.panel_dict(label))
+
+
+def _listify(v):
+    if isinstance(v, tuple):
+        return [_listify(x) for x in v]
+    return v
+
+
+# ---------------------------------------------------------------------------- TOML writer
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_table(d: dict, prefix: str, out: list) -> None:
+    scalars = [(k, v) for k, v in d.items() if v is not None and not isinstance(v, dict)
+               and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
+    for k, v in scalars:
+        out.append(f"{k} = {_toml_value(v)}")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append("")
+            out.append(f"[{prefix}{k}]")
+            _toml_table(v, f"{prefix}{k}.", out)
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                out.append("")
+                out.append(f"[[{prefix}{k}]]")
+                _toml_table(item, f"{prefix}{k}.", out)
+
+
+def _to_toml(d: dict) -> str:
+    out: list = []
+    _toml_table(d, "", out)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,158 @@
+"""Shared drawing helpers of the figure scripts. They read the study cache only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DPI = 100
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+#: theoretical slopes of per-parameter errors for a cell of m fitted atoms (DESIGN.md §4.1)
+PARAM_RATES = {1: {"beta1": -0.5, "b": -0.5, "a": -0.5, "var": -0.5},
+               2: {"beta1": -1 / 8, "b": -1 / 8, "a": -1 / 4, "var": -1 / 4},
+               3: {"beta1": -1 / 12, "b": -1 / 12, "a": -1 / 6, "var": -1 / 6}}
+PARAM_LABELS = {"beta1": r"$\beta_1$", "b": "$b$", "a": "$a$", "var": r"$\nu$", "weight": "weight sum"}
+
+
+def setup_matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7,
+                         "figure.dpi": DPI})
+    return plt
+
+
+def load(spec, cache_dir, name):
+    """Results of ``spec`` from the cache; a clear error when nothing is cached."""
+    from moetheory.study.cache import StudyCache
+
+    cache = StudyCache(cache_dir)
+    df = cache.load_results(spec)
+    if df.empty:
+        preset = spec.name.rsplit("-", 1)[-1]
+        raise FileNotFoundError(
+            f"no cached results for study {spec.name!r} in {cache.root}; run "
+            f"`moetheory study run {name} --preset {preset}` (or `moetheory reproduce {name}`) first")
+    return df
+
+
+def _fit_label(fit):
+    lo, hi = fit.ci
+    return f"slope {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def window_text(fit):
+    return f"fit window n ∈ [{fit.window[0]:.0f}, {fit.window[1]:.0f}], 95% CI"
+
+
+def rate_curve(ax, sizes, mat, color, label, expected=None, marker="o", fit_window=None,
+               show_law=False, excluded=None):
+    """Mean ± 1 sd over non-failed replicates, the fitted power law with its 95% CI in the
+    legend, and (optionally) a theoretical reference slope. Returns the RateFit (or None)."""
+    from moetheory.rates import fit_rate
+
+    sizes = np.asarray(sizes, float)
+    ok = np.isfinite(mat)
+    cnt = ok.sum(1)
+    use = cnt > 0
+    if use.sum() == 0:
+        return None
+    mean = np.where(use, np.nansum(np.where(ok, mat, 0.0), 1) / np.maximum(cnt, 1), np.nan)
+    sd = np.array([np.nanstd(r[np.isfinite(r)], ddof=1) if np.isfinite(r).sum() > 1 else 0.0
+                   for r in mat])
+    lower = np.maximum(mean - sd, mean * 0.05)
+    ax.fill_between(sizes[use], lower[use], (mean + sd)[use], color=color, alpha=0.15, lw=0)
+    fit = None
+    n_failed = int((~ok).sum()) if excluded is None else int(excluded)
+    if use.sum() >= 3:
+        try:
+            fit = fit_rate(sizes[use], mat[use], window=fit_window)
+        except ValueError:
+            fit = None
+    text = label
+    if fit is not None:
+        text += f": {_fit_label(fit)}"
+        if show_law:
+            text += f", AIC: {fit.preferred_law}"
+    if n_failed:
+        text += f" ({n_failed} excl.)"
+    ax.plot(sizes[use], mean[use], marker=marker, ms=3, lw=1.0, color=color, label=text)
+    if fit is not None:
+        grid = np.geomspace(fit.window[0], fit.window[1], 50)
+        ax.plot(grid, fit.predict(grid), color=color, lw=0.8, ls=":")
+    if expected is not None and fit is not None:
+        n0 = sizes[use][0]
+        m0 = fit.predict(n0)
+        grid = np.geomspace(sizes[use][0], sizes[use][-1], 20)
+        ax.plot(grid, m0 * (grid / n0) ** expected, color="0.4", lw=0.9, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    return fit
+
+
+def add_reference_legend(ax, expected, window=None):
+    """Legend below the axes (so it never hides data); ``window``: a RateFit for its window."""
+    import matplotlib.lines as mlines
+
+    handles, labels = ax.get_legend_handles_labels()
+    if expected is not None:
+        handles.append(mlines.Line2D([], [], color="0.4", ls="--", lw=0.9))
+        labels.append(f"theory: slope {expected:+.3g}")
+    if window is not None:
+        handles.append(mlines.Line2D([], [], color="none"))
+        labels.append(window_text(window))
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
+              fontsize=7, ncol=1)
+
+
+def param_errors(df, fit_label, param, min_size=2):
+    """(sizes, matrix (m, R), modal cell size): per replicate, the mean error of ``param`` over
+    the true atoms whose Voronoi cell holds >= min_size fitted atoms (NaN if none, or failed)."""
+    g = df[df["fit"] == fit_label]
+    size_cols = sorted(c for c in g.columns if c.startswith("cell_size_"))
+    sizes = np.array(sorted(g["n"].unique()))
+    R = int(g["replicate"].max()) + 1
+    mat = np.full((sizes.size, R), np.nan)
+    pos = {n: i for i, n in enumerate(sizes)}
+    all_m = []
+    for _, row in g.iterrows():
+        if row["failed"]:
+            continue
+        vals = []
+        for c in size_cols:
+            j = c.rsplit("_", 1)[-1]
+            m = row[c]
+            if (m >= min_size) if min_size > 1 else (m == 1):
+                vals.append(row[f"cell_{param}_{j}"])
+                all_m.append(int(m))
+        if vals:
+            v = float(np.mean(vals))
+            if np.isfinite(v) and v > 0:
+                mat[pos[row["n"]], int(row["replicate"])] = v
+    modal = int(np.bincount(all_m).argmax()) if all_m else None
+    return sizes, mat, modal
+
+
+def save(fig, out_dir, stem) -> list:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=DPI, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    _shrink_png(paths[0])
+    return paths
+
+
+def _shrink_png(path) -> None:
+    """Re-save the PNG with a 256-colour palette (figures are line art: ~3× smaller)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)

@@ -1,0 +1,355 @@
+"""Study engine: declaration, runner, cache, resume after interruption, Dask, CLI.
+
+Everything runs one tiny study (k = 2, three sample sizes in one padded bucket, three
+replicates), so the EM and loss kernels compile once for the whole file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moetheory.params import MoEParams
+from moetheory.spec import MoESpec
+from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRUTH = MoEParams.create(beta0=[0.3, 0.0], beta1=[[3.0], [0.0]], a=[[2.0], [-1.5]],
+                         b=[1.0, -1.0], var=[0.09, 0.25])
+
+
+def tiny_study(**changes) -> StudySpec:
+    # var_floor = the true variance of expert 0: about half the replicates estimate it below
+    # the floor, so the study has a deterministic mix of failed (variance collapse) replicates.
+    est = EstimatorSpec(init="paper", tol=1e-6, max_iter=200, var_floor=0.09, buckets=(512,))
+    base = dict(name="tiny", truth_spec=MoESpec(2, 1), truth=TRUTH,
+                fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 400)),),
+                design=DesignSpec("uniform", low=-1.0, high=1.0), estimator=est,
+                replicates=3, seed=7, losses=("voronoi",))
+    base.update(changes)
+    return StudySpec(**base)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("jaxcc")
+    old = os.environ.get("MOETHEORY_COMPILE_CACHE")
+    os.environ["MOETHEORY_COMPILE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MOETHEORY_COMPILE_CACHE", None)
+    else:
+        os.environ["MOETHEORY_COMPILE_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, compile_cache):
+    """An uninterrupted in-process run of the tiny study: (cache dir, DataFrame)."""
+    from moetheory.study.runner import run_study
+
+    cache = tmp_path_factory.mktemp("ref-cache")
+    df = run_study(tiny_study(), cache, progress=False)
+    return cache, df
+
+
+# ------------------------------------------------------------------------------ declaration
+def test_toml_and_json_round_trip(tmp_path):
+    s = tiny_study()
+    assert StudySpec.from_toml(s.to_toml()) == s
+    assert StudySpec.from_json(s.to_json()) == s
+    path = tmp_path / "study.toml"
+    path.write_text(s.to_toml())
+    loaded = StudySpec.load(path)
+    assert loaded == s and loaded.hash() == s.hash()
+    # a hand-written TOML declaration (flat fit form)
+    text = """
+name = "hand"
+replicates = 2
+losses = ["voronoi", "hellinger"]
+[truth]
+n_experts = 2
+dim = 1
+[truth.params]
+beta0 = [0.3, 0.0]
+beta1 = [[3.0], [0.0]]
+a = [[2.0], [-1.5]]
+b = [1.0, -1.0]
+var = [0.09, 0.25]
+[design]
+name = "uniform"
+[estimator]
+tol = 1e-6
+[[fits]]
+label = "k3"
+n_experts = 3
+dim = 1
+sizes = [500, 1000]
+n_starts = 2
+"""
+    hand = StudySpec.from_toml(text)
+    assert hand.fit("k3").spec == MoESpec(3, 1) and hand.fit("k3").n_starts == 2
+    assert StudySpec.from_toml(hand.to_toml()) == hand
+
+
+def test_hash_is_stable_and_content_based():
+    a, b = tiny_study(), tiny_study()
+    assert a.hash() == b.hash() and len(a.hash()) == 64
+    assert tiny_study(seed=8).hash() != a.hash()
+    # adding sample sizes changes the study hash but not the cells' identity
+    more = tiny_study(fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 350, 400)),))
+    assert more.hash() != a.hash()
+    assert more.panel_hash("k2") == a.panel_hash("k2")
+    # anything that changes the numbers changes the cells' identity
+    est = EstimatorSpec(init="paper", tol=1e-7, max_iter=200, var_floor=0.09, buckets=(512,))
+    assert tiny_study(estimator=est).panel_hash("k2") != a.panel_hash("k2")
+
+
+def test_bad_declarations_raise_clear_errors():
+    with pytest.raises(ValueError, match="losses"):
+        tiny_study(losses=("nope",))
+    with pytest.raises(ValueError, match="init"):
+        EstimatorSpec(init="magic")
+    with pytest.raises(ValueError, match="k=1 < k\\*=2"):
+        tiny_study(fits=(FitSpec("k1", MoESpec(1, 1), sizes=(100,)),))
+    with pytest.raises(ValueError, match="unknown study field"):
+        StudySpec.from_dict({**tiny_study().to_dict(), "bogus": 1})
+
+
+# ------------------------------------------------------------------------------ runner / cache
+def test_results_table_and_failures(reference):
+    from moetheory.study.runner import STATUS_BITS, loss_matrix, summarize
+
+    _, df = reference
+    assert len(df) == 3 * 3
+    assert set(df["n"]) == {200, 300, 400} and set(df["replicate"]) == {0, 1, 2}
+    for col in ("loss_voronoi", "loglik", "n_iter", "converged", "failed", "status",
+                "cell_beta1_0", "match_var_1", "fit_var_0"):
+        assert col in df.columns
+    # the variance floor was hit in some replicates but not all: recorded, flagged, counted
+    failed = df["failed"].to_numpy(bool)
+    assert 0 < failed.sum() < len(df)
+    assert np.all((df["status"].to_numpy()[failed] & STATUS_BITS["variance_collapse"]) > 0)
+    summ = summarize(df)
+    assert summ["n_failed"].sum() == failed.sum()
+    for _, row in summ.iterrows():
+        g = df[(df["n"] == row["n"]) & ~df["failed"]]
+        if len(g):
+            assert row["mean"] == pytest.approx(g["loss_voronoi"].mean())
+    # failed replicates are NaN in the matrix handed to the rate fit (never averaged)
+    sizes, mat = loss_matrix(df, "k2")
+    assert np.isnan(mat).sum() == failed.sum()
+    # the good replicates are sensible fits
+    assert np.all(np.isfinite(df["loss_voronoi"]))
+
+
+def test_cache_files_are_plain_arrays_with_provenance(reference):
+    from moetheory.study.cache import StudyCache
+
+    cache_dir, _ = reference
+    s = tiny_study()
+    cache = StudyCache(cache_dir)
+    files = sorted(cache.panel_dir(s, "k2").glob("*.npz"))
+    assert len(files) == 3
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            for key in z.files:
+                assert z[key].dtype.kind != "O", key
+    man = json.loads(cache.manifest_path(s, "k2").read_text())
+    assert man["panel_hash"] == s.panel_hash("k2") and man["spec_hash"] == s.hash()
+    assert set(man["cells"]) == {"200", "300", "400"}
+    prov = man["provenance"]
+    assert prov["x64"] is True and "jax" in prov["versions"] and prov["device"]
+    assert all(c["wall_s"] is not None for c in man["cells"].values())
+    assert not list(cache.panel_dir(s, "k2").glob("*.tmp"))
+
+
+def test_manifest_recovers_a_cell_written_without_its_entry(reference, tmp_path):
+    from moetheory.study.cache import StudyCache
+
+    cache_dir, _ = reference
+    s = tiny_study()
+    src = StudyCache(cache_dir)
+    cache = StudyCache(tmp_path / "c")
+    dst = cache.cell_path(s, "k2", 300)
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(src.cell_path(s, "k2", 300).read_bytes())  # killed before the manifest
+    assert cache.reconcile(s) == [("k2", 300)]
+    assert cache.read_manifest(s, "k2")["cells"]["300"]["recovered"] is True
+    assert cache.reconcile(s) == []
+
+
+def test_changed_spec_never_reuses_cells(reference, tmp_path):
+    from moetheory.study.cache import StudyCache
+
+    cache_dir, _ = reference
+    cache = StudyCache(cache_dir)
+    est = EstimatorSpec(init="paper", tol=1e-7, max_iter=200, var_floor=0.09, buckets=(512,))
+    changed = tiny_study(estimator=est)
+    assert all(not cache.has_cell(changed, "k2", n) for n in (200, 300, 400))
+    assert cache.load_results(changed).empty
+    # even a cell file planted at the new path is rejected: its stored hash is checked
+    src = cache.cell_path(tiny_study(), "k2", 200)
+    dst = cache.cell_path(changed, "k2", 200)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+    assert not cache.has_cell(changed, "k2", 200)
+    # ... while adding a sample size reuses the existing cells
+    more = tiny_study(fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 350, 400)),))
+    assert cache.status(more)["k2"] == {"done": [200, 300, 400], "missing": [350]}
+
+
+def test_keys_depend_only_on_seed_n_replicate(reference):
+    from moetheory.study.runner import compute_cell
+
+    _, df = reference
+    # replicates 0 and 2 recomputed together with a new replicate 4: unchanged
+    arrays = compute_cell(tiny_study(), "k2", 300, replicates=[0, 2, 4])
+    ref = df[df["n"] == 300].set_index("replicate")
+    for i, r in enumerate((0, 2)):
+        assert arrays["loglik"][i] == ref.loc[r, "loglik"]
+        assert arrays["loss_voronoi"][i] == ref.loc[r, "loss_voronoi"]
+    assert arrays["loglik"][2] not in set(ref["loglik"])
+
+
+def _assert_same_results(a: pd.DataFrame, b: pd.DataFrame):
+    key = ["fit", "n", "replicate"]
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)[a.columns]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_dask_local_cluster_gives_identical_results(reference, tmp_path):
+    pytest.importorskip("dask.distributed")
+    from dask.distributed import Client, LocalCluster
+
+    from moetheory.study.cache import StudyCache
+    from moetheory.study.dask_exec import run_cells_dask
+
+    _, df = reference
+    s = tiny_study()
+    cache = StudyCache(tmp_path / "dask-cache")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        run_cells_dask(s, s.cells(), cache, client=client, progress=False)
+    _assert_same_results(df, cache.load_results(s))
+
+
+# ------------------------------------------------------------------------------ interruption
+def _start_subprocess(spec_path, cache_dir, delay):
+    code = ("import sys; from moetheory.study.spec import StudySpec; "
+            "from moetheory.study.runner import run_study; "
+            f"run_study(StudySpec.load({str(spec_path)!r}), {str(cache_dir)!r}, progress=False)")
+    env = dict(os.environ, MOETHEORY_STUDY_CELL_DELAY=str(delay), JAX_PLATFORMS="cpu")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_study_resumes_without_recomputing(reference, tmp_path, sig):
+    from moetheory.study.cache import StudyCache
+    from moetheory.study.runner import run_study
+
+    _, ref_df = reference
+    s = tiny_study()
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(s.to_toml())
+    cache = StudyCache(tmp_path / "cache")
+    first = cache.cell_path(s, "k2", 200)
+
+    def first_cached():  # the cell file and its manifest entry (written just after it)
+        return first.exists() and "200" in cache.read_manifest(s, "k2").get("cells", {})
+
+    proc = _start_subprocess(spec_path, cache.root, delay=4)
+    try:
+        deadline = time.monotonic() + 240
+        while not first_cached():
+            if proc.poll() is not None:
+                raise AssertionError(f"study subprocess exited early:\n{proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the first cell was never written")
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    done = cache.status(s)["k2"]["done"]
+    assert 200 in done and len(done) < 3, done
+    stamps = {n: cache.cell_path(s, "k2", n).stat().st_mtime_ns for n in done}
+    walls = {n: cache.read_manifest(s, "k2")["cells"][str(n)]["completed_utc"] for n in done}
+
+    df = run_study(s, cache.root, progress=False)  # resume in-process
+    assert cache.status(s)["k2"]["missing"] == []
+    for n in done:  # finished cells were not recomputed
+        assert cache.cell_path(s, "k2", n).stat().st_mtime_ns == stamps[n]
+        assert cache.read_manifest(s, "k2")["cells"][str(n)]["completed_utc"] == walls[n]
+    assert not list(cache.panel_dir(s, "k2").glob("*.tmp"))
+    _assert_same_results(ref_df, df)
+
+
+# ------------------------------------------------------------------------------ registry / CLI
+def test_registry_declares_the_canonical_studies():
+    from moetheory.study import registry
+
+    for name in ("softmax", "topk", "temperature"):
+        for preset in ("quick", "full"):
+            specs = registry.studies(name, preset)
+            assert specs and all(isinstance(s, StudySpec) for s in specs)
+            for s in specs:
+                assert StudySpec.from_json(s.to_json()) == s
+    (full,) = registry.studies("softmax", "full")
+    assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 200
+    assert full.replicates == 40 and full.fit("k3").n_starts == 5 and full.fit("k2").n_starts == 1
+    assert full.estimator.tol == 1e-6 and full.estimator.max_iter == 2000
+
+
+def test_cli_errors_for_unknown_study_and_preset(capsys, tmp_path):
+    from moetheory.cli import main
+
+    assert main(["study", "run", "nope", "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'nope'" in err and "softmax" in err and "topk" in err
+    assert main(["reproduce", "softmax", "--preset", "huge", "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'huge'" in err and "quick" in err and "full" in err
+    assert main(["study", "status", "softmax", "--cache", str(tmp_path)]) == 0
+    assert "incomplete" in capsys.readouterr().out
+    assert main(["study", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "softmax" in out and "temperature" in out
+
+
+def test_cli_runs_a_toml_declaration(reference, tmp_path, capsys):
+    from moetheory.cli import main
+
+    cache_dir, _ = reference
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_study().to_toml())
+    assert main(["study", "status", str(path), "--cache", str(cache_dir)]) == 0
+    assert "3/3 cells cached" in capsys.readouterr().out
+    assert main(["study", "run", str(path), "--cache", str(cache_dir), "--quiet"]) == 0  # all cached
+
+
+def test_local_execution_imports_no_dask():
+    code = ("import sys; import moetheory.study.runner, moetheory.study.cli, moetheory.study.cache; "
+            "from moetheory.cli import build_parser; build_parser(); "
+            "assert not any(m == 'dask' or m.startswith(('dask.', 'distributed')) for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))
+
+
+def test_figure_scripts_need_the_cache(tmp_path):
+    from moetheory.study import registry
+
+    with pytest.raises(FileNotFoundError, match="moetheory study run softmax"):
+        registry.draw("softmax", "quick", tmp_path / "empty", tmp_path / "out")
