@@ -143,7 +143,7 @@ def _reproduce(args) -> int:
     registry.run(args.name, args.preset, args.cache, progress=not args.quiet,
                  scheduler=args.scheduler, workers=args.workers, fits=args.fit)
     paths = registry.draw(args.name, args.preset, args.cache, args.out)
-    if args.name != "attention":
+    if not registry.entry(args.name).external:
         registry.print_rates(args.name, args.preset, args.cache)
     for p in paths:
         print(f"wrote {p}", file=sys.stdout)

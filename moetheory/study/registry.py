@@ -39,6 +39,8 @@ class Entry:
     figure: str
     description: str
     external: bool = False  # True: not a StudySpec study (has its own runner)
+    run_fn: str = ""  # external studies: ``run_fn(preset, out_dir=..., progress=...)`` in ``module``
+    plot_fn: str = ""  # external studies: ``plot_fn(results_dir, out_dir, name=...)`` in ``figure``
 
 
 ENTRIES = {
@@ -49,7 +51,11 @@ ENTRIES = {
     "temperature": Entry("temperature", "simulations.temperature", "paper_figures.temperature",
                          "temperature gate vs activation (tanh, sigmoid) dense-to-sparse gates"),
     "attention": Entry("attention", "simulations.attention", "paper_figures.attention",
-                       "random-feature attention vs random-feature MLP", external=True),
+                       "random-feature attention vs random-feature MLP", external=True,
+                       run_fn="run_attention_experiment", plot_fn="plot_attention"),
+    "neural": Entry("neural", "simulations.neural", "paper_figures.neural",
+                    "PyTorch MoE layers trained by Adam vs EM (needs the torch extra)", external=True,
+                    run_fn="run_neural_experiment", plot_fn="plot_neural"),
 }
 
 
@@ -111,10 +117,10 @@ def studies(name: str, preset: str = "quick") -> tuple:
     return (specs,) if isinstance(specs, StudySpec) else tuple(specs)
 
 
-def _attention_dir(cache_dir, preset) -> Path:
+def _external_dir(name, cache_dir, preset) -> Path:
     from moetheory.study.cache import StudyCache
 
-    return StudyCache(cache_dir).root / f"attention-{preset}"
+    return StudyCache(cache_dir).root / f"{name}-{preset}"
 
 
 def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, scheduler=None,
@@ -131,8 +137,8 @@ def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, sche
         mod = _import(e.module)
         if scheduler is not None or workers is not None or fits:
             raise ValueError(f"study {name!r} has its own runner: no Dask, no --fit selection")
-        mod.run_attention_experiment(preset, out_dir=str(_attention_dir(cache_dir, preset)),
-                                     progress=progress)
+        getattr(mod, e.run_fn)(preset, out_dir=str(_external_dir(name, cache_dir, preset)),
+                               progress=progress)
         return
     specs = studies(name, preset)
     if fits:
@@ -155,8 +161,8 @@ def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
     e = entry(name)
     check_preset(preset)
     if e.external:
-        d = _attention_dir(cache_dir, preset)
-        return {f"attention-{preset}": {"results": str(d), "complete": (d / "results.json").exists()}}
+        d = _external_dir(name, cache_dir, preset)
+        return {f"{name}-{preset}": {"results": str(d), "complete": (d / "results.json").exists()}}
     cache = StudyCache(cache_dir)
     return {spec.name: cache.status(spec) for spec in studies(name, preset)}
 
@@ -168,8 +174,8 @@ def draw(name: str, preset: str = "quick", cache_dir=None, out_dir="docs/figures
     fig = _import(e.figure)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if e.external:
-        return list(fig.plot_attention(str(_attention_dir(cache_dir, preset)), str(out_dir),
-                                       name=f"attention_{preset}"))
+        return list(getattr(fig, e.plot_fn)(str(_external_dir(name, cache_dir, preset)), str(out_dir),
+                                            name=f"{name}_{preset}"))
     return list(fig.plot(cache_dir, out_dir, preset))
 
 
