@@ -12,7 +12,15 @@ _ENABLED = False
 
 
 def ensure_x64() -> None:
-    """Enable 64-bit floats in JAX (idempotent)."""
+    """Enable 64-bit floats in JAX (idempotent).
+
+    Examples
+    --------
+    >>> ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> jnp.zeros(1).dtype
+    dtype('float64')
+    """
     global _ENABLED
     if not _ENABLED:
         jax.config.update("jax_enable_x64", True)

@@ -17,6 +17,21 @@ COMMAND_MODULES = ("moetheory.cli_fit", "moetheory.cli_theory", "moetheory.study
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``moetheory`` argument parser with every registered subcommand.
+
+    Each module of :data:`COMMAND_MODULES` adds its subcommands through ``register(subparsers)``;
+    a module that is not present is left out.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Examples
+    --------
+    >>> parser = build_parser()
+    >>> parser.prog
+    'moetheory'
+    """
     parser = argparse.ArgumentParser(
         prog="moetheory",
         description="Theory and simulation of parameter estimation in Gaussian mixtures of experts.")
@@ -34,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``moetheory`` command (the console-script entry point).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 for bad input (one ``moetheory: error: ...`` line on
+        stderr instead of a traceback). Without a command the help is printed (status 0).
+
+    Examples
+    --------
+    >>> main(["theory", "pdes", "--gate", "softmax"])   # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -48,6 +81,15 @@ def main(argv=None) -> int:
 
 
 def print_json(obj) -> None:
+    """Write ``obj`` to stdout as indented JSON (NaN and inf are refused: strict JSON).
+
+    Examples
+    --------
+    >>> print_json({"converged": True})
+    {
+      "converged": true
+    }
+    """
     json.dump(obj, sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 

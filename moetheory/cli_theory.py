@@ -5,6 +5,11 @@ PDE_GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", 
 
 
 def register(sub) -> None:
+    """Add ``theory pdes --gate G`` and ``theory rbar M`` to the ``moetheory`` subparsers ``sub``.
+
+    ``pdes`` verifies the PDEs / Euler relation behind the slow rates for a gate of
+    :data:`PDE_GATES`; ``rbar`` computes r̄(m) (see :mod:`moetheory.symbolic`).
+    """
     p = sub.add_parser("theory", help="symbolic identifiability: PDE checks and r-bar",
                        description="Symbolic identifiability tools (sympy).")
     tsub = p.add_subparsers(dest="theory_command", metavar="TOOL")

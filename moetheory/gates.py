@@ -3,14 +3,12 @@
 All gates are a softmax over an active set of logits, computed in log space (log-sum-exp);
 inactive experts get log weight ``-inf`` (weight exactly 0).
 
-==============  =====================================  =============================
-gate            logit h_i(x)                           active set
-==============  =====================================  =============================
-softmax         β_1iᵀx + β_0i                          all k
-topk (K)        β_1iᵀx + β_0i                          K largest selection scores
-temperature     (β_1iᵀx + β_0i) / τ                    all k
-activation      (σ(β_1iᵀx) + β_0i) / τ                 all k
-==============  =====================================  =============================
+| gate          | logit h_i(x)              | active set                  |
+|---------------|---------------------------|-----------------------------|
+| `softmax`     | β_1iᵀx + β_0i             | all k                       |
+| `topk` (K)    | β_1iᵀx + β_0i             | K largest selection scores  |
+| `temperature` | (β_1iᵀx + β_0i) / τ       | all k                       |
+| `activation`  | (σ(β_1iᵀx) + β_0i) / τ    | all k                       |
 
 The bias sits *inside* the temperature ("inside" convention of DESIGN.md §2.2); the other
 convention is only the reparametrisation β_0 ↔ β_0/τ.
@@ -40,9 +38,18 @@ ACTIVATIONS: dict[str, Callable] = {
 def register_activation(name: str, fn: Callable, overwrite: bool = False) -> None:
     """Add an activation σ (a jnp-traceable elementwise function) to the registry.
 
+    Parameters
+    ----------
+    name : str
+        Registry key, then usable as ``MoESpec(..., gate="activation", activation=name)``.
+    fn : callable
+        Elementwise σ: array (n, k) -> array (n, k), traceable by JAX (jit, grad, vmap).
+    overwrite : bool
+        Replace an existing entry instead of raising ``ValueError``.
+
     Examples
     --------
-    >>> register_activation("erf", jax.scipy.special.erf)
+    >>> register_activation("erf", jax.scipy.special.erf)   # doctest: +SKIP
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string; got {name!r}")
@@ -54,7 +61,18 @@ def register_activation(name: str, fn: Callable, overwrite: bool = False) -> Non
 
 
 def gate_logits(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
-    """Logits h_i(x), shape (n, k), for x of shape (n, d)."""
+    """Logits h_i(x), shape (n, k), for x of shape (n, d) (before any top-K masking).
+
+    softmax/topk: β_1ᵀx + β_0; temperature: (β_1ᵀx + β_0)/τ; activation: (σ(β_1ᵀx) + β_0)/τ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1, gate="temperature")
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.], tau=0.5)
+    >>> gate_logits(spec, p, np.ones((1, 1))).tolist()
+    [[6.0, 0.0]]
+    """
     score = x @ params.beta1.T  # (n, k)
     if spec.gate in ("softmax", "topk"):
         return score + params.beta0
@@ -65,7 +83,25 @@ def gate_logits(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
 
 
 def active_mask(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
-    """Boolean (n, k): which experts are active at each x (all, except for top-K)."""
+    """Boolean (n, k): which experts are active at each x (all, except for top-K).
+
+    For top-K, the K experts with the largest selection score (β_1ᵀx, or the full logit with
+    ``select_by="logit"``); ties go to the lower index.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams
+    x : array (n, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(3, 1, gate="topk", top_k=2)
+    >>> p = MoEParams.create([0., 0., 0.], [[-1.], [0.], [1.]], [[0.]] * 3, [0.] * 3, [1.] * 3)
+    >>> active_mask(spec, p, np.array([[2.0]])).tolist()
+    [[False, True, True]]
+    """
     n = x.shape[0]
     k = spec.n_experts
     if spec.gate != "topk" or spec.top_k == k:
@@ -98,8 +134,8 @@ def log_gate_weights(spec: MoESpec, params: MoEParams, x, mask=None) -> jnp.ndar
     >>> import numpy as np
     >>> spec = MoESpec(2, 1)
     >>> p = MoEParams.create([0., 0.], [[1.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.])
-    >>> np.exp(log_gate_weights(spec, p, np.zeros((1, 1)))).round(3)
-    Array([[0.5, 0.5]], dtype=float64)
+    >>> np.exp(np.asarray(log_gate_weights(spec, p, np.zeros((1, 1))))).round(3).tolist()
+    [[0.5, 0.5]]
     """
     h = gate_logits(spec, params, x)
     if spec.gate == "topk" and spec.top_k < spec.n_experts:
@@ -114,6 +150,11 @@ def shift_invariant_slopes(spec: MoESpec) -> bool:
 
     Softmax, top-K (both selection rules rank differences only) and temperature gates: yes.
     Activation gate: only for the identity activation (σ non-linear breaks it).
+
+    Examples
+    --------
+    >>> shift_invariant_slopes(MoESpec(2, 1)), shift_invariant_slopes(MoESpec(2, 1, gate="activation", activation="tanh"))
+    (True, False)
     """
     return spec.gate != "activation" or spec.activation == "identity"
 
@@ -122,7 +163,15 @@ def pin(spec: MoESpec, params: MoEParams) -> MoEParams:
     """Canonical representative: the last expert's gate pinned to zero.
 
     Subtracts the last expert's β_0 (always an invariance) and, where it is an invariance
-    (:func:`shift_invariant_slopes`), its β_1. Works with a leading batch axis.
+    (:func:`shift_invariant_slopes`), its β_1. Works with a leading batch axis: ``beta0`` (..., k),
+    ``beta1`` (..., k, d).
+
+    Examples
+    --------
+    >>> p = MoEParams.create([1., 3.], [[2.], [5.]], [[0.], [0.]], [0., 0.], [1., 1.])
+    >>> q = pin(MoESpec(2, 1), p)
+    >>> q.beta0.tolist(), q.beta1.tolist()
+    ([-2.0, 0.0], [[-3.0], [0.0]])
     """
     beta0 = params.beta0 - params.beta0[..., -1:]
     if not shift_invariant_slopes(spec):

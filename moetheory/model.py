@@ -19,18 +19,53 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def expert_means(params: MoEParams, x) -> jnp.ndarray:
-    """a_iᵀx + b_i, shape (n, k)."""
+    """Expert means a_iᵀx + b_i, shape (n, k), for x of shape (n, d).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 2.], [1., 1.])
+    >>> expert_means(p, np.array([[3.0]])).tolist()
+    [[3.0, -1.0]]
+    """
     return x @ params.a.T + params.b
 
 
 def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
-    """log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k)."""
+    """log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k), for x (n, d) and y (n,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
+    >>> float(log_expert_density(p, np.zeros((1, 1)), np.zeros(1))[0, 0])
+    -0.9189385332046727
+    """
     resid = y[:, None] - expert_means(params, x)
     return -0.5 * (_LOG_2PI + jnp.log(params.var) + resid * resid / params.var)
 
 
 def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
-    """log g_i(x_n) + log N(y_n; ...), shape (n, k); ``-inf`` where expert i is inactive."""
+    """log g_i(x_n) + log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k); ``-inf`` where expert i is
+    inactive (top-K).
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams
+    x : array (n, d)
+    y : array (n,)
+    mask : bool array (n, k), optional
+        Active sets to hold fixed (see :func:`moetheory.gates.log_gate_weights`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.])
+    >>> log_joint(spec, p, np.zeros((3, 1)), np.zeros(3)).shape
+    (3, 2)
+    """
     return log_gate_weights(spec, params, x, mask) + log_expert_density(params, x, y)
 
 
@@ -49,28 +84,79 @@ def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
 
 
 def log_likelihood(spec: MoESpec, params: MoEParams, x, y, weights=None) -> jnp.ndarray:
-    """Σ_n log p(y_n | x_n) (optionally weighted), a scalar."""
+    """Σ_n log p(y_n | x_n), a scalar, for x (n, d) and y (n,).
+
+    ``weights`` (n,), optional, multiplies each observation's term (the study runner pads
+    samples with zero-weight rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(1, 1)
+    >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
+    >>> round(float(log_likelihood(spec, p, np.zeros((2, 1)), np.zeros(2))), 6)
+    -1.837877
+    """
     ld = log_density(spec, params, x, y)
     return ld.sum() if weights is None else (weights * ld).sum()
 
 
 def responsibilities(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
-    """Posterior probabilities r_ni = P(expert i | x_n, y_n), shape (n, k); rows sum to 1."""
+    """Posterior probabilities r_ni = P(expert i | x_n, y_n), shape (n, k); rows sum to 1.
+
+    x is (n, d) and y is (n,); this is the E-step of EM.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [-1., 1.], [1., 1.])
+    >>> responsibilities(spec, p, np.zeros((1, 1)), np.zeros(1)).tolist()
+    [[0.5, 0.5]]
+    """
     return jax.nn.softmax(log_joint(spec, params, x, y), axis=-1)
 
 
 def gate_probabilities(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
-    """Gate weights g_i(x_n), shape (n, k)."""
+    """Gate weights g_i(x_n), shape (n, k), for x of shape (n, d); rows sum to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.])
+    >>> gate_probabilities(spec, p, np.zeros((1, 1))).tolist()
+    [[0.5, 0.5]]
+    """
     return jnp.exp(log_gate_weights(spec, params, x))
 
 
 def predict_mean(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
-    """E[y | x] = Σ_i g_i(x)(a_iᵀx + b_i), shape (n,)."""
+    """Predictive mean E[y | x] = Σ_i g_i(x)(a_iᵀx + b_i), shape (n,), for x (n, d).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [-1., 3.], [1., 1.])
+    >>> predict_mean(spec, p, np.zeros((1, 1))).tolist()
+    [1.0]
+    """
     return (gate_probabilities(spec, params, x) * expert_means(params, x)).sum(-1)
 
 
 def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
-    """Var[y | x] = Σ_i g_i (ν_i + μ_i²) − (Σ_i g_i μ_i)², shape (n,)."""
+    """Predictive variance Var[y | x] = Σ_i g_i (ν_i + μ_i²) − (Σ_i g_i μ_i)², shape (n,),
+    for x (n, d), with μ_i = a_iᵀx + b_i.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [-1., 1.], [1., 1.])
+    >>> predict_var(spec, p, np.zeros((1, 1))).tolist()     # 1 + spread of the means
+    [2.0]
+    """
     g = gate_probabilities(spec, params, x)
     mu = expert_means(params, x)
     mean = (g * mu).sum(-1)

@@ -3,16 +3,14 @@
 Shapes for k experts and covariate dimension d (a leading batch axis is allowed everywhere,
 e.g. replicates under ``vmap``):
 
-========  ========  =====================================================
-field     shape     meaning
-========  ========  =====================================================
-beta0     (k,)      gate bias β_0i
-beta1     (k, d)    gate slope β_1i
-a         (k, d)    expert slope a_i
-b         (k,)      expert intercept b_i
-var       (k,)      expert noise **variance** ν_i (never a standard deviation)
-tau       ()        gate temperature τ (1 for softmax and top-K)
-========  ========  =====================================================
+| field   | shape    | meaning                                                    |
+|---------|----------|------------------------------------------------------------|
+| `beta0` | (k,)     | gate bias β_0i                                             |
+| `beta1` | (k, d)   | gate slope β_1i                                            |
+| `a`     | (k, d)   | expert slope a_i                                           |
+| `b`     | (k,)     | expert intercept b_i                                       |
+| `var`   | (k,)     | expert noise **variance** ν_i (never a standard deviation) |
+| `tau`   | ()       | gate temperature τ (1 for softmax and top-K)               |
 """
 from __future__ import annotations
 
@@ -45,7 +43,28 @@ class MoEParams(NamedTuple):
     def create(cls, beta0, beta1, a, b, var, tau=1.0) -> "MoEParams":
         """Build validated float64 NumPy parameters (no batch axis).
 
-        ``beta1`` and ``a`` may be given as (k,) when d = 1.
+        Parameters
+        ----------
+        beta0 : array (k,)
+            Gate biases β_0i.
+        beta1 : array (k, d), or (k,) when d = 1
+            Gate slopes β_1i.
+        a : array (k, d), or (k,) when d = 1
+            Expert slopes a_i.
+        b : array (k,)
+            Expert intercepts b_i.
+        var : array (k,)
+            Expert noise **variances** ν_i > 0 (not standard deviations).
+        tau : float
+            Gate temperature τ > 0 (keep 1 for the softmax and top-K gates).
+
+        Raises ``ValueError`` naming the field, the expected and the received shape or value.
+
+        Examples
+        --------
+        >>> p = MoEParams.create([0.5, 0.0], [2.0, 0.0], [-1.0, 1.0], [0.5, -0.5], [0.05, 0.05], tau=0.5)
+        >>> p.beta1.shape, float(p.tau)
+        ((2, 1), 0.5)
         """
         beta0 = _as_float("beta0", beta0, 1)
         k = beta0.shape[0]
@@ -74,10 +93,12 @@ class MoEParams(NamedTuple):
 
     @property
     def n_experts(self) -> int:
+        """Number of experts k (the last axis of ``beta0``)."""
         return self.beta0.shape[-1]
 
     @property
     def dim(self) -> int:
+        """Covariate dimension d (the last axis of ``beta1``)."""
         return self.beta1.shape[-1]
 
     def to_numpy(self) -> "MoEParams":
@@ -110,7 +131,19 @@ class MoEParams(NamedTuple):
 
 
 def check_params(spec: MoESpec, params: MoEParams) -> None:
-    """Raise a clear error when ``params`` does not match ``spec`` (unbatched)."""
+    """Raise a clear error when ``params`` does not match ``spec`` (unbatched).
+
+    Expected shapes: ``beta0`` (k,), ``beta1`` (k, d), ``a`` (k, d), ``b`` (k,), ``var`` (k,),
+    ``tau`` (); the ``ValueError`` names the field, the expected and the received shape.
+
+    Examples
+    --------
+    >>> p = MoEParams.create([0., 0.], [[1.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.])
+    >>> check_params(MoESpec(2, 1), p)
+    >>> check_params(MoESpec(3, 1), p)
+    Traceback (most recent call last):
+    ValueError: params.beta0 must have shape (3,) for MoESpec(n_experts=3, dim=1, gate='softmax', top_k=None, select_by='score', activation=None, tau='fixed'); got (2,)
+    """
     k, d = spec.n_experts, spec.dim
     expected = {"beta0": (k,), "beta1": (k, d), "a": (k, d), "b": (k,), "var": (k,), "tau": ()}
     for name, shape in expected.items():
