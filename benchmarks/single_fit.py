@@ -28,7 +28,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
 
 import common as C
 

@@ -64,7 +64,6 @@ only for m ≤ 2; a numerical "no solution" can miss solutions of small basins.
 """
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -786,8 +785,6 @@ def cli_pdes(gate) -> str:
     for name, ok in checks.items():
         lines.append(f"  [{'holds' if ok else 'FAILS'}] {name}")
     if gate == "softmax":
-        import sympy as sp  # noqa: F401  (lazy)
-
         u, s = softmax_expert_density(1)
         rels = find_linear_dependencies(u, [s["beta1"][0], s["a"][0], s["b"], s["nu"]], 2)
         lines.append("linear dependencies among derivatives up to order 2 (u = exp(beta1 x) N(y; a x + b, nu)):")

@@ -156,3 +156,17 @@ def _shrink_png(path) -> None:
     with Image.open(path) as im:
         small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     small.save(path, optimize=True)
+
+
+def figure_main(name: str, plot, doc: str, argv=None) -> int:
+    """``python -m paper_figures.<name>``: draw from the cache (shared by the figure scripts)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m paper_figures.{name}", description=doc.splitlines()[0])
+    ap.add_argument("--preset", default="quick", choices=("quick", "full"))
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--out", default="docs/figures")
+    args = ap.parse_args(argv)
+    for p in plot(args.cache, args.out, args.preset):
+        print(f"wrote {p}")
+    return 0

@@ -10,11 +10,10 @@ several fitted atoms for k = 3, 4 â€” with the theoretical slopes of DESIGN.md Â
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
-from paper_figures._common import (COLORS, PARAM_LABELS, PARAM_RATES, add_reference_legend, load,
+from paper_figures._common import (COLORS, figure_main, PARAM_LABELS, PARAM_RATES, add_reference_legend, load,
                                    param_errors, rate_curve, save, setup_matplotlib)
 
 NAME = "softmax"
@@ -94,14 +93,7 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m paper_figures.softmax", description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="quick", choices=("quick", "full"))
-    ap.add_argument("--cache", default=None)
-    ap.add_argument("--out", default="docs/figures")
-    args = ap.parse_args(argv)
-    for p in plot(args.cache, args.out, args.preset):
-        print(f"wrote {p}")
-    return 0
+    return figure_main("softmax", plot, __doc__, argv)
 
 
 if __name__ == "__main__":

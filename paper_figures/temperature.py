@@ -11,9 +11,8 @@ temperature gate's theory promises no polynomial rate, so none is drawn for it).
 """
 from __future__ import annotations
 
-import argparse
 
-from paper_figures._common import (COLORS, add_reference_legend, load, rate_curve, save,
+from paper_figures._common import (COLORS, figure_main, add_reference_legend, load, rate_curve, save,
                                    setup_matplotlib)
 
 NAME = "temperature"
@@ -78,14 +77,7 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m paper_figures.temperature", description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="quick", choices=("quick", "full"))
-    ap.add_argument("--cache", default=None)
-    ap.add_argument("--out", default="docs/figures")
-    args = ap.parse_args(argv)
-    for p in plot(args.cache, args.out, args.preset):
-        print(f"wrote {p}")
-    return 0
+    return figure_main("temperature", plot, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import inspect
 import pkgutil
 import re
 
-import pytest
 
 import moetheory
 

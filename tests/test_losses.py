@@ -8,7 +8,6 @@ other searches allow 1e-9 (far below any statistically meaningful loss differenc
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

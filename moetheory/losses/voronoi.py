@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from functools import partial
 from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
