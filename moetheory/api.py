@@ -19,7 +19,18 @@ from moetheory.validation import check_xy
 
 
 class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the relative log-likelihood change fell below ``tol``."""
+    """EM stopped at ``max_iter`` before the relative log-likelihood change fell below ``tol``.
+
+    Issued by :func:`moetheory.fit`; the result is still returned (``converged`` is False).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> issubclass(ConvergenceWarning, UserWarning)
+    True
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", ConvergenceWarning)  # silence it in a loop of fits
+    """
 
 
 DEFAULT_N_INIT = 12

@@ -10,6 +10,20 @@ def register(sub) -> None:
     ``moetheory fit data.csv --experts K [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
     [--x-cols ...] [--y-col y] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subparsers of the ``moetheory`` parser.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="moetheory")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["fit", "data.csv", "--experts", "2", "--gate", "topk", "--top-k", "1"])
+    >>> args.csv, args.experts, args.gate, args.top_k, args.handler is run
+    ('data.csv', 2, 'topk', 1, True)
     """
     p = sub.add_parser("fit", help="fit a Gaussian MoE to a CSV file and print the summary",
                        description="Fit a Gaussian mixture of linear experts to the columns of a CSV file.")
@@ -50,6 +64,17 @@ def read_csv(path, x_cols, y_col):
     Returns
     -------
     x : ndarray (n, d), y : ndarray (n,), x_cols : list of str
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "data.csv")
+    ...     with open(path, "w") as fh:
+    ...         _ = fh.write("x1,x2,y\\n0,1,2\\n3,4,5\\n")
+    ...     x, y, cols = read_csv(path, None, "y")
+    >>> x.shape, y.tolist(), cols
+    ((2, 2), [2.0, 5.0], ['x1', 'x2'])
     """
     import pandas as pd
 
@@ -80,6 +105,17 @@ def run(args) -> int:
     int
         Exit status 0 (bad input raises ``ValueError``, which :func:`moetheory.cli.main` turns
         into status 2).
+
+    Examples
+    --------
+    The CSV (columns ``x1 .. xd`` and ``y``) is read into x (n, d) and y (n,) and fitted:
+
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="moetheory")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["fit", "data.csv", "--experts", "2", "--json"])
+    >>> args.handler(args)  # doctest: +SKIP
+    0
     """
     import moetheory as mt
     from moetheory.cli import print_json

@@ -9,6 +9,22 @@ def register(sub) -> None:
 
     ``pdes`` verifies the PDEs / Euler relation behind the slow rates for a gate of
     :data:`PDE_GATES`; ``rbar`` computes r̄(m) (see :mod:`moetheory.symbolic`).
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subparsers of the ``moetheory`` parser.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="moetheory")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["theory", "rbar", "2"])
+    >>> args.theory_command, args.m
+    ('rbar', 2)
+    >>> parser.parse_args(["theory", "pdes", "--gate", "temperature"]).gate
+    'temperature'
     """
     p = sub.add_parser("theory", help="symbolic identifiability: PDE checks and r-bar",
                        description="Symbolic identifiability tools (sympy).")

@@ -19,7 +19,18 @@ from moetheory.spec import MoESpec
 
 
 class SingularInformationWarning(UserWarning):
-    """The information matrix is singular or ill-conditioned (e.g. an over-fitted model)."""
+    """The information matrix is singular or ill-conditioned (e.g. an over-fitted model).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = covariance(np.zeros((2, 2)), np.zeros((3, 2)))  # a singular (p, p) information
+    >>> caught[0].category is SingularInformationWarning
+    True
+    """
 
 
 COV_TYPES = ("oim", "opg", "sandwich")
@@ -27,14 +38,39 @@ COV_TYPES = ("oim", "opg", "sandwich")
 
 class IdentifiabilityWarning(UserWarning):
     """The fitted model has parameters the data cannot identify (top-K with K = 1, τ estimated
-    in the temperature gate, ...); see docs/gates.md."""
+    in the temperature gate, ...); see docs/gates.md.
+
+    Examples
+    --------
+    >>> issubclass(IdentifiabilityWarning, UserWarning)
+    True
+    >>> from moetheory.spec import MoESpec
+    >>> [key for key, _ in identifiability_notes(MoESpec(3, 1, gate="topk", top_k=1))]
+    ['topk-K1-score']
+    """
 
 
 _WARNED: set = set()
 
 
 def warn_once(key: str, message: str, category=IdentifiabilityWarning, stacklevel: int = 3) -> None:
-    """Warn ``message`` the first time ``key`` is seen in this process (then stay silent)."""
+    """Warn ``message`` the first time ``key`` is seen in this process (then stay silent).
+
+    Parameters
+    ----------
+    key : str, identifies the warning; message : str
+    category : Warning subclass; stacklevel : int, as for :func:`warnings.warn`
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_once("doctest-example", "shown once")
+    ...     warn_once("doctest-example", "shown once")
+    >>> len(caught)
+    1
+    """
     if key in _WARNED:
         return
     _WARNED.add(key)
@@ -42,7 +78,20 @@ def warn_once(key: str, message: str, category=IdentifiabilityWarning, stackleve
 
 
 def identifiability_notes(spec: MoESpec) -> list[tuple[str, str]]:
-    """(key, message) pairs describing what ``spec`` cannot identify (DESIGN.md §2.2)."""
+    """(key, message) pairs describing what ``spec`` cannot identify (DESIGN.md §2.2).
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> identifiability_notes(MoESpec(2, 1))
+    []
+    >>> identifiability_notes(MoESpec(3, 1, gate="topk", top_k=1))[0][0]
+    'topk-K1-score'
+    """
     notes = []
     if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
         how = ("they do not enter the model at all" if spec.select_by == "score"
@@ -74,6 +123,18 @@ def unidentified_labels(spec: MoESpec) -> list[str]:
 
     Top-K with K = 1: every gate parameter (β_0 is not identifiable; the log-likelihood is
     piecewise constant in β_1, so it has no information about it).
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> unidentified_labels(MoESpec(2, 1, gate="topk", top_k=1))
+    ['gate1:x1', 'gate1:const']
+    >>> unidentified_labels(MoESpec(2, 1))
+    []
     """
     if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
         return [lab for f, _, lab in free_layout(spec) if f in ("beta0", "beta1")]
@@ -93,6 +154,22 @@ def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
     gate pins only the last expert's β_0 (a common β_1 shift is no invariance once σ is
     non-linear) and frees τ when it is estimated; σ = identity is the temperature gate, so its
     last β_1 is pinned too.
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Returns
+    -------
+    list of (field, index, label), one per free parameter (p of them)
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> free_layout(MoESpec(2, 1))[:3]
+    [('beta1', (0, 0), 'gate1:x1'), ('beta0', (0,), 'gate1:const'), ('a', (0, 0), 'expert1:x1')]
+    >>> len(free_layout(MoESpec(2, 1)))  # (k-1)(d+1) gate + k(d+2) expert parameters
+    8
     """
     k, d = spec.n_experts, spec.dim
     layout = []
@@ -112,17 +189,67 @@ def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
 
 
 def param_names(spec: MoESpec) -> list[str]:
-    """Labels of the free parameters (see :func:`free_layout`)."""
+    """Labels of the free parameters (see :func:`free_layout`).
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> param_names(MoESpec(2, 1))  # doctest: +NORMALIZE_WHITESPACE
+    ['gate1:x1', 'gate1:const', 'expert1:x1', 'expert1:const', 'expert1:var',
+     'expert2:x1', 'expert2:const', 'expert2:var']
+    """
     return [lab for _, _, lab in free_layout(spec)]
 
 
 def pack(spec: MoESpec, params: MoEParams) -> jnp.ndarray:
-    """Free parameters as a flat vector (p,)."""
+    """Free parameters as a flat vector (p,).
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams (``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,); ``tau`` ())
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[1.], [-1.]], [0.2, 0.], [1., 2.])
+    >>> pack(spec, p).tolist()
+    [1.0, 0.5, 1.0, 0.2, 1.0, -1.0, 0.0, 2.0]
+    """
     return jnp.stack([jnp.asarray(getattr(params, f))[idx] for f, idx, _ in free_layout(spec)])
 
 
 def unpack(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
-    """Inverse of :func:`pack`: ``template`` supplies the pinned values."""
+    """Inverse of :func:`pack`: ``template`` supplies the pinned values.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    theta : array (p,), the free parameters in :func:`free_layout` order
+    template : MoEParams, supplies the pinned entries (``beta1`` (k, d), ``beta0`` (k,), ...)
+
+    Returns
+    -------
+    MoEParams of JAX arrays
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[1.], [-1.]], [0.2, 0.], [1., 2.])
+    >>> q = unpack(spec, pack(spec, p) + 1.0, p)
+    >>> q.a.tolist(), q.beta0.tolist()  # the pinned last gate stays at 0
+    ([[2.0], [0.0]], [1.5, 0.0])
+    """
     fields = {f: jnp.asarray(v) for f, v in template._asdict().items()}
     for t, (f, idx, _) in enumerate(free_layout(spec)):
         fields[f] = fields[f].at[idx].set(theta[t])
@@ -138,7 +265,31 @@ def _derivatives(spec, params, x, y):
 
 
 def information(spec: MoESpec, params: MoEParams, x, y):
-    """Observed information −∇²ℓ (p, p) and per-observation scores (n, p)."""
+    """Observed information −∇²ℓ (p, p) and per-observation scores (n, p).
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams, where to evaluate (``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,))
+    x : array (n, d); y : array (n,)
+
+    Returns
+    -------
+    (information (p, p), scores (n, p)) as NumPy arrays, p = ``len(free_layout(spec))``
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[1.], [-1.]], [0.2, 0.], [1., 2.])
+    >>> x = np.linspace(-1, 1, 20)[:, None]; y = np.sin(3 * x[:, 0])
+    >>> info, scores = information(spec, p, x, y)  # doctest: +SKIP
+    >>> info.shape, scores.shape  # doctest: +SKIP
+    ((8, 8), (20, 8))
+    """
     hess, scores = _derivatives(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x), jnp.asarray(y))
     return -np.asarray(hess), np.asarray(scores)
 
@@ -162,6 +313,19 @@ def covariance(information_matrix, scores, cov_type: str = "oim"):
 
     ``oim``: (−H)⁻¹; ``opg``: (SᵀS)⁻¹; ``sandwich``: (−H)⁻¹ SᵀS (−H)⁻¹ (robust to a
     misspecified density). Returns (cov (p, p), singular flag).
+
+    Parameters
+    ----------
+    information_matrix : array (p, p), observed information −H
+    scores : array (n, p), per-observation scores S
+    cov_type : {"oim", "opg", "sandwich"}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cov, singular = covariance(4.0 * np.eye(2), np.ones((3, 2)), "oim")
+    >>> cov.tolist(), singular
+    ([[0.25, 0.0], [0.0, 0.25]], False)
     """
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")

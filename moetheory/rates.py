@@ -31,6 +31,10 @@ __all__ = ["RateFit", "fit_rate"]
 _LAWS = ("power", "log")
 
 
+#: AIC difference below which neither law is preferred.
+AIC_MARGIN = 2.0
+
+
 @dataclass(frozen=True)
 class RateFit:
     """Result of :func:`fit_rate` (immutable).
@@ -60,10 +64,23 @@ class RateFit:
         AIC of the power law and of the logarithmic law (same response).
     log_slope, log_intercept : float
         Logarithmic-law fit ``log(mean loss) = log_intercept + log_slope * log(log(n))``.
-    preferred_law : {"power", "log"}
-        Law with the smaller AIC.
+    preferred_law : {"power", "log", "neither"}
+        Law with the smaller AIC, or ``"neither"`` when the AICs differ by less than
+        :data:`AIC_MARGIN` (= 2, the usual "no real support either way" margin: with a handful
+        of sample sizes the two laws are often indistinguishable, and saying so is the honest
+        diagnosis).
     n, mean_loss : tuple of float
         The sample sizes and mean losses that entered the fit, shape ``(n_points,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> n = np.array([100, 200, 400, 800])
+    >>> fit = fit_rate(n, 2.0 * n ** -1.0)
+    >>> round(fit.slope, 6), fit.n_points, fit.preferred_law
+    (-1.0, 4, 'power')
+    >>> fit.predict([100.0, 400.0]).round(6).tolist()
+    [0.02, 0.005]
     """
 
     slope: float
@@ -246,7 +263,8 @@ def fit_rate(n, losses, window=None, alpha=0.05) -> RateFit:
         aic_log=float(fit_l.aic),
         log_slope=float(fit_l.params[1]),
         log_intercept=float(fit_l.params[0]),
-        preferred_law="power" if fit_p.aic <= fit_l.aic else "log",
+        preferred_law=("neither" if abs(fit_p.aic - fit_l.aic) < AIC_MARGIN
+                       else "power" if fit_p.aic < fit_l.aic else "log"),
         n=tuple(float(v) for v in n_u),
         mean_loss=tuple(float(v) for v in mean),
     )

@@ -243,5 +243,25 @@ class FitResult:
 
 
 def as_numpy_params(params) -> MoEParams:
-    """MoEParams of NumPy float64 arrays from JAX arrays."""
+    """MoEParams of NumPy float64 arrays from JAX arrays.
+
+    Parameters
+    ----------
+    params : MoEParams of JAX (or NumPy) arrays: ``beta1``, ``a`` (k, d); ``beta0``, ``b``,
+        ``var`` (k,); ``tau`` () — a leading batch axis is kept
+
+    Returns
+    -------
+    MoEParams of ``numpy.ndarray`` (float64), same shapes
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> p = MoEParams(jnp.zeros(2), jnp.zeros((2, 1)), jnp.ones((2, 1)), jnp.zeros(2),
+    ...               jnp.ones(2), jnp.asarray(1.0))
+    >>> q = as_numpy_params(p)
+    >>> type(q.a).__name__, q.a.dtype, q.a.shape
+    ('ndarray', dtype('float64'), (2, 1))
+    """
     return MoEParams(*(np.asarray(jnp.asarray(v), dtype=np.float64) for v in params))

@@ -272,7 +272,7 @@ def find_linear_dependencies(expr, params, order, variables=None, include_zeroth
     ----------
     expr : sympy.Expr
         A positive function of ``variables`` and ``params`` (e.g. a density).
-    params : sequence of sympy.Symbol, length P
+    params : sequence of sympy.Symbol, shape (P,)
     order : int
         Highest total derivative order (≥ 1).
     variables : sequence of sympy.Symbol, optional
@@ -527,7 +527,18 @@ def _repair_small_weights(z, m, tol=1e-4):
 
 @dataclass(frozen=True)
 class OrderResult:
-    """What was established at one order r (see :class:`RbarResult`)."""
+    """What was established at one order r (see :class:`RbarResult`).
+
+    ``witness`` holds the 3m strings ``(p_1..p_m, a_1..a_m, b_1..b_m)`` (shape (3m,) as a tuple;
+    empty when no solution was found); ``residual``, ``min_residual`` and ``seconds`` are scalars.
+
+    Examples
+    --------
+    >>> res = rbar(1)
+    >>> o = res.orders[0]
+    >>> o.r, o.solvable, o.certified, o.method
+    (1, False, True, 'groebner')
+    """
 
     r: int
     solvable: bool
@@ -556,6 +567,12 @@ class RbarResult:
     orders : tuple of OrderResult
         One entry per order examined, r = 1..value.
     seconds : float
+
+    Examples
+    --------
+    >>> res = rbar(1)
+    >>> res.m, res.value, res.certified, len(res.orders)
+    (1, 1, True, 1)
     """
 
     m: int
@@ -761,6 +778,13 @@ def verify_witness(witness, m, r, dps=50):
     Returns
     -------
     mpmath.mpf
+        A scalar: the largest |E_α|, α = 1..r.
+
+    Examples
+    --------
+    >>> w = ["1", "1", "1", "-1", "-0.5", "-0.5"]   # p = (1, 1), a = (1, -1), b = (-1/2, -1/2)
+    >>> float(verify_witness(w, m=2, r=2))
+    0.0
     """
     import mpmath
 
@@ -793,7 +817,20 @@ def cli_pdes(gate) -> str:
 
 
 def cli_rbar(m, **kwargs) -> str:
-    """Printable report of :func:`rbar` (for ``moetheory theory rbar M``)."""
+    """Printable report of :func:`rbar` (for ``moetheory theory rbar M``).
+
+    Parameters
+    ----------
+    m : int
+        Number of atoms, ≥ 1.
+    **kwargs
+        Passed to :func:`rbar` (``max_r``, ``method``, ``starts``, ``seed``, ...).
+
+    Examples
+    --------
+    >>> print(cli_rbar(1).splitlines()[0])  # doctest: +ELLIPSIS
+    rbar(1) = 1   [certified (exact Groebner); ... s]
+    """
     res = rbar(m, **kwargs)
     if res.value is None:
         head = f"rbar({m}) not determined up to r = {len(res.orders)} (time limit or max_r)"

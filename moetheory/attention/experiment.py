@@ -87,6 +87,14 @@ class AttentionConfig:
     block_size : int
         Heads / neurons per block when accumulating kernels.
     center_y, refit : bool
+
+    Examples
+    --------
+    >>> cfg = AttentionConfig(n_heads=10, n_grid=(40, 20), targets=("cos_dot",))
+    >>> cfg.n_grid, cfg.d, cfg.N
+    ((20, 40), 8, 8)
+    >>> AttentionConfig.from_dict(cfg.to_dict()) == cfg
+    True
     """
 
     d: int = 8
@@ -157,12 +165,44 @@ PRESETS = {
 
 
 def config_hash(cfg: AttentionConfig) -> str:
-    """SHA-256 (first 16 hex digits) of the configuration's canonical JSON."""
+    """SHA-256 (first 16 hex digits) of the configuration's canonical JSON.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits; equal configurations give equal hashes.
+
+    Examples
+    --------
+    >>> h = config_hash(AttentionConfig())
+    >>> len(h), h == config_hash(AttentionConfig()), h == config_hash(AttentionConfig(d=4))
+    (16, True, False)
+    """
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    """Write JSON to ``path`` atomically (temp file in the same folder + ``os.replace``).
+
+    Parameters
+    ----------
+    path : str or path
+        Target file; missing parent folders are created.
+    obj : JSON-serialisable object
+        Written with ``indent=1`` (NaN allowed).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_json_atomic(Path(tmp) / "sub" / "cell.json", {"a": [1, 2]})
+    ...     json.loads((Path(tmp) / "sub" / "cell.json").read_text())
+    {'a': [1, 2]}
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -179,7 +219,32 @@ def write_json_atomic(path, obj) -> None:
 
 
 def build_model(cfg: AttentionConfig, model: str, rng: np.random.Generator):
-    """Random feature map of ``model`` ("rfa", "biased_rfa" or "rfmlp") for ``cfg``."""
+    """Random feature map of ``model`` ("rfa", "biased_rfa" or "rfmlp") for ``cfg``.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+    model : {"rfa", "biased_rfa", "rfmlp"}
+    rng : numpy.random.Generator
+        Draws the random weights.
+
+    Returns
+    -------
+    RFAFeatures or RFMLPFeatures
+        Maps inputs of shape (n, N + 1, d) to features of shape (n, p): ``p = M d_in``
+        (``M`` heads of ``d_in`` outputs) for RFA, ``M d_in`` (``mlp_match="params"``) or
+        ``M`` neurons for RF-MLP.
+
+    Examples
+    --------
+    >>> cfg = AttentionConfig(n_heads=10)          # d = 8, augmented: d_in = 9
+    >>> build_model(cfg, "rfa", make_rng(0)).n_features
+    90
+    >>> build_model(cfg, "rfmlp", make_rng(0)).n_features
+    90
+    >>> build_model(AttentionConfig(n_heads=10, mlp_match="heads"), "rfmlp", make_rng(0)).n_features
+    10
+    """
     check_choice("model", model, MODELS)
     if model == "rfmlp":
         d_in = cfg.d + 1 if cfg.augment else cfg.d
@@ -244,7 +309,21 @@ def _fit_one_n(gram, n, Y, F_test, cfg):
 
 
 def run_cell(cfg: AttentionConfig, r: int, log=None) -> dict:
-    """Run replicate ``r``; returns a JSON-ready dict (errors as [model][target][n_index]).
+    """Run replicate ``r``; returns a JSON-ready dict (errors as ``[model][target][n_index]``).
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+    r : int
+        Replicate (seed) index.
+    log : callable, optional
+        Called with a progress message per model.
+
+    Returns
+    -------
+    dict
+        ``errors``, ``lambda``: ``[model][target]`` lists of length ``len(cfg.n_grid)``;
+        ``solver``, ``failures``, ``n_features``, ``time_s`` and ``replicate``.
 
     Examples
     --------

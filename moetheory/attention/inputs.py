@@ -22,7 +22,30 @@ __all__ = ["sample_sphere", "sample_inputs", "augment", "make_rng"]
 
 # ----------------------------------------------------------------------------- checks
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """Return ``value`` as int if it is an integer ``>= minimum``, else raise ValueError."""
+    """Return ``value`` as int if it is an integer ``>= minimum``, else raise ValueError.
+
+    Parameters
+    ----------
+    name : str
+        Argument name used in the error message.
+    value : int, scalar
+        Value to check (``bool`` is rejected).
+    minimum : int
+        Smallest allowed value.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> check_positive_int("n", np.int64(3))
+    3
+    >>> check_positive_int("n", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be an integer >= 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -31,7 +54,32 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 def check_positive(name: str, value, allow_zero: bool = False) -> float:
-    """Return ``value`` as float if it is finite and positive (or zero), else raise."""
+    """Return ``value`` as float if it is finite and positive (or zero), else raise.
+
+    Parameters
+    ----------
+    name : str
+        Argument name used in the error message.
+    value : float, scalar
+        Value to check (``bool`` is rejected).
+    allow_zero : bool
+        Accept ``0`` as well.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> check_positive("radius", 2)
+    2.0
+    >>> check_positive("noise_sd", 0.0, allow_zero=True)
+    0.0
+    >>> check_positive("radius", float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: radius must be a finite real number > 0, got inf
+    """
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
     if ok:
         ok = value >= 0 if allow_zero else value > 0
@@ -42,14 +90,54 @@ def check_positive(name: str, value, allow_zero: bool = False) -> float:
 
 
 def check_choice(name: str, value, choices) -> str:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
+    """Raise ValueError unless ``value`` is one of ``choices``; return ``value``.
+
+    Parameters
+    ----------
+    name : str
+        Argument name used in the error message.
+    value : scalar (usually str)
+        Value to check.
+    choices : iterable
+        Allowed values.
+
+    Examples
+    --------
+    >>> check_choice("solver", "dual", ("auto", "dual", "primal"))
+    'dual'
+    >>> check_choice("solver", "lu", ("dual", "primal"))
+    Traceback (most recent call last):
+    ...
+    ValueError: solver must be one of ['dual', 'primal'], got 'lu'
+    """
     if value not in tuple(choices):
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
 
 
 def check_inputs(X, name: str = "X") -> np.ndarray:
-    """Check an input batch of shape ``(n, N + 1, d)`` with ``N >= 1``; return float64."""
+    """Check an input batch of shape ``(n, N + 1, d)`` with ``N >= 1``; return float64.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, N + 1, d)
+        Query ``X[:, 0]`` then keys ``X[:, 1:]``; all entries finite.
+    name : str
+        Argument name used in the error message.
+
+    Returns
+    -------
+    ndarray, shape (n, N + 1, d), float64
+
+    Examples
+    --------
+    >>> check_inputs(np.zeros((2, 3, 4), dtype=np.float32)).dtype
+    dtype('float64')
+    >>> check_inputs(np.zeros((2, 1, 4)))
+    Traceback (most recent call last):
+    ...
+    ValueError: X must have shape (n, N + 1, d) with N >= 1 (query then keys), got shape (2, 1, 4)
+    """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 3 or X.shape[1] < 2 or X.shape[2] < 1:
         raise ValueError(

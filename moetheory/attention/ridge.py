@@ -38,7 +38,25 @@ def _check_lambdas(lambdas):
 
 
 def choose_solver(n: int, p: int) -> str:
-    """``"dual"`` when ``n <= p`` (n x n system), else ``"primal"`` (p x p)."""
+    """``"dual"`` when ``n <= p`` (n x n system), else ``"primal"`` (p x p).
+
+    Parameters
+    ----------
+    n : int
+        Number of training points (rows of ``Phi``, shape (n, p)).
+    p : int
+        Number of features (columns of ``Phi``).
+
+    Returns
+    -------
+    str
+        ``"dual"`` or ``"primal"``.
+
+    Examples
+    --------
+    >>> choose_solver(100, 1000), choose_solver(1000, 100)
+    ('dual', 'primal')
+    """
     return "dual" if n <= p else "primal"
 
 
@@ -107,7 +125,27 @@ def ridge_path_primal(Phi, y, Phi_eval, lambdas) -> np.ndarray:
 
 
 def ridge_solve_dual(K, y, lam: float) -> np.ndarray:
-    """Dual coefficients ``alpha = (K + lam I)^{-1} y`` by Cholesky; predict with ``K_eval @ alpha``."""
+    """Dual coefficients ``alpha = (K + lam I)^{-1} y`` by Cholesky; predict with ``K_eval @ alpha``.
+
+    Parameters
+    ----------
+    K : ndarray, shape (n, n)
+        Normalised training kernel (PSD).
+    y : ndarray, shape (n,) or (n, T)
+    lam : float
+        Penalty (> 0).
+
+    Returns
+    -------
+    alpha : ndarray, shape (n,) or (n, T)
+
+    Examples
+    --------
+    >>> Phi = np.random.default_rng(0).standard_normal((5, 8)); K = Phi @ Phi.T / 8
+    >>> alpha = ridge_solve_dual(K, np.ones(5), 0.1)
+    >>> alpha.shape, bool(np.allclose((K + 0.1 * np.eye(5)) @ alpha, 1.0))
+    ((5,), True)
+    """
     lam = float(_check_lambdas(lam)[0])
     K = np.asarray(K, dtype=np.float64)
     return _spd_solve(K, np.asarray(y, dtype=np.float64), lam)
@@ -130,7 +168,27 @@ def _spd_solve(G, b, lam):
 
 
 def ridge_solve_primal(Phi, y, lam: float) -> np.ndarray:
-    """Primal weights ``w = (Phi^T Phi / p + lam I)^{-1} Phi^T y / p``; predict with ``Phi_eval @ w``."""
+    """Primal weights ``w = (Phi^T Phi / p + lam I)^{-1} Phi^T y / p``; predict with ``Phi_eval @ w``.
+
+    Parameters
+    ----------
+    Phi : ndarray, shape (n, p)
+        Training features.
+    y : ndarray, shape (n,) or (n, T)
+    lam : float
+        Penalty (> 0).
+
+    Returns
+    -------
+    w : ndarray, shape (p,) or (p, T)
+
+    Examples
+    --------
+    >>> Phi = np.random.default_rng(0).standard_normal((9, 3))
+    >>> w = ridge_solve_primal(Phi, np.ones(9), 0.1)
+    >>> w.shape, bool(np.allclose(Phi @ w, ridge_predict(Phi, np.ones(9), Phi, 0.1, "dual")))
+    ((3,), True)
+    """
     lam = float(_check_lambdas(lam)[0])
     Phi = np.asarray(Phi, dtype=np.float64)
     p = Phi.shape[1]
@@ -188,6 +246,13 @@ def select_lambda(preds, y_val, lambdas):
         Selected penalties.
     val_mse : ndarray, shape (L, T) (or (L,))
         Validation MSE along the grid (non-finite entries count as +inf).
+
+    Examples
+    --------
+    >>> preds = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])   # (L, m) = (3, 2)
+    >>> best, mse = select_lambda(preds, np.ones(2), [0.01, 0.1, 1.0])
+    >>> best, mse.tolist()
+    (0.1, [1.0, 0.0, 1.0])
     """
     lam = _check_lambdas(lambdas)
     Y, squeeze = _as_2d(y_val)

@@ -19,7 +19,27 @@ TORCH_HINT = ("moetheory.bridge needs PyTorch, which is an optional dependency. 
 
 
 def require_torch():
-    """Import and return torch, or raise an ImportError naming the extra to install."""
+    """Import and return torch, or raise an ImportError naming the extra to install.
+
+    Returns
+    -------
+    module
+        The ``torch`` module.
+
+    Raises
+    ------
+    ImportError
+        With message :data:`TORCH_HINT` when torch is not installed.
+
+    Examples
+    --------
+    >>> try:
+    ...     torch = require_torch()
+    ... except ImportError as err:   # torch missing: the message names the extra
+    ...     assert "moetheory[torch]" in str(err)
+    ... else:
+    ...     assert torch.__name__ == "torch"
+    """
     try:
         import torch  # noqa: PLC0415 (absolute import: the real PyTorch)
     except ImportError as exc:

@@ -135,7 +135,31 @@ def _variances(var, log_var, std, k):
 
 
 def normalize_gate(spec: MoESpec, params: MoEParams) -> MoEParams:
-    """Pin the translation freedom of the gate (see the module docstring)."""
+    """Pin the translation freedom of the gate (see the module docstring).
+
+    Parameters
+    ----------
+    spec : MoESpec
+        Gives the gate (the activation gate pins only ``beta0``).
+    params : MoEParams
+        Gate fields ``beta0`` of shape (..., k) and ``beta1`` of shape (..., k, d).
+
+    Returns
+    -------
+    MoEParams
+        ``params`` with the last expert's ``beta0`` (and, except for the activation gate, its
+        ``beta1`` row) shifted to zero; the other fields unchanged.
+
+    Examples
+    --------
+    >>> p = MoEParams.create([1., 3.], [[2.], [5.]], [[0.], [0.]], [0., 0.], [1., 1.])
+    >>> q = normalize_gate(MoESpec(2, 1), p)
+    >>> q.beta0.tolist(), q.beta1.tolist()
+    ([-2.0, 0.0], [[-3.0], [0.0]])
+    >>> q = normalize_gate(MoESpec(2, 1, gate="activation", activation="tanh"), p)
+    >>> q.beta0.tolist(), q.beta1.tolist()
+    ([-2.0, 0.0], [[2.0], [5.0]])
+    """
     if spec.gate == "activation":
         return params._replace(beta0=params.beta0 - params.beta0[..., -1:])
     return params.pinned()
@@ -197,6 +221,33 @@ def import_layer(router, experts, *, layer_router: str | None = None, layer_opti
 
     ``layer_router`` picks a neural router sharing the parameters (e.g. ``"switch"`` for
     ``gate="topk", top_k=1``); ``layer_options`` go to the layer.
+
+    Parameters
+    ----------
+    router : nn.Linear(d, k), or a weight array/tensor (k, d) or (d, k)
+        As in :func:`import_moe`.
+    experts : weights (k, d), (k, d, 1) or (k, 1, d), nn.Linear(d, k), or list of nn.Linear(d, 1)
+        As in :func:`import_moe`.
+    layer_router : str, optional
+        Router of the returned layer (default: the statistical router of ``gate``).
+    layer_options : dict, optional
+        Further :class:`~moetheory.bridge.torch.GaussianMoE` options.
+    **kwargs
+        Keyword arguments of :func:`import_moe` (``var``/``log_var``/``std``, ``gate``, ...).
+
+    Returns
+    -------
+    GaussianMoE
+        float64 layer with the normalised parameters.
+
+    Examples
+    --------
+    >>> layer = import_layer(torch.tensor([[2.], [5.]]), torch.zeros(2, 1), var=1.0)
+    >>> layer.router, layer.gate_weight.tolist()
+    ('softmax', [[-3.0], [0.0]])
+    >>> r = nn.Linear(1, 2, bias=False)
+    >>> import_layer(r, torch.zeros(2, 1), var=1.0, gate="topk", top_k=1, layer_router="switch").router
+    'switch'
     """
     from moetheory.bridge.torch import to_torch
 

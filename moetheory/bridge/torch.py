@@ -95,7 +95,28 @@ TORCH_ACTIVATIONS: dict[str, Callable] = {
 
 
 def register_torch_activation(name: str, fn: Callable, overwrite: bool = False) -> None:
-    """Add the torch twin of an activation registered with :func:`moetheory.gates.register_activation`."""
+    """Add the torch twin of an activation registered with :func:`moetheory.gates.register_activation`.
+
+    Parameters
+    ----------
+    name : str
+        Activation name (the same as in :data:`moetheory.gates.ACTIVATIONS`).
+    fn : callable
+        Elementwise torch function, tensor (n, k) -> tensor (n, k).
+    overwrite : bool
+        Replace an existing entry of :data:`TORCH_ACTIVATIONS`.
+
+    Examples
+    --------
+    >>> register_torch_activation("softsign_demo", lambda z: z / (1 + z.abs()))
+    >>> TORCH_ACTIVATIONS["softsign_demo"](torch.tensor([1.0])).tolist()
+    [0.5]
+    >>> register_torch_activation("tanh", torch.tanh)
+    Traceback (most recent call last):
+    ...
+    ValueError: torch activation 'tanh' is already registered; pass overwrite=True
+    >>> del TORCH_ACTIVATIONS["softsign_demo"]
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string; got {name!r}")
     if not callable(fn):
@@ -153,6 +174,15 @@ class RouterOutput(NamedTuple):
     probs        (n, k) the router's dense probabilities softmax(routing logits) (the P of the
                  load-balancing loss)
     mask         (n, k) bool, the experts the token is dispatched to (computed)
+
+    Examples
+    --------
+    >>> layer = GaussianMoE(3, 2, "topk", top_k=1)
+    >>> out = layer.route(torch.zeros(4, 2, dtype=torch.float64))
+    >>> out.log_weights.shape, out.probs.shape, out.mask.dtype
+    (torch.Size([4, 3]), torch.Size([4, 3]), torch.bool)
+    >>> out.mask.sum(dim=1).tolist()   # top-1: one expert per row
+    [1, 1, 1, 1]
     """
 
     log_weights: "torch.Tensor"
@@ -165,6 +195,23 @@ def topk_mask(score, k_active: int):
 
     Same rule as :func:`moetheory.gates.active_mask` (rank_i = #{j : s_j > s_i, or s_j == s_i and
     j < i}); ``torch.topk`` does not promise an order among ties, so it is not used.
+
+    Parameters
+    ----------
+    score : tensor (n, k)
+        Selection scores.
+    k_active : int
+        Number of experts kept per row (``>= k`` keeps all).
+
+    Returns
+    -------
+    bool tensor (n, k)
+
+    Examples
+    --------
+    >>> topk_mask(torch.tensor([[1., 3., 3.], [0., 0., 0.]]), 2)
+    tensor([[False,  True,  True],
+            [ True,  True, False]])
     """
     k = score.shape[-1]
     if k_active >= k:
@@ -251,6 +298,18 @@ class GaussianMoE(nn.Module):
         ``"dense_to_sparse"`` temperature schedule (default: 2.0 → 0.5 over 1000 steps).
     dtype : torch dtype
         float64 by default (exact agreement with moetheory needs it).
+
+    The layer takes x of shape (n, d) (or (n,) when d = 1) and y of shape (n,); ``forward(x)``
+    returns shape (n,), :meth:`log_gate_weights` shape (n, k).
+
+    Examples
+    --------
+    >>> layer = GaussianMoE(2, 1)
+    >>> layer.gate_weight.shape, layer.log_var.shape, layer.gate_weight.dtype
+    (torch.Size([2, 1]), torch.Size([2]), torch.float64)
+    >>> x = torch.zeros(5, 1, dtype=torch.float64)
+    >>> layer(x).shape, layer.gate_weights(x).shape
+    (torch.Size([5]), torch.Size([5, 2]))
     """
 
     def __init__(self, n_experts: int, dim: int, router: str = "softmax", *, top_k: int | None = None,
@@ -606,6 +665,28 @@ def statistical_equivalent(module: GaussianMoE):
 
     Returns ``(spec, params, exact, note)``: ``exact`` is True when the module's conditional
     density (in eval mode, i.e. without routing noise) equals that of ``(spec, params)``.
+
+    Parameters
+    ----------
+    module : GaussianMoE
+        A layer with k experts in dimension d.
+
+    Returns
+    -------
+    spec : MoESpec
+    params : MoEParams
+        ``beta0`` (k,), ``beta1`` (k, d), ``a`` (k, d), ``b`` (k,), ``var`` (k,), ``tau`` ().
+    exact : bool
+    note : str
+        How the router maps onto the statistical gate.
+
+    Examples
+    --------
+    >>> spec, params, exact, note = statistical_equivalent(GaussianMoE(2, 1, "gshard_top2"))
+    >>> spec.gate, spec.top_k, spec.select_by, exact, params.beta1.shape
+    ('topk', 2, 'logit', True, (2, 1))
+    >>> statistical_equivalent(GaussianMoE(2, 1, "switch"))[2]
+    False
     """
     if not isinstance(module, GaussianMoE):
         raise TypeError(f"module must be a GaussianMoE; got {type(module).__name__}")
@@ -649,6 +730,28 @@ def from_torch(module: GaussianMoE, approximate: bool = False):
     with a threshold or p_max weight), pass ``approximate=True`` to get its nearest statistical
     gate (see :func:`statistical_equivalent`); otherwise a ValueError explains the mismatch.
     ``noisy_topk`` and ``gshard_top2`` map exactly (in eval mode).
+
+    Parameters
+    ----------
+    module : GaussianMoE
+        A layer with k experts in dimension d.
+    approximate : bool
+        Accept the nearest statistical gate when there is no exact one.
+
+    Returns
+    -------
+    spec : MoESpec
+    params : MoEParams
+        ``beta0`` (k,), ``beta1`` (k, d), ``a`` (k, d), ``b`` (k,), ``var`` (k,), ``tau`` ().
+
+    Examples
+    --------
+    >>> p = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> spec, q = from_torch(to_torch(MoESpec(2, 1), p))
+    >>> spec.gate, q.beta1.tolist()
+    ('softmax', [[25.0], [0.0]])
+    >>> from_torch(GaussianMoE(2, 1, "switch"), approximate=True)[0].top_k
+    1
     """
     spec, params, exact, note = statistical_equivalent(module)
     if not exact and not approximate:

@@ -37,6 +37,17 @@ class TrainResult(NamedTuple):
     spec      its MoESpec
     failed    True when the loss became non-finite (training stopped there)
     wall_s    training time in seconds
+
+    ``params`` has ``beta0`` (k,), ``beta1`` (k, d), ``a`` (k, d), ``b`` (k,), ``var`` (k,),
+    ``tau`` ().
+
+    Examples
+    --------
+    >>> x = np.linspace(0.0, 1.0, 50)[:, None]                  # (n, d) = (50, 1)
+    >>> y = np.where(x[:, 0] < 0.5, -1.0, 1.0)                  # (n,)
+    >>> res = train_layer(GaussianMoE(2, 1), x, y, steps=5)
+    >>> [r["step"] for r in res.records], res.failed, res.spec.gate, res.params.beta1.shape
+    ([0, 5], False, 'softmax', (2, 1))
     """
 
     records: list
@@ -51,6 +62,35 @@ def simulate(truth: MoEParams, n: int, *, spec=None, design: str = "grid", low: 
     """Draw (x, y) from a moetheory truth: x from a design (default: grid on [0, 1]), y ~ p(y|x).
 
     Returns NumPy float64 arrays x (n, d), y (n,). Same seed → same data.
+
+    Parameters
+    ----------
+    truth : MoEParams
+        True parameters: ``beta0`` (k,), ``beta1`` (k, d), ``a`` (k, d), ``b`` (k,),
+        ``var`` (k,).
+    n : int
+        Sample size.
+    spec : MoESpec, optional
+        Gate of the truth (default: softmax with k experts in dimension d).
+    design : str
+        Covariate design of :func:`moetheory.designs.make_design` (default ``"grid"``).
+    low, high : float
+        Covariate range.
+    seed : int
+
+    Returns
+    -------
+    x : ndarray, shape (n, d)
+    y : ndarray, shape (n,)
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> x, y = simulate(truth, 100, seed=0)
+    >>> x.shape, y.shape, x[:2, 0].tolist()
+    ((100, 1), (100,), [0.0, 0.010101010101010102])
+    >>> bool((simulate(truth, 100, seed=0)[1] == y).all())
+    True
     """
     import jax
 
@@ -73,6 +113,32 @@ def random_init(layer: GaussianMoE, x, y, seed: int = 0, gate_scale: float = 0.1
 
     Router weights ~ N(0, gate_scale²), router bias 0; expert intercepts at the quantiles
     (i + ½)/k of y, expert slopes ~ N(0, (0.1·sd(y)/sd(x))²); variances Var(y).
+
+    Parameters
+    ----------
+    layer : GaussianMoE
+        Layer with k experts in dimension d; overwritten in place.
+    x : array, shape (n, d) or (n,)
+    y : array, shape (n,)
+    seed : int
+        Seeds the random router weights and expert slopes.
+    gate_scale : float
+        Standard deviation of the router weights.
+
+    Returns
+    -------
+    GaussianMoE
+        ``layer`` itself.
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> x, y = simulate(truth, 100, seed=0)
+    >>> layer = random_init(GaussianMoE(2, 1), x, y, seed=0)
+    >>> layer.gate_bias.tolist(), bool(np.allclose(layer.var.tolist(), np.var(y)))
+    ([0.0, 0.0], True)
+    >>> bool(np.allclose(layer.expert_bias.tolist(), np.quantile(y, [0.25, 0.75])))
+    True
     """
     g = torch.Generator().manual_seed(int(seed))
     x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
@@ -98,6 +164,29 @@ def routing_stats(layer: GaussianMoE, x, dead_tol: float = 1e-3) -> dict:
     Returns a dict with ``utilisation`` (k,): mean_x w_i(x); ``dispatch`` (k,): fraction of x
     dispatched to i; ``entropy``: mean_x −Σ_i w̄_i log w̄_i of the normalised weights (nats);
     ``dead_fraction``: share of experts with utilisation < ``dead_tol``.
+
+    Parameters
+    ----------
+    layer : GaussianMoE
+        Layer with k experts in dimension d.
+    x : array or tensor, shape (n, d) (or (n,) when d = 1)
+    dead_tol : float
+        Utilisation below which an expert counts as dead.
+
+    Returns
+    -------
+    dict
+        ``utilisation`` and ``dispatch``: lists of length k; ``entropy`` and
+        ``dead_fraction``: floats.
+
+    Examples
+    --------
+    >>> from moetheory.bridge.torch import to_torch
+    >>> from moetheory.spec import MoESpec
+    >>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> s = routing_stats(to_torch(MoESpec(2, 1), truth), np.array([[0.], [1.]]))
+    >>> [round(u, 3) for u in s["utilisation"]], s["dispatch"], s["dead_fraction"]
+    ([0.5, 0.5], [1.0, 1.0], 0.0)
     """
     was_training = layer.training
     layer.eval()
@@ -130,7 +219,38 @@ def _errors(spec, params, truth):
 
 def evaluate(layer: GaussianMoE, x, y, truth: MoEParams | None = None, *, loss_kind: str = "auto",
              dead_tol: float = 1e-3) -> dict:
-    """One record: NLL, Voronoi loss and errors vs ``truth`` (if given), routing statistics."""
+    """One record: NLL, Voronoi loss and errors vs ``truth`` (if given), routing statistics.
+
+    Parameters
+    ----------
+    layer : GaussianMoE
+        Layer with k experts in dimension d (evaluated in eval mode, no routing noise).
+    x : array or tensor, shape (n, d) (or (n,) when d = 1)
+    y : array or tensor, shape (n,)
+    truth : MoEParams, optional
+        True parameters (``beta0`` (k*,), ``beta1`` (k*, d), ...) for ``loss`` and ``errors``.
+    loss_kind : {"auto", "d1", "d2"}
+        Voronoi loss passed to :func:`moetheory.losses.voronoi_loss`.
+    dead_tol : float
+        Utilisation below which an expert counts as dead (:func:`routing_stats`).
+
+    Returns
+    -------
+    dict
+        ``nll``, ``exact_gate``, ``tau``, ``hard``, the :func:`routing_stats` entries and
+        ``params`` (the statistical equivalent as a dict); with ``truth`` also ``loss`` and
+        ``errors``.
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> x, y = simulate(truth, 100, seed=0)
+    >>> rec = evaluate(GaussianMoE(2, 1), x, y)
+    >>> sorted(rec)
+    ['dead_fraction', 'dispatch', 'entropy', 'exact_gate', 'hard', 'nll', 'params', 'tau', 'utilisation']
+    >>> sorted(evaluate(GaussianMoE(2, 1), x, y, truth)["errors"])  # doctest: +SKIP
+    ['a', 'b', 'beta0', 'beta1', 'var']
+    """
     from moetheory.losses import voronoi_loss
 
     was_training = layer.training
@@ -180,6 +300,22 @@ def train_layer(layer: GaussianMoE, x, y, *, steps: int = 2000, lr: float = 0.05
         and oversubscribe a busy machine); None leaves torch's setting alone.
 
     The dense-to-sparse router's schedule is applied at every step (``layer.set_step``).
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([-8., 0.], [[25.], [0.]], [[-20.], [20.]], [15., -5.], [.09, .16])
+    >>> x, y = simulate(truth, 500, seed=0)
+    >>> layer = random_init(GaussianMoE(2, 1), x, y, seed=0)
+    >>> res = train_layer(layer, x, y, steps=10, record_at=[0, 5, 10])
+    >>> [r["step"] for r in res.records], res.failed
+    ([0, 5, 10], False)
+    >>> res = train_layer(layer, x, y, steps=2000, truth=truth)  # doctest: +SKIP
+    >>> res.records[-1]["loss"] < res.records[0]["loss"]  # doctest: +SKIP
+    True
     """
     if not isinstance(layer, GaussianMoE):
         raise TypeError(f"layer must be a GaussianMoE; got {type(layer).__name__}")

@@ -50,7 +50,20 @@ GATE_OPTIONS = {
 
 
 def needs_observed_likelihood(spec) -> bool:
-    """True when the gate step needs (y, weights): the top-K gate with K < k."""
+    """True when the gate step needs (y, weights): the top-K gate with K < k.
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> needs_observed_likelihood(MoESpec(3, 1, gate="topk", top_k=2))
+    True
+    >>> needs_observed_likelihood(MoESpec(3, 1, gate="topk", top_k=3))
+    False
+    """
     return spec.gate == "topk" and spec.top_k < spec.n_experts
 
 
@@ -62,6 +75,21 @@ def ascent_direction(grad, hess):
 
     d = V diag(1/max(|λ|, floor)) Vᵀ g for −H = V diag(λ) Vᵀ, so dᵀg > 0 whenever g ≠ 0: the
     Newton step where −H is positive definite, a scaled gradient step along negative curvature.
+
+    Parameters
+    ----------
+    grad : array (p,), gradient of the objective
+    hess : array (p, p), its Hessian
+
+    Returns
+    -------
+    array (p,), the ascent direction (zeros if it is not finite)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> ascent_direction(jnp.array([1.0, 2.0]), -jnp.eye(2)).tolist()  # H = -I: the gradient
+    [1.0, 2.0]
     """
     hess = 0.5 * (hess + hess.T)
     lam, vec = jnp.linalg.eigh(-hess)
@@ -79,7 +107,23 @@ def monotone_newton(f, theta0, max_steps=50, tol=1e-12, max_halvings=40):
     halves the step (at most ``max_halvings`` times) until f does not decrease; an unaccepted
     step stops the loop, as does an improvement below ``tol·(1 + |f|)`` or ``max_steps`` steps.
 
-    Returns (theta, f(theta)).
+    Parameters
+    ----------
+    f : callable, array (p,) -> scalar, jax-differentiable
+    theta0 : array (p,), the start
+    max_steps : int; tol : float; max_halvings : int
+
+    Returns
+    -------
+    (theta, f(theta)) : array (p,) and scalar
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> theta, q = monotone_newton(lambda t: -((t - 1.0) ** 2).sum(), jnp.zeros(2))
+    >>> theta.tolist(), abs(float(q))
+    ([1.0, 1.0], 0.0)
     """
     grad_f = jax.grad(f)
     hess_f = jax.hessian(f)
@@ -154,11 +198,36 @@ def topk_gate_m_step(spec, params, x, resp, y=None, weights=None, method="gem", 
 
     Parameters
     ----------
-    y, weights : the responses and observation weights (given by ``run_em``); without ``y`` the
-        step is an initialisation step and fits the dense softmax gate to ``resp``.
+    spec : MoESpec with ``gate="topk"``
+    params : MoEParams, the current parameters (``beta0`` (k,), ``beta1`` (k, d))
+    x : array (n, d); resp : array (n, k)
+    y, weights : array (n,) each, the responses and observation weights (given by ``run_em``);
+        without ``y`` the step is an initialisation step and fits the dense softmax gate to
+        ``resp``.
     method : {"gem", "direct"}
         Generalised EM on held active sets (default) or direct maximisation of the observed
         log-likelihood over the gate.
+    max_newton, newton_tol, max_halvings : the Newton loop's limits
+
+    Returns
+    -------
+    params : MoEParams with a new gate (last expert's gate exactly zero)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.em.estep import e_step
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(3, 1, gate="topk", top_k=2)
+    >>> p = MoEParams.create([0., 0., 0.], [[1.], [0.], [-1.]], [[1.], [-1.], [0.]], [0., 0., 0.],
+    ...                      [1., 1., 1.])
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp, _ = e_step(spec, p, x, y)
+    >>> new = topk_gate_m_step(spec, p, x, resp, y=y)
+    >>> new.beta1.shape, float(new.beta0[-1])
+    ((3, 1), 0.0)
     """
     if spec.top_k == spec.n_experts:
         # K = k: the top-K gate *is* the softmax gate; same code path, same numbers.
@@ -207,6 +276,24 @@ def normalise_temperature(params):
     The norm runs over the free gate entries (experts 1..k−1 of the pinned gate) and τ. With
     γ = β/τ the representative is (β, τ) = (γ, 1)/sqrt(1 + ‖γ‖²): unique, and defined for every
     γ (including a flat gate γ = 0, where τ = 1). The model is unchanged.
+
+    Parameters
+    ----------
+    params : MoEParams, gate arrays ``beta0`` (k,), ``beta1`` (k, d), ``tau`` () (a leading
+        batch axis is allowed)
+
+    Returns
+    -------
+    MoEParams, the pinned representative with ‖(β_0, β_1, τ)‖₂ = 1
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([1., 0.], [[1.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.], tau=2.0)
+    >>> q = normalise_temperature(p)  # γ = (0.5, 0.5): divide (γ, 1) by sqrt(1.5)
+    >>> round(float(q.tau), 6), round(float(q.beta0[0]), 6), round(float(q.beta1[0, 0]), 6)
+    (0.816497, 0.408248, 0.408248)
     """
     p = _pin(params)
     g0 = p.beta0 / p.tau
@@ -220,6 +307,31 @@ def temperature_gate_m_step(spec, params, x, resp, tau_value=None, max_newton=50
 
     ``tau_value`` (τ fixed only): the known temperature; default: keep ``params.tau``. Because
     the model depends on γ only, moving τ to ``tau_value`` at fixed γ does not change the model.
+
+    Parameters
+    ----------
+    spec : MoESpec with ``gate="temperature"``
+    params : MoEParams, the current parameters (``beta0`` (k,), ``beta1`` (k, d), ``tau`` ())
+    x : array (n, d); resp : array (n, k)
+    tau_value : float, optional; max_newton : int; newton_tol : float
+
+    Returns
+    -------
+    params : MoEParams with a new gate (and τ)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> p = MoEParams.create([1., 0.], [[1.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.], tau=2.0)
+    >>> new = temperature_gate_m_step(MoESpec(2, 1, gate="temperature"), p, x, resp)
+    >>> new.beta1.shape, float(new.tau)
+    ((2, 1), 2.0)
     """
     gamma = params._replace(beta0=params.beta0 / params.tau, beta1=params.beta1 / params.tau)
     new = softmax_gate_m_step(spec, gamma, x, resp, max_newton=max_newton, newton_tol=newton_tol)
@@ -260,6 +372,34 @@ def activation_gate_m_step(spec, params, x, resp, tau_value=None, max_newton=50,
     Normalisation: the last expert's β_0 is 0 (a common β_0 shift is the only invariance once σ
     is non-linear); for σ = identity the last expert's β_1 is pinned as well (it is then the
     temperature gate). ``tau_value`` (τ fixed only): the known temperature, default ``params.tau``.
+
+    Parameters
+    ----------
+    spec : MoESpec with ``gate="activation"``
+    params : MoEParams of JAX arrays, the current parameters (``beta0`` (k,), ``beta1`` (k, d),
+        ``tau`` ())
+    x : array (n, d); resp : array (n, k)
+    tau_value : float, optional; max_newton : int; newton_tol : float
+
+    Returns
+    -------
+    params : MoEParams with a new gate
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> p = jax.tree.map(jnp.asarray, p)
+    >>> spec = MoESpec(2, 1, gate="activation", activation="tanh")
+    >>> new = activation_gate_m_step(spec, p, x, resp)
+    >>> new.beta1.shape, float(new.beta0[-1])
+    ((2, 1), 0.0)
     """
     if not spec.estimates_tau and tau_value is not None:
         params = params._replace(tau=jnp.asarray(tau_value, params.tau.dtype))

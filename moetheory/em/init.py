@@ -22,6 +22,22 @@ def assign_to_truth(key, k: int, k_true: int) -> jnp.ndarray:
     Every true expert is used at least once, the last fitted expert starts from the last true
     expert (so the pinned reference gate matches), and the k − k* extra fitted experts are
     assigned uniformly at random among the true experts.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    k : int, fitted experts; k_true : int, true experts (k ≥ k_true)
+
+    Returns
+    -------
+    int32 array (k,), indices into the true experts
+
+    Examples
+    --------
+    >>> import jax
+    >>> idx = assign_to_truth(jax.random.PRNGKey(0), 3, 2)
+    >>> idx.shape, int(idx[0]), int(idx[-1])
+    ((3,), 0, 1)
     """
     if k < k_true:
         raise ValueError(f"the fitted model needs at least as many experts as the truth; got k={k} < k*={k_true}")
@@ -56,6 +72,29 @@ def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec
     ``var_from_sd=True`` reproduces the official code's slip of starting the *variance* at the
     true standard deviation (off by default). ``spec`` (the fitted model's) decides which
     gate normalisation to pin (:func:`moetheory.gates.pin`); without it the softmax one.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    truth : MoEParams, the true parameters (k* experts: ``beta0`` (k*,), ``beta1`` (k*, d), ...)
+    k : int, experts of the fitted model (k ≥ k*)
+    n : int, the sample size (the noise shrinks with it)
+
+    Returns
+    -------
+    MoEParams with k experts: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> start = paper_init(jax.random.PRNGKey(0), truth, 3, 100)
+    >>> start.beta1.shape, start.var.shape
+    ((3, 1), (3,))
     """
     n = jnp.asarray(n, dtype=truth.var.dtype)
     shrink = n ** -0.083
@@ -65,12 +104,59 @@ def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec
 
 def perturb_init(key, truth: MoEParams, k: int, scale: float = 0.1, spec=None) -> MoEParams:
     """Near truth with n-independent noise (sd ``scale`` on gates and experts, variance
-    + |N(0, (scale·ν)²)|-like noise of sd ``scale``·mean ν) — measures the estimator, not the init."""
+    + |N(0, (scale·ν)²)|-like noise of sd ``scale``·mean ν) — measures the estimator, not the init.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    truth : MoEParams, the true parameters (k* experts)
+    k : int, experts of the fitted model (k ≥ k*)
+    scale : float, noise sd; spec : MoESpec, optional (decides the gate normalisation)
+
+    Returns
+    -------
+    MoEParams with k experts: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> perturb_init(jax.random.PRNGKey(0), truth, 2, scale=0.1).a.shape
+    (2, 1)
+    """
     return _near_truth(key, truth, k, scale, scale, scale * jnp.mean(truth.var), False, spec)
 
 
 def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:
-    """One exact M-step from responsibilities ``resp`` (n, k): experts, then gate from zero."""
+    """One exact M-step from responsibilities ``resp`` (n, k): experts, then gate from zero.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    x : array (n, d); y : array (n,); resp : array (n, k)
+    var_floor : float, minimum variance
+
+    Returns
+    -------
+    MoEParams: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    >>> p = params_from_resp(MoESpec(2, 1), x, y, resp)
+    >>> p.a.shape, p.b.shape, float(p.beta0[-1])
+    ((2, 1), (2,), 0.0)
+    """
     k, d = spec.n_experts, spec.dim
     dtype = x.dtype
     base = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), jnp.zeros((k, d), dtype),
@@ -81,7 +167,21 @@ def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:
 
 
 def random_partition(key, n: int, k: int, dtype=jnp.float64) -> jnp.ndarray:
-    """Uniformly random hard partition as one-hot responsibilities (n, k)."""
+    """Uniformly random hard partition as one-hot responsibilities (n, k).
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    n : int, observations; k : int, experts
+    dtype : the output's dtype
+
+    Examples
+    --------
+    >>> import jax
+    >>> r = random_partition(jax.random.PRNGKey(0), 4, 2)
+    >>> r.shape, r.sum(1).tolist()
+    ((4, 2), [1.0, 1.0, 1.0, 1.0])
+    """
     return jax.nn.one_hot(jax.random.randint(key, (n,), 0, k), k, dtype=dtype)
 
 
@@ -89,6 +189,25 @@ def kmeans_labels(key, z, k: int, n_iter: int = 25) -> jnp.ndarray:
     """Lloyd's k-means with k-means++ seeding on the rows of z (n, p); returns one-hot (n, k).
 
     Written in JAX (not scipy) so that many starts run in one ``vmap``.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    z : array (n, p), the points
+    k : int, clusters; n_iter : int, Lloyd iterations
+
+    Returns
+    -------
+    array (n, k), one-hot cluster labels
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[0.0], [0.1], [5.0], [5.1]])
+    >>> lab = kmeans_labels(jax.random.PRNGKey(0), z, 2)
+    >>> lab.shape, lab.sum(0).tolist(), bool((lab[0] == lab[1]).all())
+    ((4, 2), [2.0, 2.0], True)
     """
     n = z.shape[0]
 
@@ -117,14 +236,49 @@ def kmeans_labels(key, z, k: int, n_iter: int = 25) -> jnp.ndarray:
 
 
 def standardise_xy(x, y):
-    """Columns of (x, y) centred and scaled to unit sd, shape (n, d+1) (for k-means)."""
+    """Columns of (x, y) centred and scaled to unit sd, shape (n, d+1) (for k-means).
+
+    Parameters
+    ----------
+    x : array (n, d); y : array (n,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> z = standardise_xy(x, y)
+    >>> z.shape, bool(jnp.allclose(z.std(0), 1.0)), bool(jnp.allclose(z.mean(0), 0.0))
+    ((4, 2), True, True)
+    """
     z = jnp.concatenate([x, y[:, None]], axis=1)
     sd = jnp.std(z, axis=0)
     return (z - z.mean(0)) / jnp.where(sd > 0, sd, 1.0)
 
 
 def data_partition(key, x, y, k: int, kind: str) -> jnp.ndarray:
-    """One-hot responsibilities (n, k) of a data-driven start: ``kind`` in {"random", "kmeans"}."""
+    """One-hot responsibilities (n, k) of a data-driven start: ``kind`` in {"random", "kmeans"}.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    x : array (n, d); y : array (n,)
+    k : int, experts; kind : {"random", "kmeans"}
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> data_partition(jax.random.PRNGKey(0), x, y, 2, "random").shape
+    (4, 2)
+    """
     if kind == "random":
         return random_partition(key, x.shape[0], k, x.dtype)
     if kind == "kmeans":
@@ -133,5 +287,29 @@ def data_partition(key, x, y, k: int, kind: str) -> jnp.ndarray:
 
 
 def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:
-    """A data-driven start: a partition of ``kind``, then one exact M-step."""
+    """A data-driven start: a partition of ``kind``, then one exact M-step.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    spec : MoESpec
+    x : array (n, d); y : array (n,)
+    kind : {"random", "kmeans"}; var_floor : float, minimum variance
+
+    Returns
+    -------
+    MoEParams: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> start = data_init(jax.random.PRNGKey(0), MoESpec(2, 1), x, y, "kmeans")  # doctest: +SKIP
+    >>> start.a.shape, start.var.shape  # doctest: +SKIP
+    ((2, 1), (2,))
+    """
     return params_from_resp(spec, x, y, data_partition(key, x, y, spec.n_experts, kind), var_floor)

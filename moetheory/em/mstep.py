@@ -30,6 +30,20 @@ def expert_m_step(params, x, y, resp, var_floor):
     -------
     params : MoEParams with new ``a``, ``b``, ``var``
     floor_hit : bool array (k,), True where the variance was floored
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> new, floor_hit = expert_m_step(p, x, y, resp, 1e-10)
+    >>> new.a.shape, new.b.shape, new.var.shape, floor_hit.shape
+    ((2, 1), (2,), (2,), (2,))
     """
     n, d = x.shape
     xt = jnp.concatenate([x, jnp.ones((n, 1), x.dtype)], axis=1)  # (n, d+1): slope..., intercept
@@ -51,7 +65,34 @@ def expert_m_step(params, x, y, resp, var_floor):
 
 
 def gate_objective(spec, params, x, resp, mask=None):
-    """Q_gate = Σ_n Σ_i r_ni log g_i(x_n); terms with r_ni = 0 contribute 0."""
+    """Q_gate = Σ_n Σ_i r_ni log g_i(x_n); terms with r_ni = 0 contribute 0.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams, gate arrays ``beta0`` (k,), ``beta1`` (k, d)
+    x : array (n, d); resp : array (n, k)
+    mask : bool array (n, k), optional
+        Active sets to hold fixed (top-K gate); default: those at ``params``.
+
+    Returns
+    -------
+    scalar, the gate objective
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> q = gate_objective(spec, p, x, resp)  # flat gate: g_i = 1/2
+    >>> q.shape, round(float(q), 6)
+    ((), -2.079442)
+    """
     logg = log_gate_weights(spec, params, x, mask)
     return jnp.where(resp > 0, resp * logg, 0.0).sum()
 
@@ -76,9 +117,34 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
     after ``max_newton`` steps or when the objective improves by less than
     ``newton_tol·(1 + |Q|)``.
 
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams, the current gate (``beta0`` (k,), ``beta1`` (k, d)) is the warm start
+    x : array (n, d); resp : array (n, k)
+    max_newton : int, maximum Newton steps
+    newton_tol : float, relative improvement below which the loop stops
+    mask : unused by the softmax gate (accepted for a uniform gate-step signature)
+
     Returns
     -------
     params : MoEParams with new ``beta0``, ``beta1`` (last expert's gate exactly zero)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> new = softmax_gate_m_step(spec, p, x, resp)
+    >>> new.beta0.shape, new.beta1.shape, float(new.beta0[-1]), float(new.beta1[-1, 0])
+    ((2,), (2, 1), 0.0, 0.0)
+    >>> bool(gate_objective(spec, new, x, resp) >= gate_objective(spec, p, x, resp))
+    True
     """
     params = params._replace(beta0=params.beta0 - params.beta0[-1],
                              beta1=params.beta1 - params.beta1[-1])
@@ -144,7 +210,32 @@ GATE_MSTEPS: dict[str, Callable] = {"softmax": softmax_gate_m_step}
 
 
 def gate_m_step(spec, params, x, resp, **options):
-    """Dispatch the gate M-step for ``spec.gate``."""
+    """Dispatch the gate M-step for ``spec.gate``.
+
+    Parameters
+    ----------
+    spec : MoESpec, its ``gate`` selects the step in ``GATE_MSTEPS``
+    params : MoEParams, the current parameters (``beta0`` (k,), ``beta1`` (k, d))
+    x : array (n, d); resp : array (n, k)
+    **options : gate options passed to the step (see ``GATE_OPTIONS``)
+
+    Returns
+    -------
+    params : MoEParams with a new gate
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [0.0], [1.0]]); y = jnp.array([-1.0, 0.0, 1.0])
+    >>> resp = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> gate_m_step(spec, p, x, resp, max_newton=5).beta1.shape
+    (2, 1)
+    """
     try:
         step = GATE_MSTEPS[spec.gate]
     except KeyError:

@@ -30,6 +30,18 @@ class MultistartResult(NamedTuple):
     continued : (n_keep,) indices of the starts continued to convergence
     final_logliks : (n_keep,) their final log-likelihoods
     best_start : index of the start that won
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> res = multistart(jax.random.PRNGKey(0), MoESpec(2, 1), x, y,
+    ...                  kinds=("kmeans", "random", "random"), n_keep=2)  # doctest: +SKIP
+    >>> res.start_logliks.shape, res.continued.shape, res.best.params.a.shape  # doctest: +SKIP
+    ((3,), (2,), (2, 1))
     """
 
     best: EMResult
@@ -60,7 +72,35 @@ def _params_from_partitions(spec, x, y, resp, var_floor):
 
 
 def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10, perturb_scale=0.1):
-    """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis)."""
+    """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis).
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    spec : MoESpec
+    x : array (n, d); y : array (n,)
+    kinds : sequence of str in {"paper", "perturb", "random", "kmeans"}, one per start (S starts)
+    truth : MoEParams, optional, required by "paper" and "perturb" starts
+    n_obs : int, optional, the n of the "paper" noise (default ``x.shape[0]``)
+    var_floor : float; perturb_scale : float
+
+    Returns
+    -------
+    MoEParams with a leading start axis: ``beta1``, ``a`` (S, k, d); ``beta0``, ``b``, ``var``
+    (S, k); ``tau`` (S,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> starts = draw_starts(jax.random.PRNGKey(0), MoESpec(2, 1), x, y,
+    ...                      ("kmeans", "random", "random"))  # doctest: +SKIP
+    >>> starts.a.shape  # doctest: +SKIP
+    (3, 2, 1)
+    """
     keys = jax.random.split(key, len(kinds))
     starts = [None] * len(kinds)
     data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
@@ -117,7 +157,35 @@ def run_batch(spec, starts, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, w
 def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e-10,
                max_iter=5000, var_floor=1e-10, truth=None, gate_options=None,
                perturb_scale=0.1) -> MultistartResult:
-    """Run the multistart strategy (see module docstring); ``kinds`` names each start."""
+    """Run the multistart strategy (see module docstring); ``kinds`` names each start.
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    spec : MoESpec (static)
+    x : array (n, d); y : array (n,)
+    kinds : sequence of str in {"paper", "perturb", "random", "kmeans"}, one per start
+    n_keep : int, starts continued to convergence
+    n_short : int, iterations of the short runs; n_hard : int, hard E-steps at their start
+    tol, max_iter, var_floor, gate_options : as in :func:`moetheory.em.run.run_em`
+    truth : MoEParams, optional (for "paper"/"perturb" starts); perturb_scale : float
+
+    Returns
+    -------
+    MultistartResult
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> res = multistart(jax.random.PRNGKey(0), MoESpec(2, 1), x, y,
+    ...                  kinds=("kmeans", "random", "random"), n_keep=2)  # doctest: +SKIP
+    >>> res.start_kinds, res.final_logliks.shape  # doctest: +SKIP
+    (('kmeans', 'random', 'random'), (2,))
+    """
     kinds = tuple(kinds)
     starts = draw_starts(key, spec, x, y, kinds, truth=truth, var_floor=var_floor,
                          perturb_scale=perturb_scale)

@@ -30,6 +30,18 @@ class EMResult(NamedTuple):
     trace : (max_iter + 1,), log-likelihood after each iteration (entry 0: at the start);
         NaN beyond ``n_iter``
     floor_hit : bool, the variance floor was active at some iteration
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> res = run_em(MoESpec(2, 1), p, x, y, max_iter=20)
+    >>> res.trace.shape, res.params.a.shape
+    ((21,), (2, 1))
     """
 
     params: MoEParams
@@ -41,7 +53,36 @@ class EMResult(NamedTuple):
 
 
 def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_options=None):
-    """One EM iteration. Returns (new params, log-likelihood at the *old* params, floor hit)."""
+    """One EM iteration. Returns (new params, log-likelihood at the *old* params, floor hit).
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams, the current parameters (``beta1``, ``a`` (k, d); ``beta0``, ``b``,
+        ``var`` (k,))
+    x : array (n, d); y : array (n,)
+    var_floor : scalar, minimum variance
+    weights : array (n,), optional observation weights
+    hard : bool (Python or traced), use a hard (classification) E-step
+    gate_options : dict, optional, passed to the gate M-step
+
+    Returns
+    -------
+    (MoEParams, scalar log-likelihood at ``params``, bool scalar)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
+    >>> new, loglik, floor_hit = em_step(spec, p, x, y, 1e-10)
+    >>> new.a.shape, loglik.shape, bool(floor_hit)
+    ((2, 1), (), False)
+    """
     resp, loglik = e_step(spec, params, x, y, weights)
     if hard is not False:  # a Python True or a traced flag
         resp = jnp.where(hard, hard_assign(resp), resp)

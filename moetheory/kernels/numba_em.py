@@ -613,6 +613,19 @@ def estep_stats(params, x, y, weights=None, *, n_chunks: int = 1,
     Σ r x̃ e; ``ree`` (k,) Σ r e² (e = y − current expert mean); ``q`` Σ r log g; ``grad``
     (k−1, d+1) ∂Q/∂θ; ``info`` ((k−1)(d+1),)² −∂²Q/∂θ² (θ packed as [β_1, β_0] per expert);
     ``resp`` when asked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.linspace(-1, 1, 40)[:, None]  # (n, d) = (40, 1)
+    >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    >>> st = estep_stats(p, x, y, return_resp=True)  # doctest: +SKIP
+    >>> st["G"].shape, st["grad"].shape, st["info"].shape, st["resp"].shape  # doctest: +SKIP
+    ((2, 2, 2), (1, 2), (2, 2), (40, 2))
+    >>> bool(np.isclose(st["R"].sum(), 40.0))  # Σ_n Σ_i r_ni = n  # doctest: +SKIP
+    True
     """
     x, y, w = _check(x, y, weights)
     beta0, beta1, a, b, var = _as_arrays(params)
@@ -627,7 +640,26 @@ def estep_stats(params, x, y, weights=None, *, n_chunks: int = 1,
 
 
 def stats_in_y_form(params, stats) -> dict:
-    """Convert residual-form statistics to Σ r x̃ y (``rxy``, (k, d+1)) and Σ r y² (``ryy``, (k,))."""
+    """Convert residual-form statistics to Σ r x̃ y (``rxy``, (k, d+1)) and Σ r y² (``ryy``, (k,)).
+
+    Parameters
+    ----------
+    params : MoEParams, the parameters ``stats`` were computed at (``a`` (k, d), ``b`` (k,))
+    stats : dict from :func:`estep_stats` (``G`` (k, d+1, d+1), ``rxe`` (k, d+1), ``ree`` (k,))
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.linspace(-1, 1, 40)[:, None]  # (n, d) = (40, 1)
+    >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    >>> st = estep_stats(p, x, y, return_resp=True)  # doctest: +SKIP
+    >>> ys = stats_in_y_form(p, st)  # doctest: +SKIP
+    >>> xt = np.column_stack([x, np.ones(40)])  # x̃ = (x, 1), (n, d+1)
+    >>> bool(np.allclose(ys["rxy"], np.einsum("ni,na,n->ia", st["resp"], xt, y)))  # doctest: +SKIP
+    True
+    """
     a = np.asarray(params.a, dtype=np.float64)
     b = np.asarray(params.b, dtype=np.float64)
     coef = np.concatenate([a, b[:, None]], axis=1)  # (k, d+1): slopes..., intercept
@@ -641,7 +673,29 @@ def stats_in_y_form(params, stats) -> dict:
 def gate_stats(beta0, beta1, x, resp, weights=None, *, derivs: bool = True,
                n_chunks: int = 1) -> dict:
     """Softmax gate objective Σ r log g (``q``) and, with ``derivs``, its gradient ``grad`` and
-    information ``info`` at (β_0, β_1), last expert pinned; ``weights`` default to Σ_i r_ni."""
+    information ``info`` at (β_0, β_1), last expert pinned; ``weights`` default to Σ_i r_ni.
+
+    Parameters
+    ----------
+    beta0 : array (k,); beta1 : array (k, d)
+    x : array (n, d); resp : array (n, k); weights : array (n,), optional
+    derivs : bool, also return ``grad`` (k−1, d+1) and ``info`` ((k−1)(d+1),)²
+    n_chunks : int, blocked summation (see :func:`estep_stats`)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.linspace(-1, 1, 40)[:, None]  # (n, d) = (40, 1)
+    >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    >>> resp = estep_stats(p, x, y, return_resp=True)["resp"]  # doctest: +SKIP
+    >>> g = gate_stats(p.beta0, p.beta1, x, resp)  # doctest: +SKIP
+    >>> sorted(g), g["grad"].shape, g["info"].shape  # doctest: +SKIP
+    (['grad', 'info', 'q'], (1, 2), (2, 2))
+    >>> list(gate_stats(p.beta0, p.beta1, x, resp, derivs=False))  # doctest: +SKIP
+    ['q']
+    """
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
     resp = np.ascontiguousarray(np.asarray(resp, dtype=np.float64))
     w = resp.sum(axis=1) if weights is None else np.ascontiguousarray(np.asarray(weights, float))
@@ -676,6 +730,21 @@ def run_em_numba(params, x, y, *, tol: float = 1e-8, max_iter: int = 1000,
     ``converged``, ``trace`` ((max_iter + 1,), NaN beyond the last visited iterate),
     ``floor_hit``, ``data_passes`` (passes over the data) and ``rejected_full_steps`` (gate
     Newton steps that needed halving, fused mode).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.linspace(-1, 1, 40)[:, None]  # (n, d) = (40, 1)
+    >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    >>> out = run_em_numba(p, x, y, max_iter=50)  # doctest: +SKIP
+    >>> out["params"].a.shape, out["trace"].shape, out["converged"]  # doctest: +SKIP
+    ((2, 1), (51,), True)
+    >>> from moetheory.kernels.reference import em_softmax
+    >>> ref = em_softmax(p, x, y, max_iter=50)  # the same iterates, in plain NumPy
+    >>> abs(out["loglik"] - ref["loglik"]) < 1e-8  # doctest: +SKIP
+    True
     """
     from moetheory.params import MoEParams
 

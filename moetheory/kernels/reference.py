@@ -60,6 +60,17 @@ def gate_logits(spec, params, x) -> np.ndarray:
     Returns
     -------
     h : ndarray (n, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> gate_logits(spec, p, x).tolist()  # β_1i x + β_0i
+    [[-1.0, 0.0], [1.0, 0.0], [3.0, 0.0]]
     """
     p = _np_params(params)
     x = np.asarray(x, dtype=np.float64)
@@ -85,9 +96,26 @@ def active_set(spec, params, x) -> np.ndarray:
     logit β_1iᵀx + β_0i (``select_by="logit"``) and keeps the K largest; ties go to the lower
     expert index.
 
+    Parameters
+    ----------
+    spec : MoESpec
+    params : MoEParams
+    x : ndarray (n, d)
+
     Returns
     -------
     mask : bool ndarray (n, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> active_set(MoESpec(2, 1, gate="topk", top_k=1), p, x).tolist()  # ranks β_1i x
+    [[False, True], [True, False], [True, False]]
     """
     p = _np_params(params)
     x = np.asarray(x, dtype=np.float64)
@@ -118,6 +146,18 @@ def log_gate_weights(spec, params, x) -> np.ndarray:
     Returns
     -------
     logg : ndarray (n, k); each row's exp sums to 1
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> logg = log_gate_weights(spec, p, x)
+    >>> logg.shape, np.allclose(np.exp(logg).sum(1), 1.0)
+    ((3, 2), True)
     """
     h = gate_logits(spec, params, x)
     mask = active_set(spec, params, x)
@@ -137,6 +177,14 @@ def log_expert_density(params, x, y) -> np.ndarray:
     Returns
     -------
     ndarray (n, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
+    >>> log_expert_density(p, np.zeros((1, 1)), np.zeros(1)).round(6).tolist()  # log N(0; 0, 1)
+    [[-0.918939]]
     """
     p = _np_params(params)
     x = np.asarray(x, dtype=np.float64)
@@ -150,22 +198,94 @@ def log_expert_density(params, x, y) -> np.ndarray:
 
 
 def log_joint(spec, params, x, y) -> np.ndarray:
-    """log g_i(x_n) + log N(y_n; ...), (n, k)."""
+    """log g_i(x_n) + log N(y_n; ...), (n, k).
+
+    Parameters
+    ----------
+    spec : MoESpec; params : MoEParams
+    x : ndarray (n, d); y : ndarray (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> log_joint(spec, p, x, y).shape
+    (3, 2)
+    """
     return log_gate_weights(spec, params, x) + log_expert_density(params, x, y)
 
 
 def log_density(spec, params, x, y) -> np.ndarray:
-    """log p(y_n | x_n), (n,)."""
+    """log p(y_n | x_n), (n,).
+
+    Parameters
+    ----------
+    spec : MoESpec; params : MoEParams
+    x : ndarray (n, d); y : ndarray (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> ld = log_density(spec, p, x, y)
+    >>> ld.shape, np.allclose(ld, np.log(np.exp(log_joint(spec, p, x, y)).sum(1)))
+    ((3,), True)
+    """
     return logsumexp(log_joint(spec, params, x, y), axis=1)
 
 
 def log_likelihood(spec, params, x, y) -> float:
-    """Observed log-likelihood Σ_n log p(y_n | x_n), a float."""
+    """Observed log-likelihood Σ_n log p(y_n | x_n), a float.
+
+    Parameters
+    ----------
+    spec : MoESpec; params : MoEParams
+    x : ndarray (n, d); y : ndarray (n,)
+
+    Returns
+    -------
+    float (a scalar)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
+    >>> round(log_likelihood(MoESpec(1, 1), p, np.zeros((2, 1)), np.zeros(2)), 6)  # 2 log N(0; 0, 1)
+    -1.837877
+    """
     return float(log_density(spec, params, x, y).sum())
 
 
 def responsibilities(spec, params, x, y) -> np.ndarray:
-    """E-step: r_ni = g_i(x_n) N(y_n; ...) / p(y_n | x_n), (n, k); rows sum to 1."""
+    """E-step: r_ni = g_i(x_n) N(y_n; ...) / p(y_n | x_n), (n, k); rows sum to 1.
+
+    Parameters
+    ----------
+    spec : MoESpec; params : MoEParams
+    x : ndarray (n, d); y : ndarray (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> spec = MoESpec(2, 1)
+    >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> r = responsibilities(spec, p, x, y)
+    >>> r.shape, np.allclose(r.sum(1), 1.0)
+    ((3, 2), True)
+    """
     lj = log_joint(spec, params, x, y)
     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
 
@@ -189,6 +309,14 @@ def expert_m_step(x, y, resp, var_floor: float = 0.0):
     a : ndarray (k, d)
     b : ndarray (k,)
     var : ndarray (k,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[0.0], [1.0], [2.0], [3.0]]); y = 2.0 * x[:, 0] + 1.0
+    >>> a, b, var = expert_m_step(x, y, np.ones((4, 1)))  # one expert, an exact line
+    >>> a.round(10).tolist(), b.round(10).tolist(), var.round(10).tolist()
+    ([[2.0]], [1.0], [0.0])
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -209,7 +337,25 @@ def expert_m_step(x, y, resp, var_floor: float = 0.0):
 
 
 def softmax_gate_objective(beta0, beta1, x, resp) -> float:
-    """Q(β) = Σ_n Σ_i r_ni log g_i(x_n) for the softmax gate (terms with r_ni = 0 are 0)."""
+    """Q(β) = Σ_n Σ_i r_ni log g_i(x_n) for the softmax gate (terms with r_ni = 0 are 0).
+
+    Parameters
+    ----------
+    beta0 : ndarray (k,); beta1 : ndarray (k, d)
+    x : ndarray (n, d); resp : ndarray (n, k)
+
+    Returns
+    -------
+    float (a scalar)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[-1.0], [0.0], [1.0]])
+    >>> resp = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    >>> round(softmax_gate_objective([0., 0.], [[0.], [0.]], x, resp), 6)  # 3 log(1/2)
+    -2.079442
+    """
     beta0 = np.asarray(beta0, dtype=np.float64)
     beta1 = np.asarray(beta1, dtype=np.float64)
     h = np.asarray(x, dtype=np.float64) @ beta1.T + beta0
@@ -241,6 +387,18 @@ def softmax_gate_m_step(x, resp, beta0=None, beta1=None, max_newton: int = 100,
     -------
     beta0 : ndarray (k,), last entry 0
     beta1 : ndarray (k, d), last row 0
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[-1.0], [0.0], [1.0]])
+    >>> resp = np.array([[0.8, 0.2], [0.5, 0.5], [0.2, 0.8]])
+    >>> beta0, beta1 = softmax_gate_m_step(x, resp)
+    >>> beta0.shape, beta1.shape, float(beta1[-1, 0]), bool(beta1[0, 0] < 0)
+    ((2,), (2, 1), 0.0, True)
+    >>> q0 = softmax_gate_objective([0., 0.], [[0.], [0.]], x, resp)  # at the flat start
+    >>> softmax_gate_objective(beta0, beta1, x, resp) >= q0
+    True
     """
     x = np.asarray(x, dtype=np.float64)
     resp = np.asarray(resp, dtype=np.float64)
@@ -315,6 +473,19 @@ def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor:
     -------
     dict with ``params`` (MoEParams, NumPy), ``loglik`` (float, at ``params``), ``n_iter``,
     ``converged`` (bool) and ``trace`` (list of ℓ at each visited parameter, the start first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> start = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
+    >>> x = np.linspace(-1, 1, 40)[:, None]
+    >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    >>> out = em_softmax(start, x, y, max_iter=50)
+    >>> sorted(out), out["params"].a.shape
+    (['converged', 'loglik', 'n_iter', 'params', 'trace'], (2, 1))
+    >>> bool(np.all(np.diff(out["trace"]) >= -1e-9))  # EM never lowers the log-likelihood
+    True
     """
     from moetheory.spec import MoESpec
 

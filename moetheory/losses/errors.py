@@ -34,6 +34,13 @@ class CellErrors(NamedTuple):
     t0, t1  the translation used (fitted translated by (−t0, −t1)); shapes () and (d,)
 
     Empty cells (size 0) have weight error e^{β*_0j} and NaN for the maxima (undefined).
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> errs = cell_errors(truth, truth)
+    >>> errs.size.shape, errs.t1.shape
+    ((2,), (1,))
     """
 
     size: jnp.ndarray
@@ -53,6 +60,14 @@ class MatchedErrors(NamedTuple):
     beta0, beta1, a, b, var   |Δβ_0|, ‖Δβ_1‖, ‖Δa‖, |Δb|, |Δν| per true expert; the gates of
             both models are pinned to the expert matched to the truth's last (reference) expert
     tau     |τ − τ*| (raw; 0 for softmax/top-K)
+
+    Each field has shape (k*,) (``tau``: shape ()), with a leading batch axis for batched inputs.
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> matched_errors(truth, truth).perm.tolist()
+    [0, 1]
     """
 
     perm: jnp.ndarray
@@ -201,11 +216,27 @@ def matched_errors(fitted: MoEParams, truth: MoEParams, coords: str = "raw",
 
     Parameters
     ----------
+    fitted, truth : MoEParams
+        k = k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either may
+        carry a leading batch axis, shape (batch, k, ...).
     method : {"auto", "exhaustive", "hungarian"}
         ``"exhaustive"`` tries all k! permutations in JAX (auto for k <= 7); ``"hungarian"`` uses
         scipy's ``linear_sum_assignment`` through a host callback (same optimum).
     coords : {"raw", "identified"}
         As in :func:`~moetheory.losses.voronoi_loss` (identified: gate parameters divided by τ).
+
+    Returns
+    -------
+    MatchedErrors
+        Fields of shape (k*,) (or (batch, k*)); ``tau`` has shape () (or (batch,)).
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> fitted = truth.permute([1, 0])
+    >>> errs = matched_errors(fitted, truth)
+    >>> errs.perm.tolist(), float(errs.a.max())
+    ([1, 0], 0.0)
     """
     ensure_x64()
     _check_choice("coords", coords, COORDS)

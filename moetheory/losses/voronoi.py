@@ -86,14 +86,33 @@ N_REFINE = 80
 
 
 class VoronoiCells(NamedTuple):
-    """Voronoi cells: ``assign[i]`` = true atom of fitted atom i (k,); ``size[j]`` = |A_j| (k*,)."""
+    """Voronoi cells: ``assign[i]`` = true atom of fitted atom i (k,); ``size[j]`` = |A_j| (k*,).
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> cells = voronoi_cells(truth, truth)
+    >>> cells.assign.tolist(), cells.size.tolist()
+    ([0, 1], [1, 1])
+    """
 
     assign: jnp.ndarray
     size: jnp.ndarray
 
 
 class LossResult(NamedTuple):
-    """A Voronoi loss with the translation that attains it (fitted translated by (−t0, −t1))."""
+    """A Voronoi loss with the translation that attains it (fitted translated by (−t0, −t1)).
+
+    Shapes (unbatched): ``value`` and ``t0`` (), ``t1`` (d,), ``assign`` (k,), ``size`` (k*,),
+    ``unknown_m`` () int; batched inputs add a leading (batch,) axis.
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> res = best_translation(truth, truth)
+    >>> float(res.value), res.t1.shape
+    (0.0, (1,))
+    """
 
     value: jnp.ndarray  # ()
     t0: jnp.ndarray  # () ; +inf for the limit s = e^{-t0} -> 0
@@ -380,6 +399,27 @@ def best_translation(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
     """The Voronoi loss together with the translation (t0, t1) attaining it and its cells.
 
     Same arguments as :func:`voronoi_loss`. The fitted model is translated by (−t0, −t1).
+
+    Parameters
+    ----------
+    fitted, truth : MoEParams
+        k and k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
+        may carry a leading batch axis, shape (batch, k, ...).
+    kind, translation, rbar, coords, n_refine
+        As in :func:`voronoi_loss`.
+
+    Returns
+    -------
+    LossResult
+        ``value`` and ``t0`` of shape (), ``t1`` (d,), ``assign`` (k,), ``size`` (k*,) (with a
+        leading (batch,) axis for batched inputs).
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> res = best_translation(truth, truth)
+    >>> float(res.value), res.assign.tolist(), res.size.tolist()
+    (0.0, [0, 1], [1, 1])
     """
     f, fb, t, tb, fn, rtab = _setup(fitted, truth, kind, translation, rbar, coords, n_refine)
     res = _map_pair(fn, f, fb, t, tb)
@@ -423,13 +463,51 @@ def voronoi_loss(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
 
 def d1_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum",
             coords: str = "raw", *, n_refine: int = N_REFINE) -> jnp.ndarray:
-    """Exact-fitted Voronoi loss D_1 (see :func:`voronoi_loss`)."""
+    """Exact-fitted Voronoi loss D_1 (see :func:`voronoi_loss`).
+
+    Parameters
+    ----------
+    fitted, truth : MoEParams
+        k = k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
+        may carry a leading batch axis, shape (batch, k, ...).
+    translation, coords, n_refine
+        As in :func:`voronoi_loss`.
+
+    Returns
+    -------
+    jnp.ndarray, shape () or (batch,)
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> float(d1_loss(truth, truth))
+    0.0
+    """
     return voronoi_loss(fitted, truth, "d1", translation, None, coords, n_refine=n_refine)
 
 
 def d2_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum", rbar=None,
             coords: str = "raw", *, n_refine: int = N_REFINE) -> jnp.ndarray:
-    """Over-fitted Voronoi loss D_2 with exponents r̄(m) (see :func:`voronoi_loss`)."""
+    """Over-fitted Voronoi loss D_2 with exponents r̄(m) (see :func:`voronoi_loss`).
+
+    Parameters
+    ----------
+    fitted, truth : MoEParams
+        k >= k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
+        may carry a leading batch axis, shape (batch, k, ...).
+    translation, rbar, coords, n_refine
+        As in :func:`voronoi_loss`.
+
+    Returns
+    -------
+    jnp.ndarray, shape () or (batch,)
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> float(d2_loss(truth, truth))
+    0.0
+    """
     return voronoi_loss(fitted, truth, "d2", translation, rbar, coords, n_refine=n_refine)
 
 
@@ -440,6 +518,26 @@ def voronoi_cells(fitted: MoEParams, truth: MoEParams, t1=None,
     ``t1`` (d,) defaults to 0 (no translation); use ``best_translation(...).t1`` for the cells at
     the optimal translation (``best_translation`` also returns them). Batched inputs give
     batched cells.
+
+    Parameters
+    ----------
+    fitted, truth : MoEParams
+        k and k* experts with the same d; either may carry a leading batch axis.
+    t1 : array (d,) or (batch, d), optional
+        Translation of the fitted gate slopes.
+    coords : {"raw", "identified"}
+        As in :func:`voronoi_loss`.
+
+    Returns
+    -------
+    VoronoiCells
+        ``assign`` shape (k,), ``size`` shape (k*,) (with a leading (batch,) axis when batched).
+
+    Examples
+    --------
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> voronoi_cells(truth, truth, t1=[0.5]).assign.tolist()
+    [0, 1]
     """
     ensure_x64()
     _check_choice("coords", coords, COORDS)

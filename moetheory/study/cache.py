@@ -33,7 +33,16 @@ _HASH_KEY = "__panel_hash__"
 
 
 def default_cache_dir() -> Path:
-    """The cache root: ``$MOETHEORY_CACHE`` if set, else ``./.moetheory-cache``."""
+    """The cache root: ``$MOETHEORY_CACHE`` if set, else ``./.moetheory-cache``.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"MOETHEORY_CACHE": "/tmp/mt-cache"}):
+    ...     print(default_cache_dir())
+    /tmp/mt-cache
+    """
     return Path(os.environ.get("MOETHEORY_CACHE") or ".moetheory-cache")
 
 
@@ -73,7 +82,16 @@ _PROVENANCE = None
 
 
 def provenance() -> dict:
-    """Package versions, git revision, device and x64 flag of this process (computed once)."""
+    """Package versions, git revision, device and x64 flag of this process (computed once).
+
+    Examples
+    --------
+    >>> info = provenance()
+    >>> sorted(info)
+    ['device', 'git_revision', 'host', 'platform', 'versions', 'x64']
+    >>> "jax" in info["versions"]
+    True
+    """
     global _PROVENANCE
     if _PROVENANCE is None:
         import jax
@@ -95,7 +113,32 @@ def provenance() -> dict:
 
 
 class StudyCache:
-    """Read/write access to the cells of studies under one cache root."""
+    """Read/write access to the cells of studies under one cache root.
+
+    A cell is a dict of arrays with a leading replicate axis, shape (R, ...) (R = the fit's
+    replicates); it must contain ``replicate`` of shape (R,).
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> import tempfile
+    >>> import numpy as np
+    >>> cache = StudyCache(tempfile.mkdtemp())
+    >>> arrays = {"n": np.full(2, 100), "replicate": np.arange(2), "failed": np.zeros(2, bool),
+    ...           "loss_voronoi": np.array([0.25, 0.5])}   # each shape (replicates,)
+    >>> _ = cache.write_cell(study, "k2", 100, arrays)
+    >>> cache.has_cell(study, "k2", 100), cache.has_cell(study, "k2", 200)
+    (True, False)
+    >>> cache.read_cell(study, "k2", 100)["loss_voronoi"].tolist()
+    [0.25, 0.5]
+    >>> cache.status(study)
+    {'k2': {'done': [100], 'missing': [200]}}
+    """
 
     def __init__(self, root=None):
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -238,5 +281,37 @@ def _frame(arrays: dict, study_name: str, label: str):
 
 
 def load_results(study: StudySpec, cache_dir=None, **kw):
-    """Results of ``study`` from the cache as a DataFrame (see :meth:`StudyCache.load_results`)."""
+    """Results of ``study`` from the cache as a DataFrame (see :meth:`StudyCache.load_results`).
+
+    Parameters
+    ----------
+    study : StudySpec
+    cache_dir : path, optional
+        Cache root (default :func:`default_cache_dir`).
+    **kw
+        ``fits`` and ``allow_missing``, as in :meth:`StudyCache.load_results`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fit × n × replicate (shape (rows, columns)); missing cells are skipped.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> import tempfile
+    >>> import numpy as np
+    >>> cache = StudyCache(tempfile.mkdtemp())
+    >>> arrays = {"n": np.full(2, 100), "replicate": np.arange(2), "failed": np.zeros(2, bool),
+    ...           "loss_voronoi": np.array([0.25, 0.5])}   # each shape (replicates,)
+    >>> _ = cache.write_cell(study, "k2", 100, arrays)
+    >>> df = load_results(study, cache.root)
+    >>> df[["fit", "n", "replicate", "loss_voronoi"]].values.tolist()
+    [['k2', 100, 0, 0.25], ['k2', 100, 1, 0.5]]
+    """
     return StudyCache(cache_dir).load_results(study, **kw)

@@ -30,7 +30,22 @@ def _common(p, with_exec=True):
 
 
 def register(subparsers) -> None:
-    """Add the ``study`` and ``reproduce`` subcommands to the ``moetheory`` parser."""
+    """Add the ``study`` and ``reproduce`` subcommands to the ``moetheory`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse subparsers action
+        From ``parser.add_subparsers(...)``; each subcommand sets ``handler`` (args -> exit code).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="moetheory")
+    >>> register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["study", "run", "softmax", "--preset", "full", "--workers", "4"])
+    >>> args.name, args.preset, args.workers, args.quiet
+    ('softmax', 'full', 4, False)
+    """
     study = subparsers.add_parser("study", help="declare, run and inspect Monte Carlo studies")
     ssub = study.add_subparsers(dest="study_command", metavar="ACTION")
     study.set_defaults(handler=lambda args: (study.print_help(), 0)[1])

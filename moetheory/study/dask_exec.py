@@ -44,7 +44,40 @@ def _client(scheduler=None, workers=None, processes=True):
 
 def run_cells_dask(study, todo, cache, *, scheduler=None, workers=None, client=None,
                    progress=True, processes=True):
-    """Compute the cells ``todo`` [(label, n), ...] on Dask and write them to ``cache``."""
+    """Compute the cells ``todo`` [(label, n), ...] on Dask and write them to ``cache``.
+
+    Parameters
+    ----------
+    study : StudySpec
+    todo : list of (fit label, n)
+        Cells to compute (e.g. :func:`moetheory.study.runner.missing_cells`); empty: no-op.
+    cache : StudyCache
+        Each result (arrays of shape (replicates, ...)) is written here as it arrives.
+    scheduler : str, optional
+        Address of a running scheduler, e.g. ``"tcp://host:8786"``.
+    workers : int, optional
+        Start a local cluster of this many single-threaded workers for the run.
+    client : dask.distributed.Client, optional
+        Use an existing client (not closed afterwards).
+    progress : bool
+        Show a :class:`~moetheory.study.progress.CellProgress` bar.
+    processes : bool
+        Local cluster workers are processes (True) or threads.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> from moetheory.study.cache import StudyCache  # doctest: +SKIP
+    >>> cache = StudyCache("/tmp/mt-cache")  # doctest: +SKIP
+    >>> run_cells_dask(study, study.cells(), cache, workers=2, progress=False)  # doctest: +SKIP
+    >>> cache.status(study)["k2"]["missing"]  # doctest: +SKIP
+    []
+    """
     import os
 
     from dask.distributed import as_completed

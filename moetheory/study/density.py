@@ -33,7 +33,28 @@ N_Y = 2048
 
 
 def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
-    """Fixed quadrature nodes (m, dim) of a covariate design (a DesignSpec)."""
+    """Fixed quadrature nodes (m, dim) of a covariate design (a DesignSpec).
+
+    Parameters
+    ----------
+    design : DesignSpec
+        The covariate design (``grid``/``uniform``: midpoints; ``gaussian``: normal quantiles;
+        otherwise m draws with a fixed key).
+    dim : int
+        Covariate dimension d.
+    m : int
+        Number of nodes.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, dim)
+
+    Examples
+    --------
+    >>> from moetheory.study.spec import DesignSpec
+    >>> design_nodes(DesignSpec("grid", low=0.0, high=1.0), 1, m=4).ravel().tolist()
+    [0.125, 0.375, 0.625, 0.875]
+    """
     if design.name in ("grid", "uniform") and dim == 1:
         return (design.low + (design.high - design.low) * (np.arange(m) + 0.5) / m)[:, None]
     if design.name == "gaussian" and dim == 1:
@@ -62,7 +83,36 @@ def _tail_mass(logg, mu, sd, lo, hi):
 
 
 def hellinger_sq_at(spec_f, fitted, spec_t, truth, xs, n_y: int = N_Y):
-    """H²(x) at each row of ``xs`` (M, d) -> (M,). Unbatched params; jittable."""
+    """H²(x) at each row of ``xs`` (M, d) -> (M,). Unbatched params; jittable.
+
+    Parameters
+    ----------
+    spec_f, spec_t : MoESpec
+        Structures (gate family) of the fitted and the true model.
+    fitted, truth : MoEParams
+        Unbatched parameters: ``beta0`` shape (k,) / (k*,), ``beta1`` and ``a`` shape (k, d).
+    xs : array (M, d)
+        Covariate points.
+    n_y : int
+        Trapezoid points in y.
+
+    Returns
+    -------
+    jnp.ndarray, shape (M,)
+        H²(x) in [0, 1] at each row of ``xs``.
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import DesignSpec
+    >>> spec = MoESpec(2, 1)
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> xs = design_nodes(DesignSpec("grid", low=0.0, high=1.0), 1, m=4)
+    >>> hellinger_sq_at(spec, truth, spec, truth, xs).shape
+    (4,)
+    """
     lg_f = log_gate_weights(spec_f, fitted, xs)
     lg_t = log_gate_weights(spec_t, truth, xs)
     mu_f, mu_t = expert_means(fitted, xs), expert_means(truth, xs)
@@ -88,5 +138,36 @@ def hellinger_sq_at(spec_f, fitted, spec_t, truth, xs, n_y: int = N_Y):
 
 
 def hellinger_distance(spec_f, fitted, spec_t, truth, xs, n_y: int = N_Y):
-    """Design-averaged Hellinger distance sqrt(mean_x H²(x)) (a scalar in [0, 1])."""
+    """Design-averaged Hellinger distance sqrt(mean_x H²(x)) (a scalar in [0, 1]).
+
+    Parameters
+    ----------
+    spec_f, spec_t : MoESpec
+        Structures of the fitted and the true model.
+    fitted, truth : MoEParams
+        Unbatched parameters (``beta0`` shape (k,), ``beta1`` shape (k, d)).
+    xs : array (M, d)
+        Design nodes, e.g. from :func:`design_nodes`.
+    n_y : int
+        Trapezoid points in y.
+
+    Returns
+    -------
+    jnp.ndarray, shape ()
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import DesignSpec
+    >>> spec = MoESpec(2, 1)
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> xs = design_nodes(DesignSpec("grid", low=0.0, high=1.0), 1, m=4)
+    >>> float(hellinger_distance(spec, truth, spec, truth, xs)) < 1e-10   # tail-mass rounding
+    True
+    >>> shifted = truth._replace(b=truth.b + 0.1)
+    >>> 0.0 < float(hellinger_distance(spec, shifted, spec, truth, xs)) < 0.1
+    True
+    """
     return jnp.sqrt(jnp.mean(hellinger_sq_at(spec_f, fitted, spec_t, truth, xs, n_y)))

@@ -9,7 +9,35 @@ import sys
 
 
 class CellProgress:
-    """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``."""
+    """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``.
+
+    Parameters
+    ----------
+    study : StudySpec
+    todo : list of (fit label, n)
+        The cells to be computed; the bar's total is Σ n × replicates × starts over them.
+    enabled : bool
+        False (or an empty ``todo``) makes every call a no-op.
+    desc : str, optional
+        Bar label (default: the study name).
+
+    ``done(label, n, arrays, wall_s)`` advances the bar after a cell; ``arrays["failed"]`` (shape
+    (replicates,), bool) gives the failure count shown.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> import numpy as np
+    >>> with CellProgress(study, study.cells(), enabled=False) as bar:
+    ...     bar.done("k2", 100, {"failed": np.zeros(2, bool)}, wall_s=0.5)
+    >>> bar.bar is None
+    True
+    """
 
     def __init__(self, study, todo, enabled=True, desc=None):
         self.enabled = bool(enabled) and len(todo) > 0

@@ -32,7 +32,14 @@ PRESETS = ("quick", "full")
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered study: its declaration module, figure module and description."""
+    """A registered study: its declaration module, figure module and description.
+
+    Examples
+    --------
+    >>> e = entry("softmax")
+    >>> e.module, e.figure, e.external
+    ('simulations.softmax', 'paper_figures.softmax', False)
+    """
 
     name: str
     module: str
@@ -81,7 +88,15 @@ def _import(module: str):
 
 
 def available() -> list:
-    """Names whose declaration module can be imported."""
+    """Names whose declaration module can be imported.
+
+    Examples
+    --------
+    >>> set(available()) <= set(ENTRIES)
+    True
+    >>> "softmax" in available()   # in a source checkout (simulations/ beside moetheory/)
+    True
+    """
     out = []
     for name, e in ENTRIES.items():
         try:
@@ -93,21 +108,49 @@ def available() -> list:
 
 
 def entry(name: str) -> Entry:
-    """The registry entry of study ``name`` (ValueError listing the known names otherwise)."""
+    """The registry entry of study ``name`` (ValueError listing the known names otherwise).
+
+    Examples
+    --------
+    >>> entry("attention").external
+    True
+    >>> entry("nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown study 'nope'; choose one of ['attention', 'neural', 'softmax', 'temperature', 'topk']
+    """
     if name not in ENTRIES:
         raise ValueError(f"unknown study {name!r}; choose one of {sorted(ENTRIES)}")
     return ENTRIES[name]
 
 
 def check_preset(preset: str) -> str:
-    """Return ``preset`` if it is a known preset, else raise ValueError listing the choices."""
+    """Return ``preset`` if it is a known preset, else raise ValueError listing the choices.
+
+    Examples
+    --------
+    >>> check_preset("full")
+    'full'
+    >>> check_preset("huge")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown preset 'huge'; choose one of ['quick', 'full']
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
     return preset
 
 
 def studies(name: str, preset: str = "quick") -> tuple:
-    """The StudySpecs of study ``name`` under ``preset`` (empty for external studies)."""
+    """The StudySpecs of study ``name`` under ``preset`` (empty for external studies).
+
+    Examples
+    --------
+    >>> [s.name for s in studies("softmax", "quick")]
+    ['softmax-quick']
+    >>> studies("attention")
+    ()
+    """
     e = entry(name)
     check_preset(preset)
     if e.external:
@@ -128,6 +171,12 @@ def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, sche
     """Compute whatever is missing of study ``name`` (cached cells are skipped).
 
     ``fits``: optional fitted-model labels to restrict the run to (e.g. ``["k2"]``).
+
+    Examples
+    --------
+    >>> run("softmax", "quick", "/tmp/mt-cache", fits=["k2"], progress=False)  # doctest: +SKIP
+    >>> status("softmax", "quick", "/tmp/mt-cache")["softmax-quick"]["k2"]["missing"]  # doctest: +SKIP
+    []
     """
     from moetheory.study.runner import run_study
 
@@ -155,7 +204,17 @@ def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, sche
 
 
 def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
-    """``{study spec name: {fit: {"done": [...], "missing": [...]}}}``."""
+    """``{study spec name: {fit: {"done": [...], "missing": [...]}}}``.
+
+    External studies give ``{"<name>-<preset>": {"results": dir, "complete": bool}}``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> st = status("softmax", "quick", tempfile.mkdtemp())
+    >>> st["softmax-quick"]["k2"]["done"], len(st["softmax-quick"]["k2"]["missing"])
+    ([], 8)
+    """
     from moetheory.study.cache import StudyCache
 
     e = entry(name)
@@ -168,7 +227,15 @@ def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
 
 
 def draw(name: str, preset: str = "quick", cache_dir=None, out_dir="docs/figures") -> list:
-    """Draw the figure(s) of study ``name`` from the cache (never computes)."""
+    """Draw the figure(s) of study ``name`` from the cache (never computes).
+
+    Returns the list of written figure paths.
+
+    Examples
+    --------
+    >>> draw("softmax", "quick", "/tmp/mt-cache", out_dir="/tmp/figures")  # doctest: +SKIP
+    [PosixPath('/tmp/figures/...')]
+    """
     e = entry(name)
     check_preset(preset)
     fig = _import(e.figure)
@@ -180,7 +247,16 @@ def draw(name: str, preset: str = "quick", cache_dir=None, out_dir="docs/figures
 
 
 def simulation_main(name: str, argv=None) -> int:
-    """``python -m simulations.<name> --preset quick`` (shared by the declaration modules)."""
+    """``python -m simulations.<name> --preset quick`` (shared by the declaration modules).
+
+    Runs what is missing of study ``name`` (see :func:`run`), prints its rates and returns the
+    exit code 0.
+
+    Examples
+    --------
+    >>> simulation_main("softmax", ["--preset", "quick", "--quiet"])  # doctest: +SKIP
+    0
+    """
     import argparse
 
     ap = argparse.ArgumentParser(prog=f"python -m simulations.{name}", description=entry(name).description)
@@ -197,12 +273,46 @@ def simulation_main(name: str, argv=None) -> int:
 
 
 def rate_table(name: str, preset: str = "quick", cache_dir=None) -> list:
-    """Fitted slopes of every fitted model's losses (rows of dicts; cache only)."""
+    """Fitted slopes of every fitted model's losses (rows of dicts; cache only).
+
+    Fits with fewer than 3 cached sizes are left out (see :func:`study_rate_table`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> rate_table("softmax", "quick", tempfile.mkdtemp())   # empty cache: no rows
+    []
+    """
     return study_rate_table(studies(name, preset), cache_dir)
 
 
 def study_rate_table(specs, cache_dir=None) -> list:
-    """Fitted slopes of every loss of every fitted model of ``specs`` (cache only)."""
+    """Fitted slopes of every loss of every fitted model of ``specs`` (cache only).
+
+    Each row has ``study``, ``fit``, ``loss``, ``slope``, ``ci``, ``window``, ``points``,
+    ``failed``, ``preferred_law`` and ``expected``; the slope is :func:`moetheory.rates.fit_rate`
+    on the (sizes (m,), losses (m, R)) of :func:`moetheory.study.runner.loss_matrix` (m ≥ 3).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.cache import StudyCache
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> spec = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth, replicates=2,
+    ...                  fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 400, 1600)),))
+    >>> cache = StudyCache(tempfile.mkdtemp())
+    >>> for n in (100, 400, 1600):   # fake cells: loss = 2 n^-1/2, arrays of shape (replicates,)
+    ...     _ = cache.write_cell(spec, "k2", n, {
+    ...         "n": np.full(2, n), "replicate": np.arange(2), "failed": np.zeros(2, bool),
+    ...         "converged": np.ones(2, bool), "loss_voronoi": np.full(2, 2 / n ** 0.5)})
+    >>> [row] = study_rate_table(spec, cache.root)
+    >>> row["fit"], row["loss"], round(row["slope"], 6), row["points"]
+    ('k2', 'loss_voronoi', -0.5, 3)
+    """
     import numpy as np
 
     from moetheory.rates import fit_rate
@@ -231,12 +341,39 @@ def study_rate_table(specs, cache_dir=None) -> list:
 
 
 def print_rates(name, preset="quick", cache_dir=None, file=None) -> None:
-    """Print one line per fitted model and loss: slope, 95% CI, window (cache only)."""
+    """Print one line per fitted model and loss: slope, 95% CI, window (cache only).
+
+    Examples
+    --------
+    >>> print_rates("softmax", "quick", "/tmp/mt-cache")  # doctest: +SKIP
+    softmax-quick                k2           loss_voronoi             slope -0.49...
+    """
     _print_rows(rate_table(name, preset, cache_dir), file)
 
 
 def print_study_rates(specs, cache_dir=None, file=None) -> None:
-    """Like :func:`print_rates`, for StudySpec objects instead of a registered name."""
+    """Like :func:`print_rates`, for StudySpec objects instead of a registered name.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.cache import StudyCache
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> spec = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth, replicates=2,
+    ...                  fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 400, 1600)),))
+    >>> cache = StudyCache(tempfile.mkdtemp())
+    >>> for n in (100, 400, 1600):   # fake cells: loss = 2 n^-1/2, arrays of shape (replicates,)
+    ...     _ = cache.write_cell(spec, "k2", n, {
+    ...         "n": np.full(2, n), "replicate": np.arange(2), "failed": np.zeros(2, bool),
+    ...         "converged": np.ones(2, bool), "loss_voronoi": np.full(2, 2 / n ** 0.5)})
+    >>> print_study_rates(spec, cache.root)  # doctest: +NORMALIZE_WHITESPACE
+    tiny k2 loss_voronoi slope -0.500 [-0.500, -0.500] n in [100, 1600] (3 sizes, 0 excluded)
+    preferred law: power
+    """
     _print_rows(study_rate_table(specs, cache_dir), file)
 
 

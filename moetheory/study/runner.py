@@ -70,7 +70,20 @@ def bucket_length(n: int, ratio: float, buckets=()) -> int:
 
 
 def ladder(ratio: float, upto: int = 10 ** 9):
-    """The rungs of the bucket ladder (a generator, increasing)."""
+    """The rungs of the bucket ladder (a generator, increasing).
+
+    Parameters
+    ----------
+    ratio : float
+        Growth ratio between rungs (> 1); rung j is ⌈64·ratio^j / 8⌉·8.
+    upto : int
+        Stop after the first rung ≥ ``upto``.
+
+    Examples
+    --------
+    >>> list(ladder(1.5, upto=300))
+    [64, 96, 144, 216, 328]
+    """
     j, last = 0, 0
     while last < upto:
         rung = int(math.ceil(_LADDER_BASE * ratio ** j / 8.0)) * 8
@@ -81,7 +94,26 @@ def ladder(ratio: float, upto: int = 10 ** 9):
 
 
 def ladder_sizes(lo: float, hi: float, count: int, ratio: float) -> tuple:
-    """About ``count`` log-spaced sizes in [lo, hi] snapped *onto* ladder rungs (no padding waste)."""
+    """About ``count`` log-spaced sizes in [lo, hi] snapped *onto* ladder rungs (no padding waste).
+
+    Parameters
+    ----------
+    lo, hi : float
+        Range of sample sizes.
+    count : int
+        Wanted number of sizes (fewer when [lo, hi] holds fewer rungs).
+    ratio : float
+        Ladder ratio, as in :func:`ladder`.
+
+    Returns
+    -------
+    tuple of int, length <= count
+
+    Examples
+    --------
+    >>> ladder_sizes(100, 1000, 4, 1.5)
+    (144, 216, 488, 736)
+    """
     rungs = [r for r in ladder(ratio, int(hi * ratio) + 1) if lo <= r <= hi]
     if len(rungs) <= count:
         return tuple(rungs)
@@ -92,7 +124,23 @@ def ladder_sizes(lo: float, hi: float, count: int, ratio: float) -> tuple:
 # ---------------------------------------------------------------------------- the cell kernel
 @dataclass(frozen=True)
 class CellConfig:
-    """Everything static about one fitted model of a study (a jit static argument)."""
+    """Everything static about one fitted model of a study (a jit static argument).
+
+    ``n_pad`` is the padded data length N(n) (:func:`bucket_length`): x is drawn with shape
+    (n_pad, d) and y with shape (n_pad,), rows ≥ n having weight 0.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> cfg = cell_config(study, "k2", 100)
+    >>> cfg.n_pad, cfg.fit.label
+    (144, 'k2')
+    """
 
     truth_spec: MoESpec
     fit: FitSpec
@@ -260,7 +308,23 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The static part of the loss computation (no sample size: compiled once per fit)."""
+    """The static part of the loss computation (no sample size: compiled once per fit).
+
+    The loss kernel maps it over replicates: fitted parameters of shape (R, k, ...) give
+    per-replicate losses of shape (R,).
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> cfg = LossConfig(study.truth_spec, study.fit("k2"), study.design, study.losses)
+    >>> cfg.losses
+    ('voronoi',)
+    """
 
     truth_spec: MoESpec
     fit: FitSpec
@@ -286,7 +350,16 @@ def _cell_kernel(cfg: CellConfig, truth: MoEParams, n, keys, vectorize="vmap"):
 
 
 def default_vectorize() -> str:
-    """``$MOETHEORY_VECTORIZE`` if set ("vmap" or "map"), else vmap on accelerators, map on CPU."""
+    """``$MOETHEORY_VECTORIZE`` if set ("vmap" or "map"), else vmap on accelerators, map on CPU.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"MOETHEORY_VECTORIZE": "vmap"}):
+    ...     print(default_vectorize())
+    vmap
+    """
     v = os.environ.get("MOETHEORY_VECTORIZE")
     if v:
         if v not in ("vmap", "map"):
@@ -297,7 +370,28 @@ def default_vectorize() -> str:
 
 # ---------------------------------------------------------------------------- public
 def replicate_keys(seed: int, n: int, replicates) -> jnp.ndarray:
-    """Keys of replicates ``range(replicates)`` (or the given indices) at sample size n."""
+    """Keys of replicates ``range(replicates)`` (or the given indices) at sample size n.
+
+    Parameters
+    ----------
+    seed : int
+    n : int
+        Sample size (folded into the key, so adding sizes never changes existing replicates).
+    replicates : int or array (R,) of int
+        Number of replicates, or the replicate indices.
+
+    Returns
+    -------
+    jax key array, shape (R,)
+
+    Examples
+    --------
+    >>> replicate_keys(0, 100, 3).shape
+    (3,)
+    >>> bool((jax.random.key_data(replicate_keys(0, 100, [2]))[0]
+    ...       == jax.random.key_data(replicate_keys(0, 100, 3))[2]).all())
+    True
+    """
     idx = np.arange(replicates) if np.ndim(replicates) == 0 else np.asarray(replicates)
     kn = jax.random.fold_in(jax.random.key(seed), int(n))
     return jax.vmap(lambda r: jax.random.fold_in(kn, r))(jnp.asarray(idx, dtype=jnp.uint32))
@@ -311,6 +405,15 @@ def configure_compile_cache(cache_dir=None) -> str | None:
 
     Directory: ``$MOETHEORY_COMPILE_CACHE``, else ``<cache_dir>/jax-compile``; set
     ``MOETHEORY_COMPILE_CACHE=off`` to disable.
+
+    Returns the directory it configured, or None (already configured, disabled, or no directory).
+
+    Examples
+    --------
+    >>> configure_compile_cache(".moetheory-cache")  # doctest: +SKIP
+    '/abs/path/.moetheory-cache/jax-compile'
+    >>> configure_compile_cache(".moetheory-cache") is None  # doctest: +SKIP
+    True
     """
     global _COMPILE_CACHE_SET
     if _COMPILE_CACHE_SET:
@@ -332,7 +435,19 @@ def configure_compile_cache(cache_dir=None) -> str | None:
 
 
 def cell_config(study: StudySpec, label: str, n: int) -> CellConfig:
-    """The static configuration (and padded length) of the cell (fit ``label``, n)."""
+    """The static configuration (and padded length) of the cell (fit ``label``, n).
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> cell_config(study, "k2", 100).n_pad   # data padded to shape (144, d)
+    144
+    """
     return CellConfig(study.truth_spec, study.fit(label), study.design, study.estimator,
                       bucket_length(n, study.estimator.bucket_ratio,
                                     study.estimator.buckets))
@@ -344,6 +459,21 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectoriz
     ``replicates``: indices to compute (default: all replicates of the fit);
     ``vectorize``: "vmap" (one batched program: the EM loop runs until the slowest replicate
     stops) or "map" (replicates in sequence); default :func:`default_vectorize`.
+
+    Returns a dict of arrays with a leading replicate axis, shape (R, ...): e.g. ``loss_voronoi``
+    (R,), ``fit_beta1`` (R, k, d), ``failed`` (R,) bool, ``replicate``/``n``/``n_pad`` (R,).
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams  # doctest: +SKIP
+    >>> from moetheory.spec import MoESpec  # doctest: +SKIP
+    >>> from moetheory.study.spec import FitSpec, StudySpec  # doctest: +SKIP
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])  # doctest: +SKIP
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,  # doctest: +SKIP
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)  # doctest: +SKIP
+    >>> arrays = compute_cell(study, "k2", 100)  # doctest: +SKIP
+    >>> arrays["loss_voronoi"].shape, arrays["fit_beta1"].shape  # doctest: +SKIP
+    ((2,), (2, 2, 1))
     """
     ensure_x64()
     from moetheory.em.mstep import GATE_MSTEPS
@@ -383,7 +513,21 @@ def _cell_delay():
 
 
 def missing_cells(study: StudySpec, cache) -> list:
-    """The (label, n) cells of ``study`` not yet in ``cache``, in run order."""
+    """The (label, n) cells of ``study`` not yet in ``cache``, in run order.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from moetheory.study.cache import StudyCache
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> missing_cells(study, StudyCache(tempfile.mkdtemp()))
+    [('k2', 100), ('k2', 200)]
+    """
     return [(label, n) for label, n in study.cells() if not cache.has_cell(study, label, n)]
 
 
@@ -403,6 +547,18 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
     -------
     pandas.DataFrame of all results (one row per fit × n × replicate), via
     :func:`moetheory.study.cache.load_results`.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams  # doctest: +SKIP
+    >>> from moetheory.spec import MoESpec  # doctest: +SKIP
+    >>> from moetheory.study.spec import FitSpec, StudySpec  # doctest: +SKIP
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])  # doctest: +SKIP
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,  # doctest: +SKIP
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)  # doctest: +SKIP
+    >>> df = run_study(study, "/tmp/mt-cache", progress=False)  # doctest: +SKIP
+    >>> df.shape[0]   # 2 sizes x 2 replicates  # doctest: +SKIP
+    4
     """
     from moetheory.study.cache import StudyCache
 
@@ -422,7 +578,31 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
 
 
 def run_cells_local(study, todo, cache, progress=True):
-    """In-process execution of the given cells (no Dask import)."""
+    """In-process execution of the given cells (no Dask import).
+
+    Parameters
+    ----------
+    study : StudySpec
+    todo : list of (fit label, n)
+        Cells to compute; each is written to ``cache`` (arrays of shape (replicates, ...)).
+    cache : StudyCache
+    progress : bool
+        Show a :class:`~moetheory.study.progress.CellProgress` bar.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams  # doctest: +SKIP
+    >>> from moetheory.spec import MoESpec  # doctest: +SKIP
+    >>> from moetheory.study.spec import FitSpec, StudySpec  # doctest: +SKIP
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])  # doctest: +SKIP
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,  # doctest: +SKIP
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)  # doctest: +SKIP
+    >>> from moetheory.study.cache import StudyCache  # doctest: +SKIP
+    >>> cache = StudyCache("/tmp/mt-cache")  # doctest: +SKIP
+    >>> run_cells_local(study, missing_cells(study, cache), cache, progress=False)  # doctest: +SKIP
+    >>> missing_cells(study, cache)  # doctest: +SKIP
+    []
+    """
     from moetheory.study.progress import CellProgress
 
     configure_compile_cache(cache.root)
@@ -443,6 +623,28 @@ def summarize(df, loss: str = "loss_voronoi"):
     Columns: fit, n, mean, sd, n_ok, n_failed, n_undefined, n_not_converged. Failed replicates
     (NaN/inf fit, variance collapse) and replicates where this loss is undefined (NaN) are
     excluded from the mean and counted.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Results (one row per fit × n × replicate) with columns ``fit``, ``n``, ``failed``,
+        ``converged`` and ``loss``.
+    loss : str
+        The loss column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (fit, n).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"fit": ["k2"] * 4, "n": [100, 100, 200, 200], "replicate": [0, 1, 0, 1],
+    ...                    "failed": [False, True, False, False], "converged": [True] * 4,
+    ...                    "loss_voronoi": [0.4, 9.0, 0.2, 0.3]})
+    >>> summarize(df)[["fit", "n", "mean", "n_ok", "n_failed"]].values.tolist()
+    [['k2', 100, 0.4, 1, 1], ['k2', 200, 0.25, 2, 0]]
     """
     import pandas as pd
 
@@ -464,7 +666,34 @@ def summarize(df, loss: str = "loss_voronoi"):
 
 
 def loss_matrix(df, fit: str, loss: str = "loss_voronoi"):
-    """(sizes, losses (m, R)) for :func:`moetheory.rates.fit_rate`; failed replicates are NaN."""
+    """(sizes, losses (m, R)) for :func:`moetheory.rates.fit_rate`; failed replicates are NaN.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Results with columns ``fit``, ``n``, ``replicate``, ``failed`` and ``loss``.
+    fit : str
+        The fitted-model label.
+    loss : str
+        The loss column.
+
+    Returns
+    -------
+    sizes : numpy.ndarray, shape (m,)
+        The sorted sample sizes.
+    losses : numpy.ndarray, shape (m, R)
+        Loss per size and replicate; NaN for failed, missing or non-positive values.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"fit": ["k2"] * 4, "n": [100, 100, 200, 200], "replicate": [0, 1, 0, 1],
+    ...                    "failed": [False, True, False, False], "converged": [True] * 4,
+    ...                    "loss_voronoi": [0.4, 9.0, 0.2, 0.3]})
+    >>> sizes, mat = loss_matrix(df, "k2")
+    >>> sizes.tolist(), mat.tolist()
+    ([100, 200], [[0.4, nan], [0.2, 0.3]])
+    """
     g = df[df["fit"] == fit]
     sizes = np.array(sorted(g["n"].unique()))
     R = int(g["replicate"].max()) + 1 if len(g) else 0

@@ -80,7 +80,16 @@ def _check_int(name, value, minimum):
 
 @dataclass(frozen=True)
 class DesignSpec:
-    """Covariate design: a name of :data:`moetheory.designs.DESIGNS` and its options."""
+    """Covariate design: a name of :data:`moetheory.designs.DESIGNS` and its options.
+
+    ``low``/``high`` bound ``grid`` and ``uniform`` designs, ``scale`` is the sd of ``gaussian``
+    designs and ``radius`` that of ball designs (all scalars, stored as float).
+
+    Examples
+    --------
+    >>> DesignSpec("grid", low=0, high=1).to_dict()
+    {'name': 'grid', 'low': 0.0, 'high': 1.0, 'scale': 1.0, 'radius': 1.0}
+    """
 
     name: str = "grid"
     low: float = -1.0
@@ -113,6 +122,12 @@ class EstimatorSpec:
     bucket_ratio : padded lengths form a geometric ladder with this ratio (see the runner);
     buckets : explicit padded lengths, used first (a size above all of them uses the ladder);
     max_newton : Newton steps per softmax gate M-step.
+
+    Examples
+    --------
+    >>> est = EstimatorSpec(init="perturb", max_iter=500, buckets=(800, 200))
+    >>> est.buckets, est.tol
+    ((200, 800), 1e-06)
     """
 
     init: str = "paper"
@@ -162,6 +177,12 @@ class FitSpec:
         (see :func:`moetheory.losses.voronoi_loss`);
     expected_rate : theoretical slope of the loss (drawn in figures; not hashed);
     title : panel title (not hashed).
+
+    Examples
+    --------
+    >>> fit = FitSpec("k3", MoESpec(3, 1), sizes=(1000, 500, 500), n_starts=2)
+    >>> fit.sizes, fit.spec.n_experts
+    ((500, 1000), 3)
     """
 
     label: str
@@ -220,7 +241,23 @@ class FitSpec:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A complete, frozen Monte Carlo study declaration (see the module docstring)."""
+    """A complete, frozen Monte Carlo study declaration (see the module docstring).
+
+    ``truth`` is a :class:`~moetheory.params.MoEParams` with ``beta0`` shape (k*,) and ``beta1``
+    shape (k*, d) (stored as nested tuples so the spec is hashable); every fit must have the
+    truth's d and k >= k*.
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> s = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...               fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    >>> s.cells()
+    [('k2', 100), ('k2', 200)]
+    >>> StudySpec.from_json(s.to_json()) == s
+    True
+    """
 
     name: str
     truth_spec: MoESpec
