@@ -22,7 +22,7 @@ import numpy as np
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, integer_sizes
 
 TRUTH = MoEParams.create(beta0=[-8.0, 0.0], beta1=[[25.0], [0.0]], a=[[-20.0], [20.0]],
                          b=[15.0, -5.0], var=[0.09, 0.16])
@@ -30,18 +30,15 @@ TRUTH_SPEC = MoESpec(2, 1)
 LOSSES = ("voronoi", "voronoi_pinned", "hellinger")
 
 
-def _ints(values):
-    return tuple(int(v) for v in np.unique(np.round(np.asarray(values, dtype=float))))
-
 
 def _study(preset: str) -> StudySpec:
     if preset == "full":
-        k2 = _ints(np.concatenate([[100, 300, 500, 700, 900], np.linspace(1000, 1e5, 195)]))
-        k34 = _ints(np.linspace(1e4, 1e5, 200))
+        k2 = integer_sizes(np.concatenate([[100, 300, 500, 700, 900], np.linspace(1000, 1e5, 195)]))
+        k34 = integer_sizes(np.linspace(1e4, 1e5, 200))
         reps, starts, est = 40, 5, EstimatorSpec(init="paper", tol=1e-6, max_iter=2000)
     elif preset == "quick":
-        k2 = _ints(np.geomspace(1000, 32000, 8))
-        k34 = _ints(np.geomspace(1000, 4096, 4))
+        k2 = integer_sizes(np.geomspace(1000, 32000, 8))
+        k34 = integer_sizes(np.geomspace(1000, 4096, 4))
         reps, starts = 8, 2
         est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(4096, 32768))
     else:

@@ -17,11 +17,10 @@ temperature gate — the activation gates' over-fitted EM is ~100× dearer on CP
 """
 from __future__ import annotations
 
-import numpy as np
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, standard_grid
 
 TRUTH = MoEParams.create(beta0=[0.5, 0.0], beta1=[[2.0], [0.0]], a=[[-1.0], [1.0]],
                          b=[0.5, -0.5], var=[0.05, 0.05], tau=0.5)
@@ -33,20 +32,9 @@ FAMILIES = {
 PRESETS = ("quick", "full")
 
 
-def _ints(values):
-    return tuple(int(v) for v in np.unique(np.round(np.asarray(values, dtype=float))))
-
 
 def _study(preset: str, family: str) -> StudySpec:
-    if preset == "full":
-        sizes = _ints(np.geomspace(1000, 1e5, 20))
-        reps, starts, est = 40, 3, EstimatorSpec(init="paper", tol=1e-6, max_iter=2000)
-    elif preset == "quick":
-        sizes = _ints(np.geomspace(1000, 8192, 5))
-        reps, starts = 8, 1
-        est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(8192,))
-    else:
-        raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
+    sizes, reps, starts, est = standard_grid(preset)
     opts = FAMILIES[family]
     temp = family == "temperature"
     translation = "infimum" if temp else "bias"

@@ -18,11 +18,10 @@ Presets: ``quick`` (5 sizes in [1e3, 8192], 8 replicates — minutes on 2 cores)
 """
 from __future__ import annotations
 
-import numpy as np
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, standard_grid
 
 TRUTH = MoEParams.create(beta0=[0.0, 0.5, 0.0], beta1=[[-4.0], [0.0], [4.0]],
                          a=[[-2.0], [1.0], [2.0]], b=[1.0, 0.0, -1.0], var=[0.1, 0.1, 0.1])
@@ -31,20 +30,9 @@ LOSSES = ("voronoi", "hellinger")
 PRESETS = ("quick", "full")
 
 
-def _ints(values):
-    return tuple(int(v) for v in np.unique(np.round(np.asarray(values, dtype=float))))
-
 
 def _study(preset: str) -> StudySpec:
-    if preset == "full":
-        sizes = _ints(np.geomspace(1000, 1e5, 20))
-        reps, starts, est = 40, 3, EstimatorSpec(init="paper", tol=1e-6, max_iter=2000)
-    elif preset == "quick":
-        sizes = _ints(np.geomspace(1000, 8192, 5))
-        reps, starts = 8, 1
-        est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(8192,))
-    else:
-        raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
+    sizes, reps, starts, est = standard_grid(preset)
     fits = (
         FitSpec("exact", MoESpec(3, 1, gate="topk", top_k=2), sizes=sizes, n_starts=1,
                 expected_rate=-0.5, title="exact: k = 3, K = 2"),

@@ -47,6 +47,19 @@ COORDS = ("raw", "identified")
 SPEC_VERSION = 2  # bump when the meaning of a field changes: invalidates every cache
 
 
+def integer_sizes(values) -> tuple:
+    """Sorted distinct sample sizes: ``values`` rounded to integers, shape (m,) as a tuple.
+
+    Examples
+    --------
+    >>> integer_sizes([1000.4, 999.6, 2000.0])
+    (1000, 2000)
+    """
+    import numpy as np
+
+    return tuple(int(v) for v in np.unique(np.round(np.asarray(values, dtype=float))))
+
+
 def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
@@ -484,3 +497,26 @@ def _to_toml(d: dict) -> str:
     out: list = []
     _toml_table(d, "", out)
     return "\n".join(out) + "\n"
+
+
+def standard_grid(preset: str):
+    """Sizes, replicates, starts and estimator of the topk/temperature presets (our design, OPEN).
+
+    ``full``: 20 log-spaced n in [1e3, 1e5], 40 replicates, best of 3 starts; ``quick``: 5 n in
+    [1e3, 8192], 8 replicates, 1 start, one padding bucket.
+
+    Examples
+    --------
+    >>> sizes, reps, starts, est = standard_grid("quick")
+    >>> sizes, reps, starts
+    ((1000, 1692, 2862, 4842, 8192), 8, 1)
+    """
+    import numpy as np
+
+    if preset == "full":
+        return (integer_sizes(np.geomspace(1000, 1e5, 20)), 40, 3,
+                EstimatorSpec(init="paper", tol=1e-6, max_iter=2000))
+    if preset == "quick":
+        return (integer_sizes(np.geomspace(1000, 8192, 5)), 8, 1,
+                EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(8192,)))
+    raise ValueError(f"preset must be one of ('quick', 'full'); got {preset!r}")
