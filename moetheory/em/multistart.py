@@ -30,6 +30,8 @@ class MultistartResult(NamedTuple):
     continued : (n_keep,) indices of the starts continued to convergence
     final_logliks : (n_keep,) their final log-likelihoods
     best_start : index of the start that won
+    final_floor_hit : (n_keep,) bool, whether each continued start hit the variance floor (the
+        winner is the best start that did not, when there is one)
 
     Examples
     --------
@@ -50,6 +52,7 @@ class MultistartResult(NamedTuple):
     continued: np.ndarray
     final_logliks: np.ndarray
     best_start: int
+    final_floor_hit: np.ndarray
 
 
 def _stack(trees):
@@ -225,4 +228,5 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     # Report the winning start's total iterations (short run + continuation).
     winner = _take(final, best)
     winner = winner._replace(n_iter=winner.n_iter + int(iters_before[best]))
-    return MultistartResult(winner, kinds, ll, order, fl, int(order[best]))
+    return MultistartResult(winner, kinds, ll, order, fl, int(order[best]),
+                            np.asarray(final.floor_hit))
