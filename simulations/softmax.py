@@ -6,6 +6,15 @@ Fitted: k = 2 (exact-fitted, loss D_1), k = 3 and 4 (over-fitted, loss D_2). EM 
 ``paper`` initialisation, relative tolerance 1e-6, at most 2000 iterations; one start for
 k = 2, the best of 5 for k = 3, 4 (``full``).
 
+Gate M-step: the official code iterates the gate's Newton method to convergence inside every
+M-step. Both presets take **one** warm-started Newton step (with step-halving, so the gate
+objective never decreases) per EM iteration (``max_newton=1``): an ECM algorithm with the same
+fixed points and a monotone likelihood, 2–3× cheaper per iteration on CPU. Measured against
+``max_newton=50`` on the full protocol (k = 4, n = 29,899, 8 replicates): the largest
+per-replicate change of the Voronoi loss was 1.4% and of ℓ 1.2e-7 relative (tol-level
+differences; the study's Monte Carlo error of the mean loss is ~10%). Set
+``EstimatorSpec(max_newton=50)`` to run the official inner loop.
+
 Presets
 -------
 ``full``  the paper's grids: k=2: n ∈ {100, 300, 500, 700, 900} ∪ linspace(1e3, 1e5, 195);
@@ -35,12 +44,14 @@ def _study(preset: str) -> StudySpec:
     if preset == "full":
         k2 = integer_sizes(np.concatenate([[100, 300, 500, 700, 900], np.linspace(1000, 1e5, 195)]))
         k34 = integer_sizes(np.linspace(1e4, 1e5, 200))
-        reps, starts, est = 40, 5, EstimatorSpec(init="paper", tol=1e-6, max_iter=2000)
+        reps, starts = 40, 5
+        est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, max_newton=1)
     elif preset == "quick":
         k2 = integer_sizes(np.geomspace(1000, 32000, 8))
         k34 = integer_sizes(np.geomspace(1000, 4096, 4))
         reps, starts = 8, 2
-        est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(4096, 32768))
+        est = EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, max_newton=1,
+                            buckets=(4096, 32768))
     else:
         raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
     fits = (

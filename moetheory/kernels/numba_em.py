@@ -26,9 +26,14 @@ work buffers written by the E-step pass. With ``max_newton=1`` the step-halving 
 gate step is folded into the next E-step pass: one pass over the data per EM iteration.
 
 Speed notes (measured in ``benchmarks/``): rows are processed in blocks of ``BLOCK`` laid out
-expert-major in small stack-like buffers, the exps go through :func:`_exp` (a branch-free,
-~1 ulp exp that LLVM vectorises; Numba's ``math.exp`` calls libm one value at a time because
-this llvmlite has no SVML), and only the statistics' reductions allow reassociation.
+expert-major in small stack-like buffers, so that every inner loop runs over the rows and
+vectorises; the exps and logs go through :func:`_exp` and :func:`_log` (branch-free, ~1 ulp,
+vectorisable; Numba's ``math.exp``/``math.log`` call libm one value at a time because this
+llvmlite has no SVML), branches inside row loops are selects, the (n, k) responsibilities are
+moved by small-k unrolled loops, and the statistics of d = 1 and d = 2 have fused one-loop
+reductions. Only the reductions allow reassociation (in a fixed order: reproducible); the
+kernels with exps/logs allow FMA contraction, the logits and log densities are evaluated without
+it (plain left-to-right, so that large logits give the same exps' arguments).
 
 This module imports Numba at import time; nothing else in moetheory imports it, so Numba stays
 an optional, lazily loaded dependency (DESIGN.md §6). Kernels are compiled on first use and
@@ -49,7 +54,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 MIN_EXPERT_WEIGHT = 1e-8
 
 _jit = njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
-_inner = njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+_inner = njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
 
 
 @intrinsic
@@ -63,36 +68,109 @@ def _bits_to_f64(typingctx, v):
     return sig, codegen
 
 
+@intrinsic
+def _f64_to_bits(typingctx, v):
+    """Reinterpret a float64 as an int64 (an LLVM bitcast; vectorisable)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
+#: 2^52 + 1023: adding an integer-valued double in [-1023, 2^52) to it puts that integer + 1023
+#: in the low mantissa bits (exactly), so float(exponent) needs no int->double conversion
+#: (AVX2 has none for 64-bit integers; LLVM would scalarise it).
+_MAGIC = 4503599627371519.0
+#: 1.5 * 2^52: t = v + _ROUND rounds v (|v| < 2^51) to an integer kept in t's low bits.
+_ROUND = 6755399441055744.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_core(x, xc):
+    """exp(xc) for xc in [−708, 709] (0 where x ≤ −708 or NaN): Cody–Waite reduction
+    xc = k ln2 + r, |r| ≤ ln2/2 (k rounded by the 1.5·2^52 trick, which also leaves k in the
+    low bits for building 2^k: no float<->int conversions), a degree-11 polynomial of exp(r)
+    (Chebyshev fit, 1 + r + r²q(r); error < 2e-17 relative on |r| ≤ ln2/2)."""
+    t = xc * _LOG2E + _ROUND
+    kf = t - _ROUND
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    q = 2.510038549551032e-08
+    q = q * r + 2.7620088445409746e-07
+    q = q * r + 2.7557268459997064e-06
+    q = q * r + 2.4801521295954376e-05
+    q = q * r + 0.00019841269863053618
+    q = q * r + 0.0013888888917213717
+    q = q * r + 0.008333333333330062
+    q = q * r + 0.04166666666662413
+    q = q * r + 0.16666666666666669
+    q = q * r + 0.5000000000000001
+    q = q * r + 1.0
+    q = q * r + 1.0
+    res = q * _bits_to_f64((_f64_to_bits(t) + 1023) << 52)
+    return res if x > -708.0 else 0.0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _exp(x):
     """exp(x) to about 1 ulp, branch-free so that loops over it vectorise (Numba's math.exp
-    calls libm one value at a time: no SVML in this build). Cody–Waite reduction
-    x = k ln2 + r, |r| ≤ ln2/2, degree-13 Taylor polynomial of exp(r) (truncation < 1e-17
-    relative), times 2^k built from its bits. Underflows to 0 below −708 (no subnormals)."""
-    xc = min(max(x, -708.0), 709.0)
-    kf = math.floor(xc * _LOG2E + 0.5)
-    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-    q = 1.6059043836821613e-10
-    q = q * r + 2.08767569878681e-09
-    q = q * r + 2.505210838544172e-08
-    q = q * r + 2.755731922398589e-07
-    q = q * r + 2.7557319223985893e-06
-    q = q * r + 2.48015873015873e-05
-    q = q * r + 0.0001984126984126984
-    q = q * r + 0.001388888888888889
-    q = q * r + 0.008333333333333333
-    q = q * r + 0.041666666666666664
-    q = q * r + 0.16666666666666666
-    q = q * r + 0.5
-    q = q * r + 1.0
-    q = q * r + 1.0
-    res = q * _bits_to_f64((np.int64(kf) + 1023) << 52)
-    return res if x > -708.0 else 0.0
+    calls libm one value at a time: no SVML in this build). See :func:`_exp_core`. Underflows
+    to 0 at −708 and below (no subnormals); overflows to 2^1023·(…) ≈ exp(709) above 709."""
+    return _exp_core(x, min(max(x, -708.0), 709.0))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_neg(x):
+    """:func:`_exp` for x ≤ 0 (arguments v − max v; one clamp less)."""
+    return _exp_core(x, max(x, -708.0))
+
+
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log_core(x, dk0):
+    """log(x) + dk0·ln 2 for a positive normal x (fdlibm's e_log.c, branch-free: x = 2^k m,
+    m in [√2/2, √2), log m from s = (m−1)/(m+1) and a degree-14 minimax polynomial in s;
+    < 1 ulp). The exponent goes to a double through its bits (no int->double conversion)."""
+    ix = _f64_to_bits(x) + 0x00095F6200000000  # (0x3ff00000 - 0x3fe6a09e) << 32
+    dk = (_bits_to_f64((ix >> 52) | 0x4330000000000000) - _MAGIC) + dk0
+    f = _bits_to_f64((ix & 0x000FFFFFFFFFFFFF) + 0x3FE6A09E00000000) - 1.0
+    hfsq = 0.5 * f * f
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    return s * (hfsq + (t2 + t1)) + dk * _LN2_LO - hfsq + f + dk * _LN2_HI
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log(x):
+    """log(x) to < 1 ulp, branch-free so that loops over it vectorise (Numba's math.log calls
+    libm one value at a time); see :func:`_log_core`. Subnormals, 0, negative, inf and NaN
+    arguments give what math.log's IEEE results would (−inf for 0, NaN below 0)."""
+    sub = x < 2.2250738585072014e-308
+    res = _log_core(x * 18014398509481984.0, -54.0) if sub else _log_core(x, 0.0)  # 2^54
+    res = res if x < np.inf else x
+    return res if x > 0.0 else (-np.inf if x == 0.0 else np.nan)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _log_norm(x):
+    """:func:`_log` for x ≥ 2^−1022 (or +inf, NaN): the normalisers Σ_i exp(v_i − max v) ≥ 1."""
+    res = _log_core(x, 0.0)
+    return res if x < np.inf else x
 
 
 _acc = njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
@@ -100,14 +178,247 @@ BLOCK = 256
 
 
 @_acc
-def _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info):
-    """Add one block's statistics. rb (k, B): w·r; gb (k+1, B): w·g_i and, in row k, 1/w;
-    eb (k, B): residuals; xb (d+1, B): x̃. Reassociation is allowed here (and only here) so
-    that the reductions vectorise; the order is fixed, so results are reproducible."""
+def _block_sum(nb, v):
+    """Σ_j v[j] over one block (reassociated: vectorised; fixed order, reproducible)."""
+    s = 0.0
+    for j in range(nb):
+        s += v[j]
+    return s
+
+
+@_acc
+def _accumulate_block_p2(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts):
+    """:func:`_accumulate_block` for d = 1 (x̃ = [x, 1]): one loop per expert for all of its
+    sums, with the constant column's products (x̃_1 = 1) taken as the sums they equal."""
     k = rb.shape[0]
-    p = xb.shape[0]
     km1 = k - 1
     for i in range(k):
+        gx = 0.0
+        g1 = 0.0
+        ixx = 0.0
+        ix = 0.0
+        i1 = 0.0
+        if not experts:
+            if i < km1:
+                for j in range(nb):
+                    r = rb[i, j]
+                    x0 = xb[0, j]
+                    g = gb[i, j]
+                    dg = r - g
+                    gx += dg * x0
+                    g1 += dg
+                    t = g * (1.0 - gb[k, j] * g)
+                    tx = t * x0
+                    ixx += tx * x0
+                    ix += tx
+                    i1 += t
+        else:
+            sr = 0.0
+            see = 0.0
+            sxe = 0.0
+            se = 0.0
+            sxx = 0.0
+            sx = 0.0
+            if i < km1:
+                for j in range(nb):
+                    r = rb[i, j]
+                    e = eb[i, j]
+                    x0 = xb[0, j]
+                    rx = r * x0
+                    re = r * e
+                    sr += r
+                    see += re * e
+                    sxe += rx * e
+                    se += re
+                    sxx += rx * x0
+                    sx += rx
+                    g = gb[i, j]
+                    dg = r - g
+                    gx += dg * x0
+                    g1 += dg
+                    t = g * (1.0 - gb[k, j] * g)
+                    tx = t * x0
+                    ixx += tx * x0
+                    ix += tx
+                    i1 += t
+            else:
+                for j in range(nb):
+                    r = rb[i, j]
+                    e = eb[i, j]
+                    x0 = xb[0, j]
+                    rx = r * x0
+                    re = r * e
+                    sr += r
+                    see += re * e
+                    sxe += rx * e
+                    se += re
+                    sxx += rx * x0
+                    sx += rx
+            R[i] += sr
+            ree[i] += see
+            rxe[i, 0] += sxe
+            rxe[i, 1] += se
+            G[i, 0, 0] += sxx
+            G[i, 0, 1] += sx
+            G[i, 1, 1] += sr
+        if i < km1:
+            grad[i, 0] += gx
+            grad[i, 1] += g1
+            q = 2 * i
+            info[q, q] += ixx
+            info[q, q + 1] += ix
+            info[q + 1, q + 1] += i1
+    for i in range(km1):
+        for jj in range(i + 1, km1):
+            oxx = 0.0
+            ox = 0.0
+            o1 = 0.0
+            for j in range(nb):
+                t = gb[i, j] * gb[k, j] * gb[jj, j]
+                x0 = xb[0, j]
+                tx = t * x0
+                oxx -= tx * x0
+                ox -= tx
+                o1 -= t
+            q = 2 * i
+            c = 2 * jj
+            info[q, c] += oxx
+            info[q, c + 1] += ox
+            info[q + 1, c] += ox
+            info[q + 1, c + 1] += o1
+
+
+@_acc
+def _accumulate_block_p3(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts):
+    """:func:`_accumulate_block` for d = 2 (x̃ = [x_0, x_1, 1]): per expert one loop for its
+    sums and one for its gate sums, the constant column's products taken as the sums they
+    equal."""
+    k = rb.shape[0]
+    km1 = k - 1
+    for i in range(k if experts else 0):
+        sr = 0.0
+        see = 0.0
+        s0e = 0.0
+        s1e = 0.0
+        se = 0.0
+        s00 = 0.0
+        s01 = 0.0
+        s0 = 0.0
+        s11 = 0.0
+        s1 = 0.0
+        for j in range(nb):
+            r = rb[i, j]
+            e = eb[i, j]
+            x0 = xb[0, j]
+            x1 = xb[1, j]
+            r0 = r * x0
+            r1 = r * x1
+            re = r * e
+            sr += r
+            see += re * e
+            s0e += r0 * e
+            s1e += r1 * e
+            se += re
+            s00 += r0 * x0
+            s01 += r0 * x1
+            s0 += r0
+            s11 += r1 * x1
+            s1 += r1
+        R[i] += sr
+        ree[i] += see
+        rxe[i, 0] += s0e
+        rxe[i, 1] += s1e
+        rxe[i, 2] += se
+        G[i, 0, 0] += s00
+        G[i, 0, 1] += s01
+        G[i, 0, 2] += s0
+        G[i, 1, 1] += s11
+        G[i, 1, 2] += s1
+        G[i, 2, 2] += sr
+    for i in range(km1):
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        i00 = 0.0
+        i01 = 0.0
+        i02 = 0.0
+        i11 = 0.0
+        i12 = 0.0
+        i22 = 0.0
+        for j in range(nb):
+            x0 = xb[0, j]
+            x1 = xb[1, j]
+            g = gb[i, j]
+            dg = rb[i, j] - g
+            g0 += dg * x0
+            g1 += dg * x1
+            g2 += dg
+            t = g * (1.0 - gb[k, j] * g)
+            t0 = t * x0
+            t1 = t * x1
+            i00 += t0 * x0
+            i01 += t0 * x1
+            i02 += t0
+            i11 += t1 * x1
+            i12 += t1
+            i22 += t
+        grad[i, 0] += g0
+        grad[i, 1] += g1
+        grad[i, 2] += g2
+        q = 3 * i
+        info[q, q] += i00
+        info[q, q + 1] += i01
+        info[q, q + 2] += i02
+        info[q + 1, q + 1] += i11
+        info[q + 1, q + 2] += i12
+        info[q + 2, q + 2] += i22
+        for jj in range(i + 1, km1):
+            o00 = 0.0
+            o01 = 0.0
+            o02 = 0.0
+            o11 = 0.0
+            o12 = 0.0
+            o22 = 0.0
+            for j in range(nb):
+                t = gb[i, j] * gb[k, j] * gb[jj, j]
+                x0 = xb[0, j]
+                x1 = xb[1, j]
+                t0 = t * x0
+                t1 = t * x1
+                o00 -= t0 * x0
+                o01 -= t0 * x1
+                o02 -= t0
+                o11 -= t1 * x1
+                o12 -= t1
+                o22 -= t
+            c = 3 * jj
+            info[q, c] += o00
+            info[q, c + 1] += o01
+            info[q, c + 2] += o02
+            info[q + 1, c] += o01
+            info[q + 1, c + 1] += o11
+            info[q + 1, c + 2] += o12
+            info[q + 2, c] += o02
+            info[q + 2, c + 1] += o12
+            info[q + 2, c + 2] += o22
+
+
+@_acc
+def _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts=True):
+    """Add one block's statistics. rb (k, B): w·r; gb (k+1, B): w·g_i and, in row k, 1/w;
+    eb (k, B): residuals; xb (d+1, B): x̃. Reassociation is allowed here (and only here) so
+    that the reductions vectorise; the order is fixed, so results are reproducible. Only the
+    upper triangles of G_i and of the information are computed (the callers mirror them)."""
+    k = rb.shape[0]
+    p = xb.shape[0]
+    if p == 2:
+        _accumulate_block_p2(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts)
+        return
+    if p == 3:
+        _accumulate_block_p3(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts)
+        return
+    km1 = k - 1
+    for i in range(k if experts else 0):
         s = 0.0
         s2 = 0.0
         for j in range(nb):
@@ -133,7 +444,7 @@ def _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info):
             grad[i, u] += s
         for jj in range(i, km1):
             for u in range(p):
-                for v in range(p):
+                for v in range(u if jj == i else 0, p):
                     s = 0.0
                     if jj == i:
                         for j in range(nb):
@@ -145,14 +456,167 @@ def _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info):
 
 
 @_inner
+def _store_block(out, blk, nb):
+    """out[j, i] = blk[i, j] for j < nb (a (k, B) block into rows of an (n, k) array); unrolled
+    for small k: a loop over k inside the loop over rows costs more than the stores."""
+    k = blk.shape[0]
+    if k == 2:
+        for j in range(nb):
+            out[j, 0] = blk[0, j]
+            out[j, 1] = blk[1, j]
+    elif k == 3:
+        for j in range(nb):
+            out[j, 0] = blk[0, j]
+            out[j, 1] = blk[1, j]
+            out[j, 2] = blk[2, j]
+    elif k == 4:
+        for j in range(nb):
+            out[j, 0] = blk[0, j]
+            out[j, 1] = blk[1, j]
+            out[j, 2] = blk[2, j]
+            out[j, 3] = blk[3, j]
+    else:
+        for i in range(k):
+            for j in range(nb):
+                out[j, i] = blk[i, j]
+
+
+@_inner
+def _load_block(blk, src, nb):
+    """blk[i, j] = src[j, i] for j < nb (rows of an (n, k) array into a (k, B) block)."""
+    k = blk.shape[0]
+    if k == 2:
+        for j in range(nb):
+            blk[0, j] = src[j, 0]
+            blk[1, j] = src[j, 1]
+    elif k == 3:
+        for j in range(nb):
+            blk[0, j] = src[j, 0]
+            blk[1, j] = src[j, 1]
+            blk[2, j] = src[j, 2]
+    elif k == 4:
+        for j in range(nb):
+            blk[0, j] = src[j, 0]
+            blk[1, j] = src[j, 1]
+            blk[2, j] = src[j, 2]
+            blk[3, j] = src[j, 3]
+    else:
+        for i in range(k):
+            for j in range(nb):
+                blk[i, j] = src[j, i]
+
+
+@_jit
+def _linear_block(start, nb, y, beta0, beta1, a, b, cst, ivar, xb, H, eb, L, hm, jm):
+    """Logits H, residuals eb and log joint densities L (k, nb) of rows start.. (x̃ in xb) and
+    their maxima over the experts, hm and jm; every loop runs over the rows (vectorised).
+    Compiled without FMA contraction: with large logits an FMA would change the exps'
+    arguments (and so the results) by more than a few ulps relative to a plain evaluation."""
+    d = xb.shape[0] - 1
+    k = beta0.shape[0]
+    for j in range(nb):
+        hm[j] = -np.inf
+        jm[j] = -np.inf
+    if d == 1:
+        for i in range(k):
+            b0 = beta0[i]
+            bc = beta1[i, 0]
+            bi = b[i]
+            ac = a[i, 0]
+            ci = cst[i]
+            vi = ivar[i]
+            for j in range(nb):
+                xv = xb[0, j]
+                h = b0 + bc * xv
+                e = y[start + j] - (bi + ac * xv)
+                lj = h + ci - e * e * vi
+                H[i, j] = h
+                eb[i, j] = e
+                L[i, j] = lj
+                hm[j] = max(hm[j], h)
+                jm[j] = max(jm[j], lj)
+        return
+    for i in range(k):
+        b0 = beta0[i]
+        bi = b[i]
+        for j in range(nb):
+            H[i, j] = b0
+            eb[i, j] = bi
+        for c in range(d):
+            bc = beta1[i, c]
+            ac = a[i, c]
+            for j in range(nb):
+                H[i, j] += bc * xb[c, j]
+                eb[i, j] += ac * xb[c, j]
+        ci = cst[i]
+        vi = ivar[i]
+        for j in range(nb):
+            e = y[start + j] - eb[i, j]
+            lj = H[i, j] + ci - e * e * vi
+            eb[i, j] = e
+            L[i, j] = lj
+            hm[j] = max(hm[j], H[i, j])
+            jm[j] = max(jm[j], lj)
+
+
+@_inner
+def _q_block(src, H, hm, qb, nb):
+    """qb[j] = Σ_i r_ji (H[i, j] − hm[j]) over the i with r_ji > 0 (r: the rows of the (n, k)
+    array src); unrolled for small k, as :func:`_store_block`."""
+    k = H.shape[0]
+    if k == 2:
+        for j in range(nb):
+            h = hm[j]
+            r0 = src[j, 0]
+            r1 = src[j, 1]
+            t0 = r0 * (H[0, j] - h)
+            t1 = r1 * (H[1, j] - h)
+            qb[j] = (t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0)
+    elif k == 3:
+        for j in range(nb):
+            h = hm[j]
+            r0 = src[j, 0]
+            r1 = src[j, 1]
+            r2 = src[j, 2]
+            t0 = r0 * (H[0, j] - h)
+            t1 = r1 * (H[1, j] - h)
+            t2 = r2 * (H[2, j] - h)
+            qb[j] = ((t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0)
+                     + (t2 if r2 > 0.0 else 0.0))
+    elif k == 4:
+        for j in range(nb):
+            h = hm[j]
+            r0 = src[j, 0]
+            r1 = src[j, 1]
+            r2 = src[j, 2]
+            r3 = src[j, 3]
+            t0 = r0 * (H[0, j] - h)
+            t1 = r1 * (H[1, j] - h)
+            t2 = r2 * (H[2, j] - h)
+            t3 = r3 * (H[3, j] - h)
+            qb[j] = (((t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0))
+                     + (t2 if r2 > 0.0 else 0.0)) + (t3 if r3 > 0.0 else 0.0)
+    else:
+        for j in range(nb):
+            qb[j] = 0.0
+        for i in range(k):
+            for j in range(nb):
+                ri = src[j, i]
+                t = ri * (H[i, j] - hm[j])
+                qb[j] += t if ri > 0.0 else 0.0
+
+
+@_inner
 def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check, hard, acc, R,
                 G, rxe, ree, grad, info):
     """Rows lo..hi-1 of the fused E-step; adds into the accumulators (acc = [ℓ, Q, Q_prev]).
 
     Rows go in blocks of ``BLOCK``, laid out expert-major in small (k, BLOCK) buffers
-    (L1-resident; no (n, k) temporary): logits and log joint densities first, then the exps as
-    plain loops that LLVM vectorises (:func:`_exp`), then one log of each normaliser per row;
-    :func:`_accumulate_block` adds the block's sufficient statistics.
+    (L1-resident; no (n, k) temporary): logits, log joint densities and their maxima first
+    (:func:`_linear_block`), then the exps as plain loops that LLVM vectorises
+    (:func:`_exp_neg`), then one log of each normaliser per row (:func:`_log_norm`, also
+    vectorised); per-row sums (w ℓ_n, Σ_i r log g) go to block buffers whose sums are added
+    in a fixed order; :func:`_accumulate_block` adds the block's sufficient statistics.
 
     With ``check``, also Q_prev = Σ r_prev log g at the current gate, where ``resp_prev`` are
     the previous E-step's responsibilities: the step-halving test of the previous gate step,
@@ -164,7 +628,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     k = beta0.shape[0]
     p = d + 1
     H = np.empty((k, BLOCK))
-    L = np.empty((k, BLOCK))
+    L = np.empty((k, BLOCK))  # log joint densities
     rb = np.zeros((k, BLOCK))
     gb = np.zeros((k + 1, BLOCK))  # w g_i for i < k; row k: 1 / w (for the information)
     eb = np.zeros((k, BLOCK))
@@ -173,6 +637,9 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     jm = np.empty(BLOCK)
     sh = np.empty(BLOCK)
     sj = np.empty(BLOCK)
+    lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g, Σ_i r_prev log g
+    qb = np.zeros(BLOCK)
+    pb = np.zeros(BLOCK)
     cst = np.empty(k)
     ivar = np.empty(k)
     for i in range(k):
@@ -186,49 +653,36 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
         for c in range(d):
             for j in range(nb):
                 xb[c, j] = x[start + j, c]
+        _linear_block(start, nb, y, beta0, beta1, a, b, cst, ivar, xb, H, eb, L, hm, jm)
         for j in range(nb):
-            hm[j] = -np.inf
-            jm[j] = -np.inf
             sh[j] = 0.0
             sj[j] = 0.0
         for i in range(k):
             for j in range(nb):
-                s = beta0[i]
-                m_ = b[i]
-                for c in range(d):
-                    s += beta1[i, c] * xb[c, j]
-                    m_ += a[i, c] * xb[c, j]
-                e = y[start + j] - m_
-                H[i, j] = s
-                eb[i, j] = e
-                lj = s + cst[i] - e * e * ivar[i]
-                L[i, j] = lj
-                hm[j] = max(hm[j], s)
-                jm[j] = max(jm[j], lj)
-        for i in range(k):
-            for j in range(nb):
-                g = _exp(H[i, j] - hm[j])
+                g = _exp_neg(H[i, j] - hm[j])
                 gb[i, j] = g
                 sh[j] += g
-                r = _exp(L[i, j] - jm[j])
+                r = _exp_neg(L[i, j] - jm[j])
                 rb[i, j] = r
                 sj[j] += r
         for j in range(nb):
             wn = w[start + j]
-            lseh = hm[j] + math.log(sh[j])
-            if wn != 0.0:
-                ll += wn * (jm[j] + math.log(sj[j]) - lseh)
-                gb[k, j] = 1.0 / wn
-            else:
-                gb[k, j] = 0.0
+            nz = wn != 0.0
+            lseh = hm[j] + _log_norm(sh[j])
+            t = wn * (jm[j] + _log_norm(sj[j]) - lseh)
+            lb[j] = t if nz else 0.0  # a dropped row adds exactly 0, even where ℓ_n is not finite
+            iw = 1.0 / (wn if nz else 1.0)
+            gb[k, j] = iw if nz else 0.0
             hm[j] = lseh
             sj[j] = wn / sj[j]
             sh[j] = wn / sh[j]
-        for i in range(k):
-            for j in range(nb):
-                rb[i, j] *= sj[j]
-                gb[i, j] *= sh[j]
+        for j in range(nb):
+            qb[j] = 0.0
         if hard:
+            for i in range(k):
+                for j in range(nb):
+                    rb[i, j] *= sj[j]
+                    gb[i, j] *= sh[j]
             for j in range(nb):
                 best = 0
                 bv = rb[0, j]
@@ -239,42 +693,63 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
                 wn = w[start + j]
                 for i in range(k):
                     rb[i, j] = wn if i == best else 0.0
-        for i in range(k):
-            for j in range(nb):
-                ri = rb[i, j]
-                resp[start + j, i] = ri
-                if ri > 0.0:
-                    qq += ri * (H[i, j] - hm[j])
+            for i in range(k):
+                for j in range(nb):
+                    ri = rb[i, j]
+                    t = ri * (H[i, j] - hm[j])
+                    qb[j] += t if ri > 0.0 else 0.0
+        else:
+            for i in range(k):
+                for j in range(nb):
+                    ri = rb[i, j] * sj[j]
+                    rb[i, j] = ri
+                    gb[i, j] *= sh[j]
+                    t = ri * (H[i, j] - hm[j])
+                    qb[j] += t if ri > 0.0 else 0.0
+        _store_block(resp[start:start + nb], rb, nb)
         if check:
-            for j in range(nb):
-                for i in range(k):
-                    rp = resp_prev[start + j, i]
-                    if rp > 0.0:
-                        qp += rp * (H[i, j] - hm[j])
-        _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info)
+            _q_block(resp_prev[start:start + nb], H, hm, pb, nb)
+            qp += _block_sum(nb, pb)
+        ll += _block_sum(nb, lb)
+        qq += _block_sum(nb, qb)
+        _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, True)
     acc[0] += ll
     acc[1] += qq
     acc[2] += qp
 
 
-@_inner
-def _gate_block(start, nb, x, beta0, beta1, H, hm, sh):
-    """Logits H (k, nb) of rows start.., their max hm and Σ exp(h - hm) in sh (vectorised)."""
+@_jit
+def _gate_logits(start, nb, x, beta0, beta1, H):
+    """Logits H (k, nb) of rows start.. (no FMA contraction, as :func:`_linear_block`)."""
     d = x.shape[1]
     k = beta0.shape[0]
+    for i in range(k):
+        b0 = beta0[i]
+        for j in range(nb):
+            H[i, j] = b0
+        for c in range(d):
+            bc = beta1[i, c]
+            for j in range(nb):
+                H[i, j] += bc * x[start + j, c]
+
+
+@_inner
+def _gate_block(start, nb, x, beta0, beta1, H, hm, gb, sh):
+    """Logits H (k, nb) of rows start.., their max hm, g_i = exp(h_i − hm) in gb (k rows) and
+    Σ_i g_i in sh (vectorised)."""
+    k = beta0.shape[0]
+    _gate_logits(start, nb, x, beta0, beta1, H)
     for j in range(nb):
-        hm[j] = -np.inf
+        hm[j] = H[0, j]
         sh[j] = 0.0
+    for i in range(1, k):
+        for j in range(nb):
+            hm[j] = max(hm[j], H[i, j])
     for i in range(k):
         for j in range(nb):
-            s = beta0[i]
-            for c in range(d):
-                s += beta1[i, c] * x[start + j, c]
-            H[i, j] = s
-            hm[j] = max(hm[j], s)
-    for i in range(k):
-        for j in range(nb):
-            sh[j] += _exp(H[i, j] - hm[j])
+            g = _exp_neg(H[i, j] - hm[j])
+            gb[i, j] = g
+            sh[j] += g
 
 
 @_inner
@@ -282,19 +757,25 @@ def _gate_q_rows(lo, hi, x, resp, beta0, beta1, acc):
     """Rows lo..hi-1 of the gate objective Σ r log g (acc[0])."""
     k = beta0.shape[0]
     H = np.empty((k, BLOCK))
+    gb = np.empty((k, BLOCK))
+    rb = np.empty((k, BLOCK))
     hm = np.empty(BLOCK)
     sh = np.empty(BLOCK)
+    qb = np.empty(BLOCK)
     qq = 0.0
     for start in range(lo, hi, BLOCK):
         nb = min(hi, start + BLOCK) - start
-        _gate_block(start, nb, x, beta0, beta1, H, hm, sh)
+        _gate_block(start, nb, x, beta0, beta1, H, hm, gb, sh)
         for j in range(nb):
-            hm[j] += math.log(sh[j])
-        for j in range(nb):
-            for i in range(k):
-                ri = resp[start + j, i]
-                if ri > 0.0:
-                    qq += ri * (H[i, j] - hm[j])
+            hm[j] += _log_norm(sh[j])
+            qb[j] = 0.0
+        _load_block(rb, resp[start:start + nb], nb)
+        for i in range(k):
+            for j in range(nb):
+                ri = rb[i, j]
+                t = ri * (H[i, j] - hm[j])
+                qb[j] += t if ri > 0.0 else 0.0
+        qq += _block_sum(nb, qb)
     acc[0] += qq
 
 
@@ -307,38 +788,37 @@ def _gate_qd_rows(lo, hi, x, w, resp, beta0, beta1, acc, grad, info):
     H = np.empty((k, BLOCK))
     hm = np.empty(BLOCK)
     sh = np.empty(BLOCK)
+    qb = np.empty(BLOCK)
     rb = np.zeros((k, BLOCK))
     gb = np.zeros((k + 1, BLOCK))
-    eb = np.zeros((k, BLOCK))
     xb = np.ones((p, BLOCK))
-    Rd = np.zeros(k)
+    Rd = np.zeros(k)  # the expert statistics are not computed (experts=False): dummies
     Gd = np.zeros((k, p, p))
     rxed = np.zeros((k, p))
-    reed = np.zeros(k)
     qq = 0.0
     for start in range(lo, hi, BLOCK):
         nb = min(hi, start + BLOCK) - start
-        _gate_block(start, nb, x, beta0, beta1, H, hm, sh)
+        _gate_block(start, nb, x, beta0, beta1, H, hm, gb, sh)
         for c in range(d):
             for j in range(nb):
                 xb[c, j] = x[start + j, c]
-        for i in range(k):
-            for j in range(nb):
-                gb[i, j] = _exp(H[i, j] - hm[j])
         for j in range(nb):
             wn = w[start + j]
-            gb[k, j] = 1.0 / wn if wn != 0.0 else 0.0
-            hm[j] += math.log(sh[j])
+            nz = wn != 0.0
+            iw = 1.0 / (wn if nz else 1.0)
+            gb[k, j] = iw if nz else 0.0
+            hm[j] += _log_norm(sh[j])
             sh[j] = wn / sh[j]
+            qb[j] = 0.0
+        _load_block(rb, resp[start:start + nb], nb)
         for i in range(k):
             for j in range(nb):
-                ri = resp[start + j, i]
-                rb[i, j] = ri
                 gb[i, j] *= sh[j]
-                if ri > 0.0:
-                    qq += ri * (H[i, j] - hm[j])
-        # the expert statistics of _accumulate_block are computed into dummies (eb = 0)
-        _accumulate_block(nb, rb, gb, eb, xb, Rd, Gd, rxed, reed, grad, info)
+                ri = rb[i, j]
+                t = ri * (H[i, j] - hm[j])
+                qb[j] += t if ri > 0.0 else 0.0
+        qq += _block_sum(nb, qb)
+        _accumulate_block(nb, rb, gb, rb, xb, Rd, Gd, rxed, Rd, grad, info, False)
     acc[0] += qq
 
 

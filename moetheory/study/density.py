@@ -68,10 +68,23 @@ def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
 
 
 def _log_mix(logg, mu, sd, yy):
-    # logg, mu, sd: (M, k); yy: (M, G) -> log p (M, G)
-    z = (yy[:, :, None] - mu[:, None, :]) / sd[:, None, :]
-    comp = -0.5 * z * z - jnp.log(sd)[:, None, :] - 0.5 * math.log(2 * math.pi)
-    return jax.scipy.special.logsumexp(logg[:, None, :] + comp, axis=-1)
+    # logg, mu, sd: (M, k); yy: (M, G) -> log p (M, G). Unrolled over the k components: each
+    # term is an (M, G) array that XLA vectorises, where a logsumexp over a short trailing axis
+    # of length k runs element by element (3-4x slower on CPU).
+    k = logg.shape[-1]
+    terms = []
+    for i in range(k):
+        z = (yy - mu[:, i, None]) / sd[:, i, None]
+        terms.append(logg[:, i, None] - 0.5 * z * z - jnp.log(sd[:, i, None])
+                     - 0.5 * math.log(2 * math.pi))
+    top = terms[0]
+    for t in terms[1:]:
+        top = jnp.maximum(top, t)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+    total = jnp.exp(terms[0] - top)
+    for t in terms[1:]:
+        total = total + jnp.exp(t - top)
+    return top + jnp.log(total)
 
 
 def _tail_mass(logg, mu, sd, lo, hi):

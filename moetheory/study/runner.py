@@ -222,12 +222,29 @@ def _to_fit_structure(cfg, p, truth):
     return p._replace(tau=p.tau if keep else jnp.ones_like(p.tau))
 
 
-def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
-    from moetheory.em.run import run_em
+def replicate_inputs(cfg: CellConfig, truth: MoEParams, n, key):
+    """The data and the EM starts of one replicate: a pure function of its key.
 
+    Returns
+    -------
+    x : (n_pad, d); y : (n_pad,); w : (n_pad,) — rows ≥ n are padding (weight 0, x = y = 0)
+    starts : MoEParams with a leading starts axis (``fit.n_starts``, k, ...)
+    """
     kx, ky, ki = jax.random.split(key, 3)
     x, w = _design(cfg, kx, n)
     y = _sample_y(cfg.truth_spec, truth, ky, x) * w
+    if cfg.fit.n_starts == 1:  # one start: drawn from ki itself (no split), as always
+        starts = jax.tree.map(lambda v: v[None], _start(cfg, ki, truth, n, x, y, w))
+    else:
+        starts = jax.vmap(lambda kk: _start(cfg, kk, truth, n, x, y, w))(
+            jax.random.split(ki, cfg.fit.n_starts))
+    return x, y, w, starts
+
+
+def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
+    from moetheory.em.run import run_em
+
+    x, y, w, starts = replicate_inputs(cfg, truth, n, key)
     est, fit = cfg.estimator, cfg.fit
     gate_options = (("max_newton", est.max_newton),) if fit.spec.gate == "softmax" else None
 
@@ -237,10 +254,8 @@ def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
                       gate_options=gate_options)
 
     if fit.n_starts == 1:  # no starts axis: a smaller program to compile
-        res = jax.tree.map(lambda v: v[None], em(_start(cfg, ki, truth, n, x, y, w)))
+        res = jax.tree.map(lambda v: v[None], em(jax.tree.map(lambda v: v[0], starts)))
     else:
-        starts = jax.vmap(lambda kk: _start(cfg, kk, truth, n, x, y, w))(
-            jax.random.split(ki, fit.n_starts))
         res = jax.vmap(em)(starts)
     finite_start = jnp.isfinite(res.loglik) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(v.reshape(fit.n_starts, -1)), axis=1) for v in res.params]),
@@ -453,12 +468,17 @@ def cell_config(study: StudySpec, label: str, n: int) -> CellConfig:
                                     study.estimator.buckets))
 
 
-def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectorize=None) -> dict:
+def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectorize=None,
+                 em_backend=None, threads=None) -> dict:
     """All replicates of one cell as a dict of NumPy arrays (no cache involved).
 
     ``replicates``: indices to compute (default: all replicates of the fit);
     ``vectorize``: "vmap" (one batched program: the EM loop runs until the slowest replicate
     stops) or "map" (replicates in sequence); default :func:`default_vectorize`.
+    ``em_backend``: "auto" (default, or ``$MOETHEORY_EM_BACKEND``), "numba" (the fused CPU
+    kernel on a thread pool, :mod:`moetheory.study.numba_cells`) or "jax" (the cell kernel).
+    The same data and starts either way; ``arrays["em_backend"]`` says which ran.
+    ``threads``: threads of the Numba path (default ``$MOETHEORY_THREADS`` or every CPU).
 
     Returns a dict of arrays with a leading replicate axis, shape (R, ...): e.g. ``loss_voronoi``
     (R,), ``fit_beta1`` (R, k, d), ``failed`` (R,) bool, ``replicate``/``n``/``n_pad`` (R,).
@@ -489,8 +509,13 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectoriz
     idx = np.arange(study.replicates_of(label)) if replicates is None else np.asarray(replicates)
     keys = replicate_keys(study.seed, n, idx)
     truth = jax.tree.map(jnp.asarray, study.truth_params)
-    vectorize = vectorize or default_vectorize()
-    out = _cell_kernel(cfg, truth, jnp.asarray(n), keys, vectorize)
+    from moetheory.study import numba_cells
+
+    backend = numba_cells.choose_backend(cfg, em_backend)
+    if backend == "numba":
+        out = numba_cells.fit_cell(cfg, truth, n, keys, threads=threads)
+    else:
+        out = _cell_kernel(cfg, truth, jnp.asarray(n), keys, vectorize or default_vectorize())
     fitted = MoEParams(*(out[f"fit_{name}"] for name in MoEParams._fields))
     lcfg = LossConfig(study.truth_spec, fit, study.design, study.losses)
     out.update(_loss_kernel(lcfg, truth, fitted, out["loglik"], out["converged"], out["floor_hit"]))
@@ -498,6 +523,7 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectoriz
     arrays["replicate"] = idx.astype(np.int64)
     arrays["n"] = np.full(idx.shape, n, dtype=np.int64)
     arrays["n_pad"] = np.full(idx.shape, cfg.n_pad, dtype=np.int64)
+    arrays["em_backend"] = np.full(idx.shape, backend)  # a fixed-width unicode array
     for k, v in arrays.items():
         if v.dtype == np.bool_:
             continue
