@@ -50,7 +50,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         tau_value: float | None = None, init: str = "auto", n_init: int | None = None,
         n_keep: int = 3, truth: MoEParams | None = None,
         tol: float = 1e-10, max_iter: int = 5000, var_floor: float | None = None, seed: int = 0,
-        cov_type: str = "oim", gate_options: dict | None = None) -> FitResult:
+        cov_type: str = "oim", gate_options: dict | None = None,
+        em_backend: str | None = None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by EM with several starts.
 
     Parameters
@@ -95,6 +96,10 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         ``newton_tol``; for ``gate="topk"`` also ``method`` (``"gem"``: generalised EM on the
         E-step's active sets, default; ``"direct"``: Newton on the observed log-likelihood over
         the gate) and ``max_halvings``.
+    em_backend : {"auto", "numba", "jax"}, optional
+        Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses the fused Numba
+        kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
+        estimate to the EM tolerance (:mod:`moetheory.em.backend`).
 
     Returns
     -------
@@ -157,7 +162,7 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     ms = multistart(jax.random.key(seed), spec, jnp.asarray(x), jnp.asarray(y), kinds=kinds,
                     n_keep=n_keep, tol=float(tol), max_iter=int(max_iter), var_floor=var_floor,
                     truth=None if truth is None else jax.tree.map(jnp.asarray, truth),
-                    gate_options=opts)
+                    gate_options=opts, em_backend=em_backend)
     best = ms.best
     params = as_numpy_params(best.params)
     check_params(spec, params)

@@ -165,3 +165,42 @@ def test_hellinger_matches_scipy_quadrature(k_fit):
         want, _ = integrate.quad(f, -np.inf, np.inf, limit=400, epsabs=1e-13, epsrel=1e-10)
         # the trapezoid rule on 2048 points over ±10 sd: error far below 1e-6 of H² here
         assert abs(got[i] - want) <= 1e-6 * max(want, 1e-3), (x, got[i], want)
+
+
+def _two_regimes(n=600, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, n)
+    g = 1 / (1 + np.exp(-4 * x))
+    z = rng.uniform(size=n) < g
+    y = np.where(z, 2 * x + 1, -x - 1) + 0.3 * rng.standard_normal(n)
+    return x, y
+
+
+@pytest.mark.parametrize("k,gate_options", [(2, None), (3, None), (3, {"max_newton": 1})])
+def test_fit_numba_backend_matches_jax(k, gate_options):
+    """moetheory.fit on the Numba path: the same starts, the same winner and iteration counts,
+    the estimate to the EM tolerance (tol = 1e-10 here)."""
+    import moetheory as mt
+
+    x, y = _two_regimes()
+    jx = mt.fit(x, y, k, em_backend="jax", gate_options=gate_options)
+    nb = mt.fit(x, y, k, em_backend="numba", gate_options=gate_options)
+    assert nb.start_kinds == jx.start_kinds
+    np.testing.assert_allclose(nb.start_logliks, jx.start_logliks, rtol=1e-9)
+    assert nb.n_iter == jx.n_iter and nb.converged == jx.converged
+    assert abs(nb.loglik - jx.loglik) <= 1e-9 * abs(jx.loglik)
+    for name in ("a", "b", "var", "beta0", "beta1"):
+        np.testing.assert_allclose(getattr(nb.params, name), getattr(jx.params, name),
+                                   rtol=0, atol=1e-5, err_msg=name)
+    # the trace is the continued start's and never decreases
+    assert np.all(np.diff(nb.trace) >= -1e-9 * np.abs(nb.trace[:-1]))
+
+
+def test_fit_em_backend_bad_values():
+    import moetheory as mt
+
+    x, y = _two_regimes(200)
+    with pytest.raises(ValueError, match="em_backend"):
+        mt.fit(x, y, 2, em_backend="gpu")
+    with pytest.raises(ValueError, match="em_backend='numba'.*topk"):
+        mt.fit(x, y, 3, gate="topk", top_k=2, em_backend="numba")

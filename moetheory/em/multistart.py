@@ -157,9 +157,40 @@ def run_batch(spec, starts, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, w
     return jax.vmap(one)(starts)
 
 
+_NUMBA_GATE_OPTIONS = ("max_newton", "newton_tol")
+
+
+def _run_starts_numba(starts, x, y, *, tol, n_steps, n_hard, max_iter, var_floor,
+                      gate_options) -> EMResult:
+    """:func:`run_batch` on the fused Numba kernel, one start per thread (same iterates up to
+    rounding: ``tests/test_kernels.py``); the result has ``run_batch``'s shapes."""
+    from moetheory.em import backend
+
+    xn = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    yn = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
+    w = np.ones(yn.shape[0])
+    opts = dict(gate_options or ())
+    starts_np = jax.tree.map(np.asarray, starts)
+
+    def run(i):
+        # run_em's limit: min(n_steps, max_iter) iterations
+        return backend.numba_fit(xn, yn, w, _take(starts_np, i), tol=tol,
+                                 max_iter=min(int(n_steps), int(max_iter)),
+                                 var_floor=var_floor, n_hard=n_hard, **opts)
+
+    outs = backend.map_fits(run, list(range(np.shape(starts_np.beta0)[0])))
+    trace = np.full((len(outs), max_iter + 1), np.nan)
+    for i, o in enumerate(outs):
+        trace[i, : o["trace"].shape[0]] = o["trace"]
+    params = jax.tree.map(lambda *v: jnp.asarray(np.stack(v)), *[o["params"] for o in outs])
+    col = lambda name, dtype: jnp.asarray(np.array([o[name] for o in outs], dtype=dtype))  # noqa: E731
+    return EMResult(params, col("loglik", np.float64), col("n_iter", np.int64),
+                    col("converged", bool), jnp.asarray(trace), col("floor_hit", bool))
+
+
 def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e-10,
                max_iter=5000, var_floor=1e-10, truth=None, gate_options=None,
-               perturb_scale=0.1) -> MultistartResult:
+               perturb_scale=0.1, em_backend=None) -> MultistartResult:
     """Run the multistart strategy (see module docstring); ``kinds`` names each start.
 
     Parameters
@@ -172,6 +203,10 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     n_short : int, iterations of the short runs; n_hard : int, hard E-steps at their start
     tol, max_iter, var_floor, gate_options : as in :func:`moetheory.em.run.run_em`
     truth : MoEParams, optional (for "paper"/"perturb" starts); perturb_scale : float
+    em_backend : {"auto", "numba", "jax"}, optional
+        Who runs the EM of the starts (:mod:`moetheory.em.backend`; default ``auto``: the fused
+        Numba kernel on every core for the softmax gate on CPU, else ``run_batch``). The starts,
+        the selection and the result's shapes do not depend on it.
 
     Returns
     -------
@@ -189,7 +224,17 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     >>> res.start_kinds, res.final_logliks.shape  # doctest: +SKIP
     (('kmeans', 'random', 'random'), (2,))
     """
+    from moetheory.em import backend
+
     kinds = tuple(kinds)
+    use_numba = (backend.choose_backend(spec, requested=em_backend) == "numba"
+                 and set(dict(gate_options or ())) <= set(_NUMBA_GATE_OPTIONS))
+
+    def run(starts_, **kw):
+        if use_numba:
+            return _run_starts_numba(starts_, x, y, **kw)
+        return run_batch(spec, starts_, x, y, **kw)
+
     starts = draw_starts(key, spec, x, y, kinds, truth=truth, var_floor=var_floor,
                          perturb_scale=perturb_scale)
     n_keep = min(n_keep, len(kinds))
@@ -198,11 +243,13 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
         # Short runs in chunks of n_keep starts: every call then has the batch shape of the
         # continuation, so one compiled program serves both stages (compilation dominates
         # the cost of a fit at moderate n).
+        # (The Numba path compiles nothing per shape: all starts in one thread-pool batch.)
+        size = len(kinds) if use_numba else n_keep
         chunks = []
-        for lo in range(0, len(kinds), n_keep):
-            idx = np.arange(lo, lo + n_keep) % len(kinds)  # the last chunk wraps around
-            chunks.append(run_batch(spec, _take(starts, jnp.asarray(idx)), x, y, tol=0.0,
-                                    n_steps=n_short, n_hard=n_hard, **common))
+        for lo in range(0, len(kinds), size):
+            idx = np.arange(lo, lo + size) % len(kinds)  # the last chunk wraps around
+            chunks.append(run(_take(starts, jnp.asarray(idx)), tol=0.0, n_steps=n_short,
+                              n_hard=n_hard, **common))
         short = jax.tree.map(lambda *v: jnp.concatenate(v)[: len(kinds)], *chunks)
         ll = np.asarray(short.loglik)
         order = np.argsort(np.where(np.isfinite(ll), -ll, np.inf), kind="stable")[:n_keep]
@@ -213,7 +260,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
         order = np.arange(len(kinds))
         cont_starts = starts
         iters_before = np.zeros(len(kinds), dtype=int)
-    final = run_batch(spec, cont_starts, x, y, tol=tol, n_steps=max_iter, n_hard=0, **common)
+    final = run(cont_starts, tol=tol, n_steps=max_iter, n_hard=0, **common)
     fl = np.asarray(final.loglik)
     if n_keep == len(kinds):
         ll = fl.copy()

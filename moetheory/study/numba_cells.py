@@ -11,14 +11,11 @@ count. Best-start selection and the output arrays are those of the JAX path; the
 computed afterwards by the same JAX loss kernel.
 
 Which path runs is an execution detail, like ``vectorize``: it is not part of the study hash
-(the two agree to the EM tolerance, ``tests/test_study.py``), and the manifest records it per
-cell (``em_backend``). Choose with ``$MOETHEORY_EM_BACKEND`` (``auto``, ``numba``, ``jax``); the
-thread count with ``$MOETHEORY_THREADS`` (default: the CPUs this process may use).
+(the two agree to the EM tolerance, ``tests/test_study_numba.py``), and the cache records it per
+replicate (``em_backend``). Choose with ``$MOETHEORY_EM_BACKEND`` (``auto``, ``numba``, ``jax``);
+the thread count with ``$MOETHEORY_THREADS`` (see :mod:`moetheory.em.backend`).
 """
 from __future__ import annotations
-
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 from functools import partial
 
@@ -26,28 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moetheory.em import backend
+from moetheory.em.backend import thread_count  # noqa: F401  (re-exported)
 from moetheory.params import MoEParams
 
-#: Newton stopping tolerance of the gate step: the JAX softmax gate step's default
-NEWTON_TOL = 1e-12
-BACKENDS = ("auto", "numba", "jax")
-
-
-def numba_supports(cfg) -> bool:
-    """Whether the Numba EM kernel implements this cell's estimator (softmax gate, early stop)."""
-    return cfg.fit.spec.gate == "softmax" and not cfg.estimator.fixed_iter
-
-
 def choose_backend(cfg, requested=None) -> str:
-    """The EM backend of a cell: ``"numba"`` or ``"jax"``.
-
-    Parameters
-    ----------
-    cfg : CellConfig
-    requested : str, optional
-        ``"auto"`` (default; also ``$MOETHEORY_EM_BACKEND``), ``"numba"`` or ``"jax"``. Auto picks
-        Numba on a CPU-only JAX when the cell's estimator is one the kernel implements and Numba
-        imports; asking for ``"numba"`` where it cannot run is an error.
+    """The EM backend of a cell, ``"numba"`` or ``"jax"`` (:func:`moetheory.em.backend.choose_backend`
+    for the cell's fitted model and estimator).
 
     Examples
     --------
@@ -61,62 +43,7 @@ def choose_backend(cfg, requested=None) -> str:
     >>> choose_backend(cell_config(study, "k2", 100), "jax")
     'jax'
     """
-    req = requested or os.environ.get("MOETHEORY_EM_BACKEND", "auto")
-    if req not in BACKENDS:
-        raise ValueError(f"em_backend (or MOETHEORY_EM_BACKEND) must be one of {BACKENDS}; "
-                         f"got {req!r}")
-    if req == "jax":
-        return "jax"
-    ok = numba_supports(cfg)
-    if req == "numba":
-        if not ok:
-            raise ValueError(f"em_backend='numba' implements the softmax gate without fixed_iter; "
-                             f"fit {cfg.fit.label!r} has gate={cfg.fit.spec.gate!r}, "
-                             f"fixed_iter={cfg.estimator.fixed_iter}")
-        return "numba"
-    if not ok or jax.default_backend() != "cpu":
-        return "jax"
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a core dependency
-        return "jax"
-    return "numba"
-
-
-def thread_count() -> int:
-    """``$MOETHEORY_THREADS`` if set, else the number of CPUs this process may run on."""
-    env = os.environ.get("MOETHEORY_THREADS")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"MOETHEORY_THREADS must be a positive integer; got {env!r}")
-        return value
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _one_fit(x, y, w, start, est):
-    from moetheory.kernels.numba_em import em_loop
-
-    arr = lambda v: np.array(v, dtype=np.float64)  # noqa: E731  (contiguous copies)
-    trace = np.full(est.max_iter + 1, np.nan)
-    counts = np.zeros(2, dtype=np.int64)
-    try:
-        b0, b1, a, b, v, ll, n_iter, conv, floor = em_loop(
-            x, y, w, arr(start.beta0), arr(start.beta1), arr(start.a), arr(start.b),
-            arr(start.var), float(est.tol), int(est.max_iter), float(est.var_floor),
-            int(est.max_newton), NEWTON_TOL, 1, trace, True, counts, 0)
-    except Exception:  # a numerically broken start (e.g. singular system): recorded as NaN
-        k, d = np.shape(start.beta1)
-        nan = np.full
-        return (nan(k, np.nan), nan((k, d), np.nan), nan((k, d), np.nan), nan(k, np.nan),
-                nan(k, np.nan), np.nan, 0, False, False)
-    return b0, b1, a, b, v, ll, n_iter, conv, floor
+    return backend.choose_backend(cfg.fit.spec, cfg.estimator.fixed_iter, requested)
 
 
 def run_fits(x, y, w, starts: MoEParams, est, threads=None) -> list:
@@ -127,7 +54,7 @@ def run_fits(x, y, w, starts: MoEParams, est, threads=None) -> list:
     x : (R, n, d); y, w : (R, n) — the replicates' data and observation weights
     starts : MoEParams with leading axes (R, S): S starts per replicate
     est : EstimatorSpec (``tol``, ``max_iter``, ``var_floor``, ``max_newton``)
-    threads : int, optional, default :func:`thread_count`
+    threads : int, optional, default :func:`moetheory.em.backend.thread_count`
 
     Returns
     -------
@@ -153,13 +80,13 @@ def run_fits(x, y, w, starts: MoEParams, est, threads=None) -> list:
 
     def run(task):
         r, s = task
-        return _one_fit(x[r], y[r], w[r], MoEParams(*(v[r, s] for v in starts)), est)
+        out = backend.numba_fit(x[r], y[r], w[r], MoEParams(*(v[r, s] for v in starts)),
+                                tol=est.tol, max_iter=est.max_iter, var_floor=est.var_floor,
+                                max_newton=est.max_newton)
+        return (*out["params"][:5], out["loglik"], out["n_iter"], out["converged"],
+                out["floor_hit"])
 
-    workers = thread_count() if threads is None else int(threads)
-    if workers > 1 and len(tasks) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(run, tasks))
-    return [run(t) for t in tasks]
+    return backend.map_fits(run, tasks, threads)
 
 
 @partial(jax.jit, static_argnames=("cfg",))
@@ -186,6 +113,21 @@ def fit_cell(cfg, truth: MoEParams, n: int, keys, threads=None) -> dict:
     dict of NumPy arrays with a leading replicate axis (R, ...): ``loglik``, ``n_iter``,
     ``converged``, ``floor_hit``, ``best_start``, ``n_starts_finite`` and ``fit_<param>`` —
     the keys and dtypes of the JAX cell kernel.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np  # doctest: +SKIP
+    >>> from moetheory.params import MoEParams  # doctest: +SKIP
+    >>> from moetheory.spec import MoESpec  # doctest: +SKIP
+    >>> from moetheory.study.spec import FitSpec, StudySpec  # doctest: +SKIP
+    >>> from moetheory.study.runner import cell_config, replicate_keys  # doctest: +SKIP
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])  # doctest: +SKIP
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,  # doctest: +SKIP
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100,)),), replicates=2)
+    >>> out = fit_cell(cell_config(study, "k2", 100), jax.tree.map(jnp.asarray, truth), 100,  # doctest: +SKIP
+    ...                replicate_keys(study.seed, 100, np.arange(2)))
+    >>> out["fit_a"].shape, out["best_start"].tolist()  # doctest: +SKIP
+    ((2, 2, 1), [0, 0])
     """
     x, y, w, starts = jax.tree.map(np.asarray, _inputs_kernel(cfg, truth, jnp.asarray(n), keys))
     # Real rows come first (the design pads at the end): the kernel gets the n real rows only.

@@ -229,6 +229,21 @@ def replicate_inputs(cfg: CellConfig, truth: MoEParams, n, key):
     -------
     x : (n_pad, d); y : (n_pad,); w : (n_pad,) — rows ≥ n are padding (weight 0, x = y = 0)
     starts : MoEParams with a leading starts axis (``fit.n_starts``, k, ...)
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k3", MoESpec(3, 1), sizes=(100,), n_starts=2),))
+    >>> x, y, w, starts = replicate_inputs(cell_config(study, "k3", 100),
+    ...                                    jax.tree.map(jnp.asarray, truth), 100,
+    ...                                    replicate_keys(study.seed, 100, [0])[0])
+    >>> x.shape, int(w.sum()), starts.a.shape   # padded to 144 rows; 2 starts of 3 experts
+    ((144, 1), 100, (2, 3, 1))
     """
     kx, ky, ki = jax.random.split(key, 3)
     x, w = _design(cfg, kx, n)
