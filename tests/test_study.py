@@ -245,7 +245,10 @@ def test_dask_local_cluster_gives_identical_results(reference, tmp_path):
 
 # ------------------------------------------------------------------------------ interruption
 def _start_subprocess(spec_path, cache_dir, delay):
-    code = ("import sys; from moetheory.study.spec import StudySpec; "
+    # Ctrl-C semantics even when this test runs under a shell that ignores SIGINT for background
+    # jobs (a child inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler).
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from moetheory.study.spec import StudySpec; "
             "from moetheory.study.runner import run_study; "
             f"run_study(StudySpec.load({str(spec_path)!r}), {str(cache_dir)!r}, progress=False)")
     env = dict(os.environ, MOETHEORY_STUDY_CELL_DELAY=str(delay), JAX_PLATFORMS="cpu")
