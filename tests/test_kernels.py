@@ -238,3 +238,27 @@ def test_hard_e_steps_match_run_em(kd):
     wt = np.asarray(want.trace)
     _close(got["trace"][np.isfinite(wt)], wt[np.isfinite(wt)], rtol=1e-9, what="trace")
     _close(got["loglik"], float(want.loglik), what="final log-likelihood")
+
+
+@pytest.mark.parametrize("kd", [(2, 1), (3, 1), (2, 2)])
+@pytest.mark.parametrize("hard", [False, True])
+def test_gate_objective_from_statistics_equals_the_row_sum(kd, hard):
+    """The fused step check's Q(β) = Σ_i β_iᵀ Σ_n r_ni x̃_n − Σ_n w_n lse_n(β) (from the pass's
+    statistics) equals Σ_n Σ_i r_ni log g_i(x_n; β) summed row by row, at the pass's gate and at
+    another gate, with zero and real weights and with hard responsibilities."""
+    truth = TRUTHS[kd]
+    x, y = simulate_softmax(truth, 1500, seed=5)
+    p = _start(truth, seed=2)
+    w = _weights(x.shape[0], "real")
+    st = numba_em.estep_stats(p, x, y, weights=w, return_resp=True, hard=hard)
+    b0, b1 = np.asarray(p.beta0, float), np.asarray(p.beta1, float)
+    z = numba_em.gate_lse(x, w, b0, b1, 1)
+    _close(numba_em.gate_objective_from_stats(b0, b1, st["R"], st["G"], z), st["q"],
+           what="Q at the pass's gate")
+    rng = np.random.default_rng(9)
+    c0 = b0 + 0.4 * rng.standard_normal(b0.shape)
+    c1 = b1 + 0.4 * rng.standard_normal(b1.shape)
+    want = numba_em.gate_stats(c0, c1, x, st["resp"], weights=w, derivs=False)["q"]
+    got = numba_em.gate_objective_from_stats(c0, c1, st["R"], st["G"],
+                                             numba_em.gate_lse(x, w, c0, c1, 3))
+    _close(got, want, what="Q at another gate")

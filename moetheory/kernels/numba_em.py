@@ -23,7 +23,9 @@ expert pinned at zero (reference category); its free parameters θ are packed as
 same variance floor and empty-expert rule as :func:`moetheory.em.run.run_em`) built on these
 passes. A later Newton step needs the responsibilities again: they are kept in reusable (n, k)
 work buffers written by the E-step pass. With ``max_newton=1`` the step-halving test of the
-gate step is folded into the next E-step pass: one pass over the data per EM iteration.
+gate step is folded into the next E-step pass: one pass over the data per EM iteration, and no
+(n, k) buffer at all, because the gate objective is linear in the logits and so follows from
+the sufficient statistics (:func:`gate_objective_from_stats`).
 
 Speed notes (measured in ``benchmarks/``): rows are processed in blocks of ``BLOCK`` laid out
 expert-major in small stack-like buffers, so that every inner loop runs over the rows and
@@ -608,8 +610,9 @@ def _q_block(src, H, hm, qb, nb):
 
 @_inner
 def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check, hard, acc, R,
-                G, rxe, ree, grad, info):
-    """Rows lo..hi-1 of the fused E-step; adds into the accumulators (acc = [ℓ, Q, Q_prev]).
+                G, rxe, ree, grad, info, store):
+    """Rows lo..hi-1 of the fused E-step; adds into the accumulators
+    (acc = [ℓ, Q, Q_prev, Σ_n w_n log Σ_i exp h_ni]).
 
     Rows go in blocks of ``BLOCK``, laid out expert-major in small (k, BLOCK) buffers
     (L1-resident; no (n, k) temporary): logits, log joint densities and their maxima first
@@ -622,7 +625,8 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     the previous E-step's responsibilities: the step-halving test of the previous gate step,
     done in the same pass (see :func:`em_loop`). With ``hard``, the responsibilities used for
     the statistics, Q and ``resp`` are the classification-EM ones (one-hot of the most probable
-    expert, first on ties, times w); the log-likelihood is the observed one as always.
+    expert, first on ties, times w); the log-likelihood is the observed one as always. Without
+    ``store``, ``resp`` is not written (the buffer-free fused check of :func:`em_loop`).
     """
     d = x.shape[1]
     k = beta0.shape[0]
@@ -640,6 +644,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g, Σ_i r_prev log g
     qb = np.zeros(BLOCK)
     pb = np.zeros(BLOCK)
+    zb = np.zeros(BLOCK)  # per row: w_n · log Σ_i exp h_ni
     cst = np.empty(k)
     ivar = np.empty(k)
     for i in range(k):
@@ -648,6 +653,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     ll = 0.0
     qq = 0.0
     qp = 0.0
+    wz = 0.0
     for start in range(lo, hi, BLOCK):
         nb = min(hi, start + BLOCK) - start
         for c in range(d):
@@ -671,6 +677,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
             lseh = hm[j] + _log_norm(sh[j])
             t = wn * (jm[j] + _log_norm(sj[j]) - lseh)
             lb[j] = t if nz else 0.0  # a dropped row adds exactly 0, even where ℓ_n is not finite
+            zb[j] = wn * lseh if nz else 0.0
             iw = 1.0 / (wn if nz else 1.0)
             gb[k, j] = iw if nz else 0.0
             hm[j] = lseh
@@ -698,7 +705,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
                     ri = rb[i, j]
                     t = ri * (H[i, j] - hm[j])
                     qb[j] += t if ri > 0.0 else 0.0
-        else:
+        elif store:
             for i in range(k):
                 for j in range(nb):
                     ri = rb[i, j] * sj[j]
@@ -706,16 +713,24 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
                     gb[i, j] *= sh[j]
                     t = ri * (H[i, j] - hm[j])
                     qb[j] += t if ri > 0.0 else 0.0
-        _store_block(resp[start:start + nb], rb, nb)
+        else:  # the buffer-free fused check computes Q from statistics (Q is reported as 0)
+            for i in range(k):
+                for j in range(nb):
+                    rb[i, j] *= sj[j]
+                    gb[i, j] *= sh[j]
+        if store:
+            _store_block(resp[start:start + nb], rb, nb)
         if check:
             _q_block(resp_prev[start:start + nb], H, hm, pb, nb)
             qp += _block_sum(nb, pb)
         ll += _block_sum(nb, lb)
         qq += _block_sum(nb, qb)
+        wz += _block_sum(nb, zb)
         _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, True)
     acc[0] += ll
     acc[1] += qq
     acc[2] += qp
+    acc[3] += wz
 
 
 @_jit
@@ -831,16 +846,19 @@ def _symmetrise(info):
 
 
 @_jit
-def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, check, hard=False):
-    """Fused E-step over all rows in ``n_chunks`` blocks; writes ``resp`` (n, k).
+def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, check, hard=False,
+               store=True):
+    """Fused E-step over all rows in ``n_chunks`` blocks; writes ``resp`` (n, k) if ``store``.
 
-    Returns (ℓ, R, G, rxe, ree, Q, grad, info, Q_prev); Q_prev = Σ resp_prev · log g at the
-    given gate (computed only with ``check``)."""
+    Returns (ℓ, R, G, rxe, ree, Q, grad, info, Q_prev, Z); Q = Σ r log g (0 without ``store``,
+    where :func:`em_loop` evaluates Q from the statistics); Q_prev = Σ resp_prev · log g at the
+    given gate (computed only with ``check``); Z = Σ_n w_n log Σ_i exp(h_ni), the gate's
+    log-normaliser summed with the observation weights (:func:`gate_objective_from_stats`)."""
     n, d = x.shape
     k = beta0.shape[0]
     p = d + 1
     m = max((k - 1) * p, 1)
-    acc_c = np.zeros((n_chunks, 3))
+    acc_c = np.zeros((n_chunks, 4))
     R_c = np.zeros((n_chunks, k))
     G_c = np.zeros((n_chunks, k, p, p))
     rxe_c = np.zeros((n_chunks, k, p))
@@ -852,7 +870,7 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, chec
         lo = min(n, c * size)
         hi = min(n, lo + size)
         _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check, hard,
-                    acc_c[c], R_c[c], G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c])
+                    acc_c[c], R_c[c], G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store)
     G = G_c.sum(axis=0)
     for i in range(k):
         for u in range(p):
@@ -862,7 +880,57 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, chec
     _symmetrise(info)
     acc = acc_c.sum(axis=0)
     return (acc[0], R_c.sum(axis=0), G, rxe_c.sum(axis=0), ree_c.sum(axis=0), acc[1],
-            grad_c.sum(axis=0), info, acc[2])
+            grad_c.sum(axis=0), info, acc[2], acc[3])
+
+
+@_jit
+def gate_objective_from_stats(beta0, beta1, R, G, Z):
+    """Q(β) = Σ_n Σ_i r_ni log g_i(x_n; β) from sufficient statistics: the logits are linear
+    in x̃ = [x, 1], so Q(β) = Σ_i (β_0i Σ_n r_ni + β_1iᵀ Σ_n r_ni x_n) − Σ_n w_n lse_n(β), with
+    Σ_n r_ni = R_i, Σ_n r_ni x_n = G_i[:d, d] (the statistics of :func:`estep_pass`) and
+    Z = Σ_n w_n lse_n(β) (Σ_i r_ni = w_n). The fused step check of :func:`em_loop` needs no
+    (n, k) responsibilities this way."""
+    k, d = beta1.shape
+    lin = 0.0
+    for i in range(k):
+        lin += beta0[i] * R[i]
+        for c in range(d):
+            lin += beta1[i, c] * G[i, c, d]
+    return lin - Z
+
+
+@_inner
+def _gate_lse_rows(lo, hi, x, w, beta0, beta1, acc):
+    """Rows lo..hi-1 of Σ_n w_n log Σ_i exp h_ni (acc[0])."""
+    k = beta0.shape[0]
+    H = np.empty((k, BLOCK))
+    gb = np.empty((k, BLOCK))
+    hm = np.empty(BLOCK)
+    sh = np.empty(BLOCK)
+    zb = np.empty(BLOCK)
+    wz = 0.0
+    for start in range(lo, hi, BLOCK):
+        nb = min(hi, start + BLOCK) - start
+        _gate_block(start, nb, x, beta0, beta1, H, hm, gb, sh)
+        for j in range(nb):
+            wn = w[start + j]
+            t = wn * (hm[j] + _log_norm(sh[j]))
+            zb[j] = t if wn != 0.0 else 0.0
+        wz += _block_sum(nb, zb)
+    acc[0] += wz
+
+
+@_jit
+def gate_lse(x, w, beta0, beta1, n_chunks):
+    """Σ_n w_n log Σ_i exp(β_0i + β_1iᵀ x_n): the Z of :func:`gate_objective_from_stats`."""
+    n = x.shape[0]
+    acc_c = np.zeros((n_chunks, 1))
+    size = (n + n_chunks - 1) // n_chunks
+    for c in range(n_chunks):
+        lo = min(n, c * size)
+        hi = min(n, lo + size)
+        _gate_lse_rows(lo, hi, x, w, beta0, beta1, acc_c[c])
+    return acc_c.sum()
 
 
 @_jit
@@ -915,9 +983,13 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     Q(θ_old + step) ≥ Q(θ_old) under the responsibilities that defined the step?) is evaluated
     inside the *next* E-step pass, which needs the gate weights at θ_old + step anyway; only
     when the full step fails is the halving continued (α = 1/2, 1/4, ... on separate gate
-    passes) and the E-step redone. The accepted iterates, and so the trace, are exactly those
-    of the unfused algorithm: one pass over the data per EM iteration instead of two.
-    ``stats`` (int64 (2,)) counts data passes and rejected full steps.
+    passes) and the E-step redone. Q is evaluated from sufficient statistics
+    (:func:`gate_objective_from_stats`: the statistics of the pass that defined the step and the
+    new pass's Σ w lse), so no (n, k) responsibilities are stored or read back. The accepted
+    iterates, and so the trace, are those of the unfused algorithm (whose Q is summed row by
+    row: the two can differ only where Q's change is at rounding level): one pass over the data
+    per EM iteration instead of two. ``stats`` (int64 (2,)) counts data passes and rejected
+    full steps.
     """
     n, d = x.shape
     k = beta0.shape[0]
@@ -931,8 +1003,10 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     a = a.copy()
     b = b.copy()
     var = var.copy()
-    resp = np.empty((n, k))
-    resp_prev = np.zeros((n, k))
+    fused = fuse_check and max_newton == 1 and k > 1
+    rows = 1 if fused else n  # the fused check keeps statistics, not responsibilities
+    resp = np.empty((rows, k))
+    resp_prev = np.zeros((rows, k))
     prev = -np.inf
     n_iter = max_iter
     converged = False
@@ -940,17 +1014,20 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     ll = -np.inf
     eye_p = np.eye(p)
     eye_m = np.eye(max(m, 1))
-    fused = fuse_check and max_newton == 1 and k > 1
     pending = False  # a full Newton step of the gate awaits its step-halving test
     ob0 = beta0.copy()  # the gate before the pending step, the step and its Q
     ob1 = beta1.copy()
     pstep = np.zeros(max(m, 1))
     pq = 0.0
+    pR = np.zeros(k)  # the statistics of the responsibilities that defined the pending step
+    pG = np.zeros((k, p, p))
     for it in range(max_iter + 1):
         hard = it < n_hard
-        ll, R, G, rxe, ree, q, grad, info, qprev = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, pending, hard)
+        ll, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, hard, not fused)
         stats[0] += 1
+        if pending:
+            qprev = gate_objective_from_stats(beta0, beta1, pR, pG, Z)
         if pending and not (np.isfinite(qprev) and qprev >= pq):
             stats[1] += 1
             # The full step decreased the gate objective: continue the halving on the
@@ -959,7 +1036,8 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
             ok = False
             for _h in range(39):
                 _set_gate(beta0, beta1, ob0, ob1, pstep, alpha, d, p)
-                qc = gate_q(x, resp_prev, beta0, beta1, n_chunks)
+                qc = gate_objective_from_stats(beta0, beta1, pR, pG,
+                                               gate_lse(x, w, beta0, beta1, n_chunks))
                 stats[0] += 1
                 if np.isfinite(qc) and qc >= pq:
                     ok = True
@@ -968,8 +1046,9 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
             if not ok:
                 beta0[:] = ob0
                 beta1[:] = ob1
-            ll, R, G, rxe, ree, q, grad, info, qprev = estep_pass(
-                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, hard)
+            ll, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
+                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, hard,
+                not fused)
             stats[0] += 1
         pending = False
         trace[it] = ll
@@ -1004,10 +1083,12 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
             pstep[:] = np.linalg.solve(info + ridge * eye_m, grad.reshape(m))
             ob0[:] = beta0
             ob1[:] = beta1
-            pq = q
+            pR[:] = R
+            pG[:] = G
+            # Q at the step's origin in the same (statistics) form as the test's Q
+            pq = gate_objective_from_stats(beta0, beta1, pR, pG, Z)
             _set_gate(beta0, beta1, ob0, ob1, pstep, 1.0, d, p)
             pending = True
-            resp, resp_prev = resp_prev, resp
         elif k > 1:
             for t in range(max_newton):
                 ridge = 1e-12 * (1.0 + np.trace(info) / m)
@@ -1043,8 +1124,8 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
                 if not improvement > newton_tol * (1.0 + abs(q_old)):
                     break
     if not converged:
-        ll_f, R, G, rxe, ree, q, grad, info, qprev = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False)
+        ll_f, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, False, not fused)
         trace[max_iter] = ll_f
         converged = max_iter > 0 and abs(ll_f - prev) <= tol * abs(prev)
         ll = ll_f
@@ -1110,7 +1191,7 @@ def estep_stats(params, x, y, weights=None, *, n_chunks: int = 1,
     x, y, w = _check(x, y, weights)
     beta0, beta1, a, b, var = _as_arrays(params)
     resp = np.empty((x.shape[0], beta0.shape[0]))
-    ll, R, G, rxe, ree, q, grad, info, _ = estep_pass(
+    ll, R, G, rxe, ree, q, grad, info, _, _ = estep_pass(
         x, y, w, beta0, beta1, a, b, var, resp, int(n_chunks), resp, False, bool(hard))
     out = {"loglik": float(ll), "R": R, "G": G, "rxe": rxe, "ree": ree, "q": float(q),
            "grad": grad, "info": info}
