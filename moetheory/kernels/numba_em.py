@@ -562,57 +562,10 @@ def _linear_block(start, nb, y, beta0, beta1, a, b, cst, ivar, xb, H, eb, L, hm,
 
 
 @_inner
-def _q_block(src, H, hm, qb, nb):
-    """qb[j] = Σ_i r_ji (H[i, j] − hm[j]) over the i with r_ji > 0 (r: the rows of the (n, k)
-    array src); unrolled for small k, as :func:`_store_block`."""
-    k = H.shape[0]
-    if k == 2:
-        for j in range(nb):
-            h = hm[j]
-            r0 = src[j, 0]
-            r1 = src[j, 1]
-            t0 = r0 * (H[0, j] - h)
-            t1 = r1 * (H[1, j] - h)
-            qb[j] = (t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0)
-    elif k == 3:
-        for j in range(nb):
-            h = hm[j]
-            r0 = src[j, 0]
-            r1 = src[j, 1]
-            r2 = src[j, 2]
-            t0 = r0 * (H[0, j] - h)
-            t1 = r1 * (H[1, j] - h)
-            t2 = r2 * (H[2, j] - h)
-            qb[j] = ((t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0)
-                     + (t2 if r2 > 0.0 else 0.0))
-    elif k == 4:
-        for j in range(nb):
-            h = hm[j]
-            r0 = src[j, 0]
-            r1 = src[j, 1]
-            r2 = src[j, 2]
-            r3 = src[j, 3]
-            t0 = r0 * (H[0, j] - h)
-            t1 = r1 * (H[1, j] - h)
-            t2 = r2 * (H[2, j] - h)
-            t3 = r3 * (H[3, j] - h)
-            qb[j] = (((t0 if r0 > 0.0 else 0.0) + (t1 if r1 > 0.0 else 0.0))
-                     + (t2 if r2 > 0.0 else 0.0)) + (t3 if r3 > 0.0 else 0.0)
-    else:
-        for j in range(nb):
-            qb[j] = 0.0
-        for i in range(k):
-            for j in range(nb):
-                ri = src[j, i]
-                t = ri * (H[i, j] - hm[j])
-                qb[j] += t if ri > 0.0 else 0.0
-
-
-@_inner
-def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check, hard, acc, R,
-                G, rxe, ree, grad, info, store):
+def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G, rxe, ree, grad,
+                info, store):
     """Rows lo..hi-1 of the fused E-step; adds into the accumulators
-    (acc = [ℓ, Q, Q_prev, Σ_n w_n log Σ_i exp h_ni]).
+    (acc = [ℓ, Q, Σ_n w_n log Σ_i exp h_ni]).
 
     Rows go in blocks of ``BLOCK``, laid out expert-major in small (k, BLOCK) buffers
     (L1-resident; no (n, k) temporary): logits, log joint densities and their maxima first
@@ -621,9 +574,7 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     vectorised); per-row sums (w ℓ_n, Σ_i r log g) go to block buffers whose sums are added
     in a fixed order; :func:`_accumulate_block` adds the block's sufficient statistics.
 
-    With ``check``, also Q_prev = Σ r_prev log g at the current gate, where ``resp_prev`` are
-    the previous E-step's responsibilities: the step-halving test of the previous gate step,
-    done in the same pass (see :func:`em_loop`). With ``hard``, the responsibilities used for
+    With ``hard``, the responsibilities used for
     the statistics, Q and ``resp`` are the classification-EM ones (one-hot of the most probable
     expert, first on ties, times w); the log-likelihood is the observed one as always. Without
     ``store``, ``resp`` is not written (the buffer-free fused check of :func:`em_loop`).
@@ -641,9 +592,8 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
     jm = np.empty(BLOCK)
     sh = np.empty(BLOCK)
     sj = np.empty(BLOCK)
-    lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g, Σ_i r_prev log g
+    lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g
     qb = np.zeros(BLOCK)
-    pb = np.zeros(BLOCK)
     zb = np.zeros(BLOCK)  # per row: w_n · log Σ_i exp h_ni
     cst = np.empty(k)
     ivar = np.empty(k)
@@ -652,7 +602,6 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
         ivar[i] = 0.5 / var[i]
     ll = 0.0
     qq = 0.0
-    qp = 0.0
     wz = 0.0
     for start in range(lo, hi, BLOCK):
         nb = min(hi, start + BLOCK) - start
@@ -720,17 +669,13 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check
                     gb[i, j] *= sh[j]
         if store:
             _store_block(resp[start:start + nb], rb, nb)
-        if check:
-            _q_block(resp_prev[start:start + nb], H, hm, pb, nb)
-            qp += _block_sum(nb, pb)
         ll += _block_sum(nb, lb)
         qq += _block_sum(nb, qb)
         wz += _block_sum(nb, zb)
         _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, True)
     acc[0] += ll
     acc[1] += qq
-    acc[2] += qp
-    acc[3] += wz
+    acc[2] += wz
 
 
 @_jit
@@ -846,19 +791,17 @@ def _symmetrise(info):
 
 
 @_jit
-def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, check, hard=False,
-               store=True):
+def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, store=True):
     """Fused E-step over all rows in ``n_chunks`` blocks; writes ``resp`` (n, k) if ``store``.
 
-    Returns (ℓ, R, G, rxe, ree, Q, grad, info, Q_prev, Z); Q = Σ r log g (0 without ``store``,
-    where :func:`em_loop` evaluates Q from the statistics); Q_prev = Σ resp_prev · log g at the
-    given gate (computed only with ``check``); Z = Σ_n w_n log Σ_i exp(h_ni), the gate's
+    Returns (ℓ, R, G, rxe, ree, Q, grad, info, Z); Q = Σ r log g (0 without ``store``,
+    where :func:`em_loop` evaluates Q from the statistics); Z = Σ_n w_n log Σ_i exp(h_ni), the gate's
     log-normaliser summed with the observation weights (:func:`gate_objective_from_stats`)."""
     n, d = x.shape
     k = beta0.shape[0]
     p = d + 1
     m = max((k - 1) * p, 1)
-    acc_c = np.zeros((n_chunks, 4))
+    acc_c = np.zeros((n_chunks, 3))
     R_c = np.zeros((n_chunks, k))
     G_c = np.zeros((n_chunks, k, p, p))
     rxe_c = np.zeros((n_chunks, k, p))
@@ -869,8 +812,8 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, chec
     for c in range(n_chunks):
         lo = min(n, c * size)
         hi = min(n, lo + size)
-        _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, resp_prev, check, hard,
-                    acc_c[c], R_c[c], G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store)
+        _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc_c[c], R_c[c],
+                    G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store)
     G = G_c.sum(axis=0)
     for i in range(k):
         for u in range(p):
@@ -880,7 +823,7 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, chec
     _symmetrise(info)
     acc = acc_c.sum(axis=0)
     return (acc[0], R_c.sum(axis=0), G, rxe_c.sum(axis=0), ree_c.sum(axis=0), acc[1],
-            grad_c.sum(axis=0), info, acc[2], acc[3])
+            grad_c.sum(axis=0), info, acc[2])
 
 
 @_jit
@@ -1006,7 +949,6 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     fused = fuse_check and max_newton == 1 and k > 1
     rows = 1 if fused else n  # the fused check keeps statistics, not responsibilities
     resp = np.empty((rows, k))
-    resp_prev = np.zeros((rows, k))
     prev = -np.inf
     n_iter = max_iter
     converged = False
@@ -1023,11 +965,10 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     pG = np.zeros((k, p, p))
     for it in range(max_iter + 1):
         hard = it < n_hard
-        ll, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, hard, not fused)
+        ll, R, G, rxe, ree, q, grad, info, Z = estep_pass(
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused)
         stats[0] += 1
-        if pending:
-            qprev = gate_objective_from_stats(beta0, beta1, pR, pG, Z)
+        qprev = gate_objective_from_stats(beta0, beta1, pR, pG, Z) if pending else 0.0
         if pending and not (np.isfinite(qprev) and qprev >= pq):
             stats[1] += 1
             # The full step decreased the gate objective: continue the halving on the
@@ -1046,9 +987,8 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
             if not ok:
                 beta0[:] = ob0
                 beta1[:] = ob1
-            ll, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
-                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, hard,
-                not fused)
+            ll, R, G, rxe, ree, q, grad, info, Z = estep_pass(
+                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused)
             stats[0] += 1
         pending = False
         trace[it] = ll
@@ -1124,8 +1064,8 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
                 if not improvement > newton_tol * (1.0 + abs(q_old)):
                     break
     if not converged:
-        ll_f, R, G, rxe, ree, q, grad, info, qprev, Z = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, resp_prev, False, False, not fused)
+        ll_f, R, G, rxe, ree, q, grad, info, Z = estep_pass(
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, False, not fused)
         trace[max_iter] = ll_f
         converged = max_iter > 0 and abs(ll_f - prev) <= tol * abs(prev)
         ll = ll_f
@@ -1191,8 +1131,8 @@ def estep_stats(params, x, y, weights=None, *, n_chunks: int = 1,
     x, y, w = _check(x, y, weights)
     beta0, beta1, a, b, var = _as_arrays(params)
     resp = np.empty((x.shape[0], beta0.shape[0]))
-    ll, R, G, rxe, ree, q, grad, info, _, _ = estep_pass(
-        x, y, w, beta0, beta1, a, b, var, resp, int(n_chunks), resp, False, bool(hard))
+    ll, R, G, rxe, ree, q, grad, info, _ = estep_pass(
+        x, y, w, beta0, beta1, a, b, var, resp, int(n_chunks), bool(hard))
     out = {"loglik": float(ll), "R": R, "G": G, "rxe": rxe, "ree": ree, "q": float(q),
            "grad": grad, "info": info}
     if return_resp:
