@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moetheory.em import backend
 from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
 from moetheory.em.run import EMResult, run_em
 
@@ -164,8 +165,6 @@ def _run_starts_numba(starts, x, y, *, tol, n_steps, n_hard, max_iter, var_floor
                       gate_options) -> EMResult:
     """:func:`run_batch` on the fused Numba kernel, one start per thread (same iterates up to
     rounding: ``tests/test_kernels.py``); the result has ``run_batch``'s shapes."""
-    from moetheory.em import backend
-
     xn = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
     yn = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
     w = np.ones(yn.shape[0])
@@ -224,8 +223,6 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     >>> res.start_kinds, res.final_logliks.shape  # doctest: +SKIP
     (('kmeans', 'random', 'random'), (2,))
     """
-    from moetheory.em import backend
-
     kinds = tuple(kinds)
     use_numba = (backend.choose_backend(spec, requested=em_backend) == "numba"
                  and set(dict(gate_options or ())) <= set(_NUMBA_GATE_OPTIONS))
