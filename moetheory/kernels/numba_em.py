@@ -790,6 +790,14 @@ def _symmetrise(info):
             info[u, v] = info[v, u]
 
 
+@njit(cache=True, inline="always")
+def _chunk(n, n_chunks, c):
+    """Rows [lo, hi) of chunk c when n rows are cut into n_chunks blocks (blocked summation)."""
+    size = (n + n_chunks - 1) // n_chunks
+    lo = min(n, c * size)
+    return lo, min(n, lo + size)
+
+
 @_jit
 def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, store=True):
     """Fused E-step over all rows in ``n_chunks`` blocks; writes ``resp`` (n, k) if ``store``.
@@ -808,10 +816,8 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, sto
     ree_c = np.zeros((n_chunks, k))
     grad_c = np.zeros((n_chunks, max(k - 1, 1), p))
     info_c = np.zeros((n_chunks, m, m))
-    size = (n + n_chunks - 1) // n_chunks
     for c in range(n_chunks):
-        lo = min(n, c * size)
-        hi = min(n, lo + size)
+        lo, hi = _chunk(n, n_chunks, c)
         _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc_c[c], R_c[c],
                     G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store)
     G = G_c.sum(axis=0)
@@ -868,10 +874,8 @@ def gate_lse(x, w, beta0, beta1, n_chunks):
     """Σ_n w_n log Σ_i exp(β_0i + β_1iᵀ x_n): the Z of :func:`gate_objective_from_stats`."""
     n = x.shape[0]
     acc_c = np.zeros((n_chunks, 1))
-    size = (n + n_chunks - 1) // n_chunks
     for c in range(n_chunks):
-        lo = min(n, c * size)
-        hi = min(n, lo + size)
+        lo, hi = _chunk(n, n_chunks, c)
         _gate_lse_rows(lo, hi, x, w, beta0, beta1, acc_c[c])
     return acc_c.sum()
 
@@ -881,10 +885,8 @@ def gate_q(x, resp, beta0, beta1, n_chunks):
     """Softmax gate objective Q = Σ_n Σ_i r_ni log g_i(x_n) at (β_0, β_1)."""
     n = x.shape[0]
     acc_c = np.zeros((n_chunks, 1))
-    size = (n + n_chunks - 1) // n_chunks
     for c in range(n_chunks):
-        lo = min(n, c * size)
-        hi = min(n, lo + size)
+        lo, hi = _chunk(n, n_chunks, c)
         _gate_q_rows(lo, hi, x, resp, beta0, beta1, acc_c[c])
     return acc_c.sum()
 
@@ -899,10 +901,8 @@ def gate_qd(x, w, resp, beta0, beta1, n_chunks):
     acc_c = np.zeros((n_chunks, 1))
     grad_c = np.zeros((n_chunks, max(k - 1, 1), p))
     info_c = np.zeros((n_chunks, m, m))
-    size = (n + n_chunks - 1) // n_chunks
     for c in range(n_chunks):
-        lo = min(n, c * size)
-        hi = min(n, lo + size)
+        lo, hi = _chunk(n, n_chunks, c)
         _gate_qd_rows(lo, hi, x, w, resp, beta0, beta1, acc_c[c], grad_c[c], info_c[c])
     info = info_c.sum(axis=0)
     _symmetrise(info)
