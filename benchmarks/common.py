@@ -43,6 +43,30 @@ def ensure_jax():
     ensure_x64()
 
 
+_EXP_SUM = []
+
+
+def numba_exp_sum():
+    """Σ_i exp(a_i) over a float64 array with the fused kernel's branch-free, vectorised exp
+    and a reassociated sum (vector lanes, a fixed order: the kernel's own reductions), jitted
+    once. The fastest exp-and-sum pass on the CPUs measured here (faster than XLA's)."""
+    if not _EXP_SUM:
+        import numba
+
+        from moetheory.kernels.numba_em import _exp
+
+        @numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy",
+                    nogil=True)
+        def exp_sum(a):
+            s = 0.0
+            for i in range(a.shape[0]):
+                s += _exp(a[i])
+            return s
+
+        _EXP_SUM.append(exp_sum)
+    return _EXP_SUM[0]
+
+
 def truth_params(k: int):
     """The flexmix reference truth with k experts, d = 1, as pinned MoEParams (variances)."""
     from moetheory.params import MoEParams
@@ -90,14 +114,17 @@ def clock():
     return time.perf_counter(), time.process_time()
 
 
-def interleaved(contenders: dict, repeats, warmup=True, on_result=None):
+def interleaved(contenders: dict, repeats, warmup=True, on_result=None, pause_s=0.0):
     """Run ``{name: fn}`` round-robin ``repeats`` times (an int, or a dict per contender: slow
     contenders drop out of the rotation after their count); return {name: {wall, cpu, ...}}.
 
     ``fn()`` may return a value; the last one is kept under ``"value"``. A contender that times
     itself (flexmix inside R) returns a dict with ``"time_s"`` (and ``"cpu_s"``), used instead. A warm-up call of each
     (compilation, caches) is made first and timed separately as ``"first_s"`` — for every
-    contender, or for the names in ``warmup`` when it is a collection.
+    contender, or for the names in ``warmup`` when it is a collection. ``pause_s`` seconds of
+    sleep before each timed call let the previous contender's worker threads go idle (XLA's
+    thread pool spins for a while after a computation and would otherwise take cycles from the
+    next contender's threads).
     """
     out = {name: {"wall": [], "cpu": [], "value": None, "first_s": None} for name in contenders}
     warm = set(contenders) if warmup is True else set(warmup or ())
@@ -113,6 +140,8 @@ def interleaved(contenders: dict, repeats, warmup=True, on_result=None):
         for name, fn in contenders.items():
             if rnd >= reps.get(name, 0):
                 continue
+            if pause_s:
+                time.sleep(pause_s)
             w0, c0 = clock()
             val = fn()
             w1, c1 = clock()

@@ -96,6 +96,29 @@ def test_estep_stats_match_jax(kd, weights, n_chunks):
            what="gate information")
 
 
+@pytest.mark.parametrize("k", [3, 12])
+@pytest.mark.parametrize("hard", [False, True])
+def test_grouped_logs_equal_per_row_logs(k, hard):
+    """With 0/1 weights the pass takes one log per group of rows (of the product of their
+    normalisers); the per-row path (any weights) must give the same ℓ, Q and Σ w lse, to
+    rounding. Many experts with flat gates put every normaliser near k (the largest products);
+    n = 1001 leaves a partial block and a partial group."""
+    rng = np.random.default_rng(7)
+    n, d = 1001, 1
+    x = rng.uniform(-1, 1, (n, d))
+    y = rng.standard_normal(n)
+    w = (rng.uniform(size=n) > 0.2).astype(float)
+    args = (np.zeros(k), 0.01 * rng.standard_normal((k, d)), rng.standard_normal((k, d)),
+            rng.standard_normal(k), np.full(k, 4.0))
+    out = {}
+    for unit in (True, False):
+        resp = np.empty((n, k))
+        out[unit] = numba_em.estep_pass(x, y, w, *args, resp, 3, hard, True, unit)
+    for idx, what in ((0, "log-likelihood"), (5, "Q"), (8, "Σ w lse")):
+        assert abs(out[True][idx] - out[False][idx]) <= 1e-13 * abs(out[False][idx]), what
+    _close(out[True][1], out[False][1], rtol=1e-14, what="Σ r")
+
+
 @pytest.mark.parametrize("kd", [(2, 1), (3, 1), (2, 2)])
 def test_expert_m_step_from_stats_matches_jax(kd):
     """The exact expert M-step solved from the fused statistics equals the JAX M-step."""

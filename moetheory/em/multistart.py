@@ -4,7 +4,8 @@ The default strategy of :func:`moetheory.fit` (DESIGN.md §3.3, robust to local 
 user without the truth): ``n_init`` starts of several kinds (k-means on standardised (x, y),
 random partitions), each refined by a short EM run whose first iterations are hard
 (classification) assignments, all in one ``vmap``; the ``n_keep`` best by log-likelihood are
-continued to convergence, again in one batch; the best of those is returned.
+continued to convergence, again in one batch; the best of those is returned (ties at rounding
+level go to the first start: :func:`pick_best`).
 """
 from __future__ import annotations
 
@@ -54,6 +55,44 @@ class MultistartResult(NamedTuple):
     final_logliks: np.ndarray
     best_start: int
     final_floor_hit: np.ndarray
+
+
+#: Final log-likelihoods closer than this (relative) are one optimum reached by several starts:
+#: far above the rounding differences between backends and thread counts (≈ 1e-15 here), far
+#: below the gap between distinct optima.
+TIE_RTOL = 1e-12
+
+
+def pick_best(score, start_index=None, rtol=TIE_RTOL) -> int:
+    """Index of the winning start: the best finite score, where scores within ``rtol``·|best| of
+    the best tie and the tie goes to the smallest ``start_index``.
+
+    Starts that reach the same optimum (often with permuted labels) end with log-likelihoods
+    that differ in the last digits; a plain argmax would let rounding (the backend, the thread
+    count) decide between them and so between the label orders they report.
+
+    Parameters
+    ----------
+    score : (S,) float, −inf or NaN for a start that is out of the running
+    start_index : (S,) int, optional, the starts' original indices (default ``arange(S)``)
+    rtol : float ≥ 0, the relative tie window (0: the first maximum)
+
+    Examples
+    --------
+    >>> pick_best(np.array([-10.0, -9.0 - 1e-14, -9.0, np.nan]))
+    1
+    >>> pick_best(np.array([-10.0, -9.0 - 1e-9, -9.0]))
+    2
+    >>> pick_best(np.array([-9.0, -9.0]), start_index=np.array([5, 2]))
+    1
+    """
+    score = np.where(np.isfinite(score), score, -np.inf)
+    top = score.max()
+    if not np.isfinite(top):
+        return int(np.argmax(score))
+    ties = np.flatnonzero(score >= top - rtol * abs(top))
+    idx = np.arange(score.size) if start_index is None else np.asarray(start_index)
+    return int(ties[np.argmin(idx[ties])])
 
 
 def _stack(trees):
@@ -268,7 +307,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     healthy = ~np.asarray(final.floor_hit) & np.isfinite(fl)
     if healthy.any():
         score = np.where(healthy, score, -np.inf)
-    best = int(np.argmax(score))
+    best = pick_best(score, order)
     # Report the winning start's total iterations (short run + continuation).
     winner = _take(final, best)
     winner = winner._replace(n_iter=winner.n_iter + int(iters_before[best]))

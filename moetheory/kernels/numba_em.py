@@ -177,6 +177,8 @@ def _log_norm(x):
 
 _acc = njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
 BLOCK = 256
+#: Rows whose normalisers (each in [1, k]) share one log: their product is finite for k < 10^19.
+LOG_GROUP = 16
 
 
 @_acc
@@ -563,16 +565,20 @@ def _linear_block(start, nb, y, beta0, beta1, a, b, cst, ivar, xb, H, eb, L, hm,
 
 @_inner
 def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G, rxe, ree, grad,
-                info, store):
+                info, store, unit_w):
     """Rows lo..hi-1 of the fused E-step; adds into the accumulators
     (acc = [ℓ, Q, Σ_n w_n log Σ_i exp h_ni]).
 
     Rows go in blocks of ``BLOCK``, laid out expert-major in small (k, BLOCK) buffers
     (L1-resident; no (n, k) temporary): logits, log joint densities and their maxima first
     (:func:`_linear_block`), then the exps as plain loops that LLVM vectorises
-    (:func:`_exp_neg`), then one log of each normaliser per row (:func:`_log_norm`, also
-    vectorised); per-row sums (w ℓ_n, Σ_i r log g) go to block buffers whose sums are added
-    in a fixed order; :func:`_accumulate_block` adds the block's sufficient statistics.
+    (:func:`_exp_neg`), then the logs of the normalisers (:func:`_log_norm`, vectorised):
+    with ``unit_w`` (every weight 0 or 1) one log per ``LOG_GROUP`` rows, of the product of
+    their normalisers (each in [1, k], so the product stays finite), else one per row times
+    its weight; per-row sums (w ℓ_n without the logs, Σ_i r (h_i − max h)) go to block buffers
+    whose sums are added in a fixed order; :func:`_accumulate_block` adds the block's
+    sufficient statistics. One division per row: both normalisers' reciprocals come from
+    w / (s_joint · s_gate).
 
     With ``hard``, the responsibilities used for
     the statistics, Q and ``resp`` are the classification-EM ones (one-hot of the most probable
@@ -594,7 +600,10 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G,
     sj = np.empty(BLOCK)
     lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g
     qb = np.zeros(BLOCK)
-    zb = np.zeros(BLOCK)  # per row: w_n · log Σ_i exp h_ni
+    zb = np.zeros(BLOCK)  # per row: w_n · max_i h_ni
+    pj = np.ones(BLOCK)  # per row: the joint normaliser (1 on a dropped row), or w · its log
+    ph = np.ones(BLOCK)  # the same for the gate's normaliser
+    gp = np.empty((2, LOG_GROUP))  # products of the normalisers over row groups
     cst = np.empty(k)
     ivar = np.empty(k)
     for i in range(k):
@@ -623,17 +632,48 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G,
         for j in range(nb):
             wn = w[start + j]
             nz = wn != 0.0
-            lseh = hm[j] + _log_norm(sh[j])
-            t = wn * (jm[j] + _log_norm(sj[j]) - lseh)
+            s_j = sj[j]
+            s_h = sh[j]
+            t = wn * (jm[j] - hm[j])
             lb[j] = t if nz else 0.0  # a dropped row adds exactly 0, even where ℓ_n is not finite
-            zb[j] = wn * lseh if nz else 0.0
-            iw = 1.0 / (wn if nz else 1.0)
-            gb[k, j] = iw if nz else 0.0
-            hm[j] = lseh
-            sj[j] = wn / sj[j]
-            sh[j] = wn / sh[j]
+            zb[j] = wn * hm[j] if nz else 0.0
+            inv = wn / (s_j * s_h)
+            sj[j] = inv * s_h  # w / Σ_i exp(l_i − max l)
+            sh[j] = inv * s_j  # w / Σ_i exp(h_i − max h)
+            pj[j] = s_j if nz else 1.0
+            ph[j] = s_h if nz else 1.0
+        if unit_w:
+            for j in range(nb):
+                gb[k, j] = w[start + j]  # 1 / w, with 0 for a dropped row
+            for j in range(nb, BLOCK):
+                pj[j] = 1.0
+                ph[j] = 1.0
+            for u in range(LOG_GROUP):
+                gp[0, u] = pj[u]
+                gp[1, u] = ph[u]
+            for g0 in range(LOG_GROUP, nb, LOG_GROUP):
+                for u in range(LOG_GROUP):
+                    gp[0, u] *= pj[g0 + u]
+                    gp[1, u] *= ph[g0 + u]
+            for u in range(LOG_GROUP):
+                gp[0, u] = _log_norm(gp[0, u])
+                gp[1, u] = _log_norm(gp[1, u])
+            lgj = _block_sum(LOG_GROUP, gp[0])
+            lgh = _block_sum(LOG_GROUP, gp[1])
+        else:
+            for j in range(nb):
+                wn = w[start + j]
+                nz = wn != 0.0
+                gb[k, j] = 1.0 / wn if nz else 0.0
+                t = wn * _log_norm(pj[j])
+                pj[j] = t if nz else 0.0
+                t = wn * _log_norm(ph[j])
+                ph[j] = t if nz else 0.0
+            lgj = _block_sum(nb, pj)
+            lgh = _block_sum(nb, ph)
         for j in range(nb):
             qb[j] = 0.0
+        # Q = Σ r (h − max h) − Σ w log Σ exp(h − max h) (Σ_i r_ni = w_n)
         if hard:
             for i in range(k):
                 for j in range(nb):
@@ -669,9 +709,10 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G,
                     gb[i, j] *= sh[j]
         if store:
             _store_block(resp[start:start + nb], rb, nb)
-        ll += _block_sum(nb, lb)
-        qq += _block_sum(nb, qb)
-        wz += _block_sum(nb, zb)
+        ll += _block_sum(nb, lb) + (lgj - lgh)
+        if store or hard:
+            qq += _block_sum(nb, qb) - lgh
+        wz += _block_sum(nb, zb) + lgh
         _accumulate_block(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, True)
     acc[0] += ll
     acc[1] += qq
@@ -799,7 +840,17 @@ def _chunk(n, n_chunks, c):
 
 
 @_jit
-def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, store=True):
+def _unit_weights(w):
+    """Whether every weight is 0 or 1 (the normalisers' logs can then be taken per row group)."""
+    for v in w:
+        if v != 0.0 and v != 1.0:
+            return False
+    return True
+
+
+@_jit
+def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, store=True,
+               unit_w=False):
     """Fused E-step over all rows in ``n_chunks`` blocks; writes ``resp`` (n, k) if ``store``.
 
     Returns (ℓ, R, G, rxe, ree, Q, grad, info, Z); Q = Σ r log g (0 without ``store``,
@@ -819,7 +870,7 @@ def estep_pass(x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard=False, sto
     for c in range(n_chunks):
         lo, hi = _chunk(n, n_chunks, c)
         _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc_c[c], R_c[c],
-                    G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store)
+                    G_c[c], rxe_c[c], ree_c[c], grad_c[c], info_c[c], store, unit_w)
     G = G_c.sum(axis=0)
     for i in range(k):
         for u in range(p):
@@ -949,6 +1000,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     fused = fuse_check and max_newton == 1 and k > 1
     rows = 1 if fused else n  # the fused check keeps statistics, not responsibilities
     resp = np.empty((rows, k))
+    unit_w = _unit_weights(w)
     prev = -np.inf
     n_iter = max_iter
     converged = False
@@ -966,7 +1018,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     for it in range(max_iter + 1):
         hard = it < n_hard
         ll, R, G, rxe, ree, q, grad, info, Z = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused)
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused, unit_w)
         stats[0] += 1
         qprev = gate_objective_from_stats(beta0, beta1, pR, pG, Z) if pending else 0.0
         if pending and not (np.isfinite(qprev) and qprev >= pq):
@@ -988,7 +1040,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
                 beta0[:] = ob0
                 beta1[:] = ob1
             ll, R, G, rxe, ree, q, grad, info, Z = estep_pass(
-                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused)
+                x, y, w, beta0, beta1, a, b, var, resp, n_chunks, hard, not fused, unit_w)
             stats[0] += 1
         pending = False
         trace[it] = ll
@@ -1065,7 +1117,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
                     break
     if not converged:
         ll_f, R, G, rxe, ree, q, grad, info, Z = estep_pass(
-            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, False, not fused)
+            x, y, w, beta0, beta1, a, b, var, resp, n_chunks, False, not fused, unit_w)
         trace[max_iter] = ll_f
         converged = max_iter > 0 and abs(ll_f - prev) <= tol * abs(prev)
         ll = ll_f
@@ -1132,7 +1184,8 @@ def estep_stats(params, x, y, weights=None, *, n_chunks: int = 1,
     beta0, beta1, a, b, var = _as_arrays(params)
     resp = np.empty((x.shape[0], beta0.shape[0]))
     ll, R, G, rxe, ree, q, grad, info, _ = estep_pass(
-        x, y, w, beta0, beta1, a, b, var, resp, int(n_chunks), bool(hard))
+        x, y, w, beta0, beta1, a, b, var, resp, int(n_chunks), bool(hard), True,
+        _unit_weights(w))
     out = {"loglik": float(ll), "R": R, "G": G, "rxe": rxe, "ree": ree, "q": float(q),
            "grad": grad, "info": info}
     if return_resp:
