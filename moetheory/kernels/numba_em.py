@@ -658,8 +658,14 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G,
             for u in range(LOG_GROUP):
                 gp[0, u] = _log_norm(gp[0, u])
                 gp[1, u] = _log_norm(gp[1, u])
-            lgj = _block_sum(LOG_GROUP, gp[0])
-            lgh = _block_sum(LOG_GROUP, gp[1])
+            # in order (not _block_sum): with the length a compile-time constant, LLVM may
+            # reassociate a reduction differently when it inlines it, so a freshly compiled and
+            # a cache-loaded kernel could differ in the last bit
+            lgj = 0.0
+            lgh = 0.0
+            for u in range(LOG_GROUP):
+                lgj += gp[0, u]
+                lgh += gp[1, u]
         else:
             for j in range(nb):
                 wn = w[start + j]
