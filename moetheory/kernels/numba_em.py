@@ -598,8 +598,8 @@ def _estep_rows(lo, hi, x, y, w, beta0, beta1, a, b, var, resp, hard, acc, R, G,
     jm = np.empty(BLOCK)
     sh = np.empty(BLOCK)
     sj = np.empty(BLOCK)
-    lb = np.zeros(BLOCK)  # per row: w ℓ_n, Σ_i r log g
-    qb = np.zeros(BLOCK)
+    lb = np.zeros(BLOCK)  # per row: w_n (max_i l_ni − max_i h_ni), ℓ_n without the logs
+    qb = np.zeros(BLOCK)  # per row: Σ_i r_ni (h_ni − max_i h_ni)
     zb = np.zeros(BLOCK)  # per row: w_n · max_i h_ni
     pj = np.ones(BLOCK)  # per row: the joint normaliser (1 on a dropped row), or w · its log
     ph = np.ones(BLOCK)  # the same for the gate's normaliser
