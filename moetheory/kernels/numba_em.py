@@ -190,6 +190,24 @@ def _block_sum(nb, v):
     return s
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _expert_terms(r, e, x0):
+    """One row's terms of an expert's d = 1 sums: r, r e², r x e, r e, r x², r x."""
+    rx = r * x0
+    re = r * e
+    return r, re * e, rx * e, re, rx * x0, rx
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _gate_terms(r, g, iw, x0):
+    """One row's terms of a gate expert's d = 1 gradient (r − g)(x, 1) and information diagonal
+    t (x², x, 1) with t = g (1 − g / w) (g = w p, iw = 1 / w)."""
+    dg = r - g
+    t = g * (1.0 - iw * g)
+    tx = t * x0
+    return dg * x0, dg, tx * x0, tx, t
+
+
 @_acc
 def _accumulate_block_p2(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts):
     """:func:`_accumulate_block` for d = 1 (x̃ = [x, 1]): one loop per expert for all of its
@@ -205,17 +223,12 @@ def _accumulate_block_p2(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts
         if not experts:
             if i < km1:
                 for j in range(nb):
-                    r = rb[i, j]
-                    x0 = xb[0, j]
-                    g = gb[i, j]
-                    dg = r - g
-                    gx += dg * x0
-                    g1 += dg
-                    t = g * (1.0 - gb[k, j] * g)
-                    tx = t * x0
-                    ixx += tx * x0
-                    ix += tx
-                    i1 += t
+                    a0, a1, a2, a3, a4 = _gate_terms(rb[i, j], gb[i, j], gb[k, j], xb[0, j])
+                    gx += a0
+                    g1 += a1
+                    ixx += a2
+                    ix += a3
+                    i1 += a4
         else:
             sr = 0.0
             see = 0.0
@@ -223,41 +236,26 @@ def _accumulate_block_p2(nb, rb, gb, eb, xb, R, G, rxe, ree, grad, info, experts
             se = 0.0
             sxx = 0.0
             sx = 0.0
-            if i < km1:
-                for j in range(nb):
-                    r = rb[i, j]
-                    e = eb[i, j]
-                    x0 = xb[0, j]
-                    rx = r * x0
-                    re = r * e
-                    sr += r
-                    see += re * e
-                    sxe += rx * e
-                    se += re
-                    sxx += rx * x0
-                    sx += rx
-                    g = gb[i, j]
-                    dg = r - g
-                    gx += dg * x0
-                    g1 += dg
-                    t = g * (1.0 - gb[k, j] * g)
-                    tx = t * x0
-                    ixx += tx * x0
-                    ix += tx
-                    i1 += t
-            else:
-                for j in range(nb):
-                    r = rb[i, j]
-                    e = eb[i, j]
-                    x0 = xb[0, j]
-                    rx = r * x0
-                    re = r * e
-                    sr += r
-                    see += re * e
-                    sxe += rx * e
-                    se += re
-                    sxx += rx * x0
-                    sx += rx
+            gate = i < km1
+            # one loop for the expert's sums and, but for the pinned expert, its gate sums (a
+            # select on a loop-invariant flag: LLVM unswitches it, the loop stays fused)
+            for j in range(nb):
+                r = rb[i, j]
+                x0 = xb[0, j]
+                e0, e1, e2, e3, e4, e5 = _expert_terms(r, eb[i, j], x0)
+                sr += e0
+                see += e1
+                sxe += e2
+                se += e3
+                sxx += e4
+                sx += e5
+                if gate:
+                    a0, a1, a2, a3, a4 = _gate_terms(r, gb[i, j], gb[k, j], x0)
+                    gx += a0
+                    g1 += a1
+                    ixx += a2
+                    ix += a3
+                    i1 += a4
             R[i] += sr
             ree[i] += see
             rxe[i, 0] += sxe
