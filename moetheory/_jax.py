@@ -6,6 +6,8 @@ never flips it by itself: nothing computes at import.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 
 _ENABLED = False
@@ -25,3 +27,14 @@ def ensure_x64() -> None:
     if not _ENABLED:
         jax.config.update("jax_enable_x64", True)
         _ENABLED = True
+
+
+def x64(fn):
+    """Decorator for public entry points: :func:`ensure_x64`, then ``fn`` (docstring kept)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ensure_x64()
+        return fn(*args, **kwargs)
+
+    return wrapper

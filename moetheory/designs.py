@@ -4,9 +4,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from moetheory._jax import x64
+
 DESIGNS = ("grid", "uniform", "gaussian", "sphere")
 
 
+@x64
 def make_design(key, name: str, n: int, dim: int = 1, *, low: float = -1.0, high: float = 1.0,
                 scale: float = 1.0, radius: float = 1.0) -> jnp.ndarray:
     """Draw (or lay out) n covariate vectors.

@@ -20,6 +20,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from moetheory._jax import x64
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
 
@@ -60,6 +61,7 @@ def register_activation(name: str, fn: Callable, overwrite: bool = False) -> Non
     ACTIVATIONS[name] = fn
 
 
+@x64
 def gate_logits(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Logits h_i(x), shape (n, k), for x of shape (n, d) (before any top-K masking).
 
@@ -82,6 +84,7 @@ def gate_logits(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     return (sigma(score) + params.beta0) / params.tau
 
 
+@x64
 def active_mask(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Boolean (n, k): which experts are active at each x (all, except for top-K).
 
@@ -117,6 +120,7 @@ def active_mask(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     return rank < spec.top_k
 
 
+@x64
 def log_gate_weights(spec: MoESpec, params: MoEParams, x, mask=None) -> jnp.ndarray:
     """log g_i(x), shape (n, k); ``-inf`` for inactive experts.
 
@@ -159,6 +163,7 @@ def shift_invariant_slopes(spec: MoESpec) -> bool:
     return spec.gate != "activation" or spec.activation == "identity"
 
 
+@x64
 def pin(spec: MoESpec, params: MoEParams) -> MoEParams:
     """Canonical representative: the last expert's gate pinned to zero.
 

@@ -1,7 +1,8 @@
 """The Gaussian MoE conditional density and what follows from it.
 
 p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space.
-Functions are pure JAX, jit- and vmap-friendly; ``spec`` is static.
+Functions are pure JAX, jit- and vmap-friendly; ``spec`` is static. Each public function turns
+on float64 first (:func:`moetheory._jax.ensure_x64`): estimation is float64 (DESIGN.md §7).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from moetheory._jax import ensure_x64, x64
 from moetheory.gates import log_gate_weights
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
@@ -18,6 +20,7 @@ from moetheory.spec import MoESpec
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@x64
 def expert_means(params: MoEParams, x) -> jnp.ndarray:
     """Expert means a_iᵀx + b_i, shape (n, k), for x of shape (n, d).
 
@@ -31,6 +34,7 @@ def expert_means(params: MoEParams, x) -> jnp.ndarray:
     return x @ params.a.T + params.b
 
 
+@x64
 def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
     """log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k), for x (n, d) and y (n,).
 
@@ -45,6 +49,7 @@ def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
     return -0.5 * (_LOG_2PI + jnp.log(params.var) + resid * resid / params.var)
 
 
+@x64
 def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
     """log g_i(x_n) + log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k); ``-inf`` where expert i is
     inactive (top-K).
@@ -69,6 +74,7 @@ def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
     return log_gate_weights(spec, params, x, mask) + log_expert_density(params, x, y)
 
 
+@x64
 def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
     """Conditional log-density log p(y_n | x_n), shape (n,).
 
@@ -83,6 +89,7 @@ def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
     return jax.scipy.special.logsumexp(log_joint(spec, params, x, y), axis=-1)
 
 
+@x64
 def log_likelihood(spec: MoESpec, params: MoEParams, x, y, weights=None) -> jnp.ndarray:
     """Σ_n log p(y_n | x_n), a scalar, for x (n, d) and y (n,).
 
@@ -101,6 +108,7 @@ def log_likelihood(spec: MoESpec, params: MoEParams, x, y, weights=None) -> jnp.
     return ld.sum() if weights is None else (weights * ld).sum()
 
 
+@x64
 def responsibilities(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
     """Posterior probabilities r_ni = P(expert i | x_n, y_n), shape (n, k); rows sum to 1.
 
@@ -117,6 +125,7 @@ def responsibilities(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
     return jax.nn.softmax(log_joint(spec, params, x, y), axis=-1)
 
 
+@x64
 def gate_probabilities(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Gate weights g_i(x_n), shape (n, k), for x of shape (n, d); rows sum to 1.
 
@@ -131,6 +140,7 @@ def gate_probabilities(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     return jnp.exp(log_gate_weights(spec, params, x))
 
 
+@x64
 def predict_mean(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Predictive mean E[y | x] = Σ_i g_i(x)(a_iᵀx + b_i), shape (n,), for x (n, d).
 
@@ -145,6 +155,7 @@ def predict_mean(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     return (gate_probabilities(spec, params, x) * expert_means(params, x)).sum(-1)
 
 
+@x64
 def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Predictive variance Var[y | x] = Σ_i g_i (ν_i + μ_i²) − (Σ_i g_i μ_i)², shape (n,),
     for x (n, d), with μ_i = a_iᵀx + b_i.
@@ -197,7 +208,6 @@ def sample(key, spec: MoESpec, params: MoEParams, x, return_labels: bool = False
     >>> sample(jax.random.key(0), spec, p, np.zeros((3, 1))).shape
     (3,)
     """
-    from moetheory._jax import ensure_x64
     from moetheory.validation import check_x
 
     ensure_x64()

@@ -11,6 +11,25 @@ from dataclasses import dataclass, replace
 GATES = ("softmax", "topk", "temperature", "activation")
 SELECT_BY = ("score", "logit")
 TAU_MODES = ("fixed", "estimated")
+#: How a Voronoi loss removes the gate's unidentifiable shift (moetheory.losses.voronoi_loss).
+TRANSLATIONS = ("infimum", "bias", "pinned", "none")
+
+
+def gate_translation(gate: str) -> str:
+    """The ``translation`` that removes exactly the gate's unidentifiable shift.
+
+    A common shift of every expert's (β_0, β_1) leaves the softmax, top-K and temperature gates
+    unchanged (``"infimum"``); under the activation gate only a common shift of β_0 does, because
+    σ(β_1ᵀx) is not linear in β_1 (``"bias"``).
+
+    Examples
+    --------
+    >>> gate_translation("softmax"), gate_translation("activation")
+    ('infimum', 'bias')
+    """
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {tuple(GATES)}; got {gate!r}")
+    return "bias" if gate == "activation" else "infimum"
 
 
 @dataclass(frozen=True)

@@ -37,17 +37,16 @@ def _study(preset: str, family: str) -> StudySpec:
     sizes, reps, starts, est = standard_grid(preset)
     opts = FAMILIES[family]
     temp = family == "temperature"
-    translation = "infimum" if temp else "bias"
     expected = None if temp else -0.5
     fits = (
-        FitSpec("k2", MoESpec(2, 1, **opts), sizes=sizes, n_starts=1, translation=translation,
-                expected_rate=expected, title=f"{family}: exact-fitted k = 2"),
+        FitSpec("k2", MoESpec(2, 1, **opts), sizes=sizes, n_starts=1, expected_rate=expected,
+                title=f"{family}: exact-fitted k = 2"),
     )
     if preset == "full" or temp:
         # The over-fitted activation-gate fits cost ~100× the others on CPU (a Hessian Newton gate
         # step for hundreds of EM iterations): they are in the full preset only.
         fits += (FitSpec("k3", MoESpec(3, 1, **opts), sizes=sizes, n_starts=starts,
-                         translation=translation, expected_rate=expected,
+                         expected_rate=expected,
                          title=f"{family}: over-fitted k = 3"),)
     losses = ("voronoi", "voronoi_identified", "hellinger") if temp else ("voronoi", "hellinger")
     return StudySpec(name=f"temperature-{preset}-{family}", truth_spec=MoESpec(2, 1, **opts),

@@ -7,6 +7,7 @@ import importlib
 import math
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +113,16 @@ def test_round_trip_bit_exact(spec):
 ])
 def test_round_trip_bit_exact_neural_routers(router, spec):
     p = _params(3, 2, 3, tau=0.8 if spec.has_tau else 1.0)
-    layer = to_torch(spec, p, router=router)
+    if router == "dense_to_sparse":  # the default schedule starts at τ = 2, not 0.8
+        with pytest.warns(UserWarning, match=r"tau_start=0\.8"):
+            layer = to_torch(spec, p, router=router)
+        sched = DenseToSparseSchedule(tau_start=0.8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            matching = to_torch(spec, p, router=router, schedule=sched)
+        assert float(matching.set_step(0).tau) == 0.8
+    else:
+        layer = to_torch(spec, p, router=router)
     assert layer.router == router
     spec2, p2 = from_torch(layer, approximate=True)
     assert spec2 == spec
@@ -403,6 +413,26 @@ def test_train_layer_records_and_learns():
         train_layer(layer, x, np.full_like(y, np.nan), steps=1)
     with pytest.raises(ValueError, match=r"x must have 1 column"):
         train_layer(layer, np.zeros((10, 2)), np.zeros(10), steps=1)
+
+
+def test_evaluate_uses_the_gates_own_translation():
+    # activation gate: a common β_1 shift changes the model, so the loss must see it (a
+    # softmax-style infimum over β_1 shifts would report 0 for this wrong model)
+    from moetheory.bridge.train import evaluate, simulate
+    from moetheory.losses import voronoi_loss
+
+    spec = MoESpec(2, 1, gate="activation", activation="tanh")
+    truth = MoEParams.create([0.5, 0.0], [[2.0], [0.0]], [[-1.0], [1.0]], [0.5, -0.5],
+                             [0.05, 0.05], tau=0.5)
+    shifted = truth._replace(beta1=truth.beta1 + 3.0)
+    x, y = simulate(truth, 200, spec=spec, seed=0)
+    rec = evaluate(to_torch(spec, shifted), x, y, truth)
+    expected = voronoi_loss(shifted, truth, translation="bias", coords="identified")
+    assert float(voronoi_loss(shifted, truth, coords="identified")) < 1e-12  # the wrong choice
+    np.testing.assert_allclose(rec["loss"], float(expected), rtol=1e-12)
+    assert rec["loss"] > 1.0
+    # β_1 errors of 3 in raw units, 3 / τ = 6 in identified coordinates, on both experts
+    np.testing.assert_allclose(rec["errors"]["beta1"], 6.0, rtol=1e-12)
 
 
 @pytest.mark.slow

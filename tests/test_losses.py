@@ -13,7 +13,8 @@ import pytest
 
 from moetheory import MoEParams
 from moetheory.losses import (RBAR, CellErrors, best_translation, cell_errors, d1_loss, d2_loss,
-                              matched_errors, summarize_cells, voronoi_cells, voronoi_loss)
+                              gate_translation, matched_errors, summarize_cells, voronoi_cells,
+                              voronoi_loss)
 
 
 def _truth2():
@@ -283,6 +284,12 @@ def test_validation_errors():
         d2_loss(_hand_fit(), truth, rbar={2: -1.0})
     with pytest.raises(ValueError, match="k == k"):
         matched_errors(_hand_fit(), truth)
+    with pytest.raises(ValueError, match=r"fitted.var must be > 0"):
+        d1_loss(truth._replace(var=-truth.var), truth)
+    with pytest.raises(ValueError, match=r"truth.tau must be > 0"):
+        d1_loss(truth, truth._replace(tau=np.asarray(0.0)))
+    with pytest.raises(ValueError, match=r"truth.tau must have shape \(\); got \(2,\)"):
+        d1_loss(truth, truth._replace(tau=np.ones(2)))
 
 
 # ------------------------------------------------------------------ temperature gates
@@ -368,6 +375,29 @@ def test_matched_errors_recovers_permutation(method):
     exact = matched_errors(_shift_gate(truth, 0.9, [1.0, -2.0]).permute(order), truth, method=method)
     for name in ("beta0", "beta1", "a", "b", "var", "tau"):
         np.testing.assert_allclose(np.asarray(getattr(exact, name)), 0.0, atol=1e-12)
+
+
+def test_matched_errors_bias_translation_frees_beta0_only():
+    # activation gate: a common shift of β_0 is a symmetry, one of β_1 is not
+    assert gate_translation("activation") == "bias"
+    assert gate_translation("softmax") == gate_translation("temperature") == "infimum"
+    truth = MoEParams.create([0.5, 0.0], [[2.0], [0.0]], [[-1.0], [1.0]], [0.5, -0.5],
+                             [0.05, 0.05])
+    wrong2 = truth._replace(beta1=np.array([[2.0], [0.5]]))  # only expert 2's β_1 is off
+    res = matched_errors(wrong2, truth, translation="bias")
+    np.testing.assert_allclose(res.beta1, [0.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(res.beta0, [0.0, 0.0], atol=1e-12)
+    # pinning β_1 too (the softmax convention) moves the error onto the reference's partner
+    np.testing.assert_allclose(matched_errors(wrong2, truth).beta1, [0.5, 0.0], atol=1e-12)
+    # a common β_0 shift is invisible under "bias"; a common β_1 shift is not
+    same = matched_errors(_shift_gate(truth, 3.0, [0.0]), truth, translation="bias")
+    np.testing.assert_allclose(same.beta0, 0.0, atol=1e-12)
+    moved = matched_errors(_shift_gate(truth, 0.0, [3.0]), truth, translation="bias")
+    np.testing.assert_allclose(moved.beta1, [3.0, 3.0], atol=1e-12)
+    raw = matched_errors(_shift_gate(truth, 3.0, [0.0]), truth, translation="none")
+    np.testing.assert_allclose(raw.beta0, [3.0, 3.0], atol=1e-12)
+    with pytest.raises(ValueError, match="translation"):
+        matched_errors(truth, truth, translation="min")
 
 
 def test_matched_errors_values_and_batch():

@@ -269,3 +269,28 @@ def test_params_create_shapes_roundtrip_and_permute():
     q = p.permute([1, 0])
     np.testing.assert_array_equal(q.var, [0.3, 0.2])
     np.testing.assert_array_equal(q.a[:, 0], [-1.0, 3.0])
+
+
+def test_public_functions_compute_in_float64_in_a_fresh_process():
+    # JAX defaults to float32 and the switch is global: the model's public functions must turn
+    # float64 on themselves, whatever ran before them (a fresh interpreter has run nothing)
+    import subprocess
+    import sys
+
+    code = """
+import jax
+import numpy as np
+from moetheory.designs import make_design
+from moetheory.gates import log_gate_weights
+from moetheory.model import log_density, log_likelihood
+from moetheory.params import MoEParams
+from moetheory.spec import MoESpec
+p = MoEParams.create([0.5, 0.0], [[2.0], [0.0]], [[-1.0], [1.0]], [0.5, -0.5], [0.05, 0.05])
+x = np.linspace(-1, 1, 7)[:, None]
+print(log_density(MoESpec(2, 1), p, x, x[:, 0]).dtype,
+      log_likelihood(MoESpec(2, 1), p, x, x[:, 0]).dtype,
+      log_gate_weights(MoESpec(2, 1), p, x).dtype,
+      make_design(jax.random.key(0), "uniform", 5).dtype)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["float64"] * 4

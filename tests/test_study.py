@@ -113,6 +113,18 @@ def test_hash_is_stable_and_content_based():
     assert tiny_study(estimator=est).panel_hash("k2") != a.panel_hash("k2")
 
 
+def test_fit_translation_defaults_to_the_gates_own():
+    act = MoESpec(2, 1, gate="activation", activation="tanh")
+    assert FitSpec("a", act, sizes=(100,)).translation == "bias"
+    assert FitSpec("s", MoESpec(2, 1), sizes=(100,)).translation == "infimum"
+    assert FitSpec("p", act, sizes=(100,), translation="pinned").translation == "pinned"
+    # the resolved value is what is hashed: an explicit default gives the same cells
+    a = tiny_study()
+    explicit = tiny_study(fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 400),
+                                        translation="infimum"),))
+    assert explicit.panel_hash("k2") == a.panel_hash("k2")
+
+
 def test_bad_declarations_raise_clear_errors():
     with pytest.raises(ValueError, match="losses"):
         tiny_study(losses=("nope",))

@@ -58,6 +58,7 @@ Neural routers practitioners use (how each maps onto a statistical gate is in do
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -611,7 +612,8 @@ def to_torch(spec: MoESpec, params: MoEParams, router: str | None = None, **opti
         Default: the statistical router of ``spec.gate``. A neural router may be requested when
         it shares the parameters of the spec (see ``_NEURAL_FROM_SPEC``): ``noisy_topk``,
         ``switch``, ``gshard_top2`` from a top-K spec selecting by logit; ``dense_to_sparse``
-        from a temperature spec (τ becomes its current temperature).
+        from a temperature spec (τ becomes its current temperature; a warning says when the
+        layer's schedule would start training from another τ).
     **options
         Further :class:`GaussianMoE` options (e.g. ``schedule``, ``threshold``).
 
@@ -651,6 +653,12 @@ def to_torch(spec: MoESpec, params: MoEParams, router: str | None = None, **opti
     noise_weight = kw.pop("noise_weight", None)
     layer = GaussianMoE(spec.n_experts, spec.dim, router, dtype=torch.float64, **kw)
     layer.set_params(params, noise_weight=noise_weight)
+    start = layer.schedule.tau(0) if router == "dense_to_sparse" else None
+    if start is not None and start != float(params.tau):
+        warnings.warn(f"the dense-to-sparse schedule starts at tau = {start}: training "
+                      f"(train_layer, set_step) replaces the exported tau = {float(params.tau)}; "
+                      f"pass schedule=DenseToSparseSchedule(tau_start={float(params.tau)}) to "
+                      f"start from it", UserWarning, stacklevel=2)
     return layer
 
 

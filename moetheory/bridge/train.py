@@ -3,8 +3,8 @@
 :func:`train_layer` minimises the mean negative log-likelihood (plus an optional Switch
 load-balancing term) by Adam, full-batch or mini-batch, and records at chosen steps
 
-* ``loss``: the Voronoi loss (:func:`moetheory.losses.voronoi_loss`, ``translation="infimum"``,
-  identified coordinates β/τ) of the learned model's statistical equivalent
+* ``loss``: the Voronoi loss (:func:`moetheory.losses.voronoi_loss` with the gate's own
+  translation, :func:`moetheory.losses.gate_translation`, and identified coordinates β/τ) of the learned model's statistical equivalent
   (:func:`~moetheory.bridge.torch.statistical_equivalent`: the clean router for noisy top-K,
   the current τ for dense-to-sparse) against the truth;
 * per-parameter errors (:func:`moetheory.losses.matched_errors` when k = k*, else the
@@ -203,13 +203,13 @@ def routing_stats(layer: GaussianMoE, x, dead_tol: float = 1e-3) -> dict:
             "entropy": float(ent.mean()), "dead_fraction": float((util < dead_tol).to(w.dtype).mean())}
 
 
-def _errors(spec, params, truth):
+def _errors(params, truth, translation):
     from moetheory.losses import cell_errors, matched_errors
 
     if params.n_experts == truth.n_experts:
-        e = matched_errors(params, truth, coords="identified")
+        e = matched_errors(params, truth, coords="identified", translation=translation)
         return {f: float(np.max(np.asarray(getattr(e, f)))) for f in ("beta0", "beta1", "a", "b", "var")}
-    e = cell_errors(params, truth, kind="d1", coords="identified")
+    e = cell_errors(params, truth, kind="d1", translation=translation, coords="identified")
     out = {}
     for f in ("weight", "beta1", "a", "b", "var"):
         v = np.asarray(getattr(e, f), dtype=np.float64)
@@ -251,7 +251,7 @@ def evaluate(layer: GaussianMoE, x, y, truth: MoEParams | None = None, *, loss_k
     >>> sorted(evaluate(GaussianMoE(2, 1), x, y, truth)["errors"])  # doctest: +SKIP
     ['a', 'b', 'beta0', 'beta1', 'var']
     """
-    from moetheory.losses import voronoi_loss
+    from moetheory.losses import gate_translation, voronoi_loss
 
     was_training = layer.training
     layer.eval()
@@ -264,8 +264,10 @@ def evaluate(layer: GaussianMoE, x, y, truth: MoEParams | None = None, *, loss_k
     if truth is not None:
         ok = all(np.all(np.isfinite(np.asarray(v))) for v in params)
         if ok:
-            rec["loss"] = float(voronoi_loss(params, truth, kind=loss_kind, coords="identified"))
-            rec["errors"] = _errors(spec, params, truth)
+            translation = gate_translation(spec.gate)
+            rec["loss"] = float(voronoi_loss(params, truth, kind=loss_kind,
+                                             translation=translation, coords="identified"))
+            rec["errors"] = _errors(params, truth, translation)
         else:
             rec["loss"] = float("nan")
             rec["errors"] = {}

@@ -6,9 +6,11 @@ from moetheory.losses.errors import (CellErrors, MatchedErrors, cell_errors, mat
                                      summarize_cells)
 from moetheory.losses.voronoi import (RBAR, LossResult, VoronoiCells, best_translation, d1_loss,
                                       d2_loss, voronoi_cells, voronoi_loss)
+from moetheory.spec import gate_translation
 
 __all__ = [
     "RBAR", "voronoi_cells", "d1_loss", "d2_loss", "voronoi_loss", "best_translation",
+    "gate_translation",
     "cell_errors", "matched_errors", "summarize_cells",
     "VoronoiCells", "LossResult", "CellErrors", "MatchedErrors",
 ]

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from moetheory._jax import ensure_x64
-from moetheory.losses.voronoi import (COORDS, N_REFINE, _check_choice, _check_pair, _config,
-                                      _map_pair, _prep, _raise_unknown, _resolve_kind, _setup,
-                                      _solve)
+from moetheory.losses.voronoi import (COORDS, N_REFINE, TRANSLATIONS, _check_choice,
+                                      _check_pair, _config, _map_pair, _pin, _prep,
+                                      _raise_unknown, _resolve_kind, _setup, _solve)
 from moetheory.params import MoEParams
 
 FIELDS = ("weight", "beta1", "a", "b", "var")
@@ -176,13 +176,17 @@ def _hungarian(cost):
     return perm
 
 
-def _matched_one(fitted, truth, *, coords, method):
+def _matched_one(fitted, truth, *, coords, method, translation):
+    # which parts of the gate the translation frees: (β_0, β_1) for infimum/pinned, β_0 for bias
+    shift_b0 = translation != "none"
+    shift_b1 = translation in ("infimum", "pinned")
     f = _prep(fitted, coords)
     t = _prep(truth, coords)
 
-    def feats(p):  # translation-invariant gate (centred) + expert parameters
-        return jnp.concatenate([(p.b0 - p.b0.mean())[:, None], p.b1 - p.b1.mean(axis=0), p.a,
-                                p.b[:, None], p.v[:, None]], axis=-1)
+    def feats(p):  # gate centred in its free coordinates (translation-invariant) + experts
+        b0 = p.b0 - p.b0.mean() if shift_b0 else p.b0
+        b1 = p.b1 - p.b1.mean(axis=0) if shift_b1 else p.b1
+        return jnp.concatenate([b0[:, None], b1, p.a, p.b[:, None], p.v[:, None]], axis=-1)
 
     ff, tf = feats(f), feats(t)
     cost = jnp.sqrt(jnp.sum((ff[:, None, :] - tf[None, :, :]) ** 2, axis=-1))  # (fitted, true)
@@ -194,25 +198,28 @@ def _matched_one(fitted, truth, *, coords, method):
     else:
         perm = jax.pure_callback(_hungarian, jax.ShapeDtypeStruct((k,), jnp.int64), cost,
                                  vmap_method="sequential")
-    fa = _prep(MoEParams(*(x[perm] if x.ndim >= 1 else x for x in fitted)), coords, pinned=True)
-    tp = _prep(truth, coords, pinned=True)
+    fa = _pin(_prep(MoEParams(*(x[perm] if x.ndim >= 1 else x for x in fitted)), coords),
+              shift_b0, shift_b1)
+    tp = _pin(t, shift_b0, shift_b1)
     norm = lambda x: jnp.sqrt(jnp.sum(x ** 2, axis=-1))
     return MatchedErrors(perm, jnp.abs(fa.b0 - tp.b0), norm(fa.b1 - tp.b1), norm(fa.a - tp.a),
                          jnp.abs(fa.b - tp.b), jnp.abs(fa.v - tp.v),
                          jnp.abs(fitted.tau - truth.tau))
 
 
-_matched_jit = jax.jit(_matched_one, static_argnames=("coords", "method"))
+_matched_jit = jax.jit(_matched_one, static_argnames=("coords", "method", "translation"))
 
 
 def matched_errors(fitted: MoEParams, truth: MoEParams, coords: str = "raw",
-                   method: str = "auto") -> MatchedErrors:
+                   method: str = "auto", translation: str = "infimum") -> MatchedErrors:
     """Per-parameter errors of an exact-fitted model (k = k*) after the best matching.
 
     The matching minimises the total Euclidean distance Σ_j ‖θ̃_perm[j] − θ̃*_j‖ over
     permutations, with θ̃ = (β_0 − mean β_0, β_1 − mean β_1, a, b, ν): centring the gate makes
     the matching invariant to the gate translation. Errors are then computed with both gates
-    pinned to the (matched) reference expert, the truth's last expert.
+    pinned to the (matched) reference expert, the truth's last expert. Only the coordinates the
+    ``translation`` frees are centred and pinned: β_0 alone under ``"bias"`` (the activation
+    gate, :func:`~moetheory.losses.gate_translation`), nothing under ``"none"``.
 
     Parameters
     ----------
@@ -224,6 +231,9 @@ def matched_errors(fitted: MoEParams, truth: MoEParams, coords: str = "raw",
         scipy's ``linear_sum_assignment`` through a host callback (same optimum).
     coords : {"raw", "identified"}
         As in :func:`~moetheory.losses.voronoi_loss` (identified: gate parameters divided by τ).
+    translation : {"infimum", "bias", "pinned", "none"}
+        The gate's unidentifiable shift, as in :func:`~moetheory.losses.voronoi_loss`:
+        ``"infimum"`` and ``"pinned"`` both pin (β_0, β_1) to the reference expert.
 
     Returns
     -------
@@ -241,6 +251,7 @@ def matched_errors(fitted: MoEParams, truth: MoEParams, coords: str = "raw",
     ensure_x64()
     _check_choice("coords", coords, COORDS)
     _check_choice("method", method, ("auto", "exhaustive", "hungarian"))
+    _check_choice("translation", translation, TRANSLATIONS)
     f, fb, t, tb = _check_pair(fitted, truth)
     k, kstar = f.beta0.shape[-1], t.beta0.shape[-1]
     if k != kstar:
@@ -248,5 +259,5 @@ def matched_errors(fitted: MoEParams, truth: MoEParams, coords: str = "raw",
                          f"and truth k*={kstar} (use cell_errors for over-fitted models)")
     if method == "auto":
         method = "exhaustive" if k <= _MAX_EXHAUSTIVE else "hungarian"
-    fn = partial(_matched_jit, coords=coords, method=method)
+    fn = partial(_matched_jit, coords=coords, method=method, translation=translation)
     return _map_pair(fn, f, fb, t, tb)

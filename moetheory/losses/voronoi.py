@@ -72,14 +72,15 @@ import numpy as np
 
 from moetheory._jax import ensure_x64
 from moetheory.params import MoEParams
+from moetheory.spec import TRANSLATIONS
 
 #: Known exponents r̄(m) of the over-fitted loss D_2 (softmax paper): r̄(2)=4, r̄(3)=6.
 #: r̄(m) for m ≥ 4 is unknown (only r̄(m) ≥ 7 is known); pass ``rbar`` to supply it.
 RBAR: Mapping[int, float] = MappingProxyType({2: 4.0, 3: 6.0})
 
 KINDS = ("auto", "d1", "d2")
-TRANSLATIONS = ("infimum", "bias", "pinned", "none")
 COORDS = ("raw", "identified")
+
 
 #: Default number of compass-search refinement steps per start.
 N_REFINE = 80
@@ -151,7 +152,13 @@ def _as_params(p, name):
             raise ValueError(f"{name}.{f} must have shape {shape}; got {arrs[f].shape}")
     tau = arrs["tau"]
     if tau.shape not in ((), lead):
-        raise ValueError(f"{name}.tau must have shape () or {lead}; got {tau.shape}")
+        allowed = "()" if not lead else f"() or {lead}"
+        raise ValueError(f"{name}.tau must have shape {allowed}; got {tau.shape}")
+    for f in ("var", "tau"):
+        # NaN passes (a failed replicate's loss is NaN, for itself only); traced values are
+        # checked by whoever made them
+        if _is_concrete(arrs[f]) and bool(jnp.any(arrs[f] <= 0)):
+            raise ValueError(f"{name}.{f} must be > 0; got {np.asarray(arrs[f]).tolist()}")
     arrs["tau"] = jnp.broadcast_to(tau, lead)
     batch = lead[0] if lead else None
     return MoEParams(**arrs), batch
@@ -229,10 +236,15 @@ def _prep(p: MoEParams, coords: str, pinned: bool = False) -> _Prep:
     if coords == "identified":
         b0 = b0 / p.tau
         b1 = b1 / p.tau
-    if pinned:
-        b0 = b0 - b0[-1]
-        b1 = b1 - b1[-1]
-    return _Prep(b0, b1, p.a, p.b, p.var)
+    prep = _Prep(b0, b1, p.a, p.b, p.var)
+    return _pin(prep, True, True) if pinned else prep
+
+
+def _pin(p: _Prep, shift_b0: bool, shift_b1: bool) -> _Prep:
+    """Gate parameters relative to the last expert's, in the coordinates a translation frees."""
+    b0 = p.b0 - p.b0[-1] if shift_b0 else p.b0
+    b1 = p.b1 - p.b1[-1] if shift_b1 else p.b1
+    return p._replace(b0=b0, b1=b1)
 
 
 def _pairs(f: _Prep, t: _Prep):
@@ -465,11 +477,15 @@ def d1_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum",
             coords: str = "raw", *, n_refine: int = N_REFINE) -> jnp.ndarray:
     """Exact-fitted Voronoi loss D_1 (see :func:`voronoi_loss`).
 
+    D_1 is the loss whose rate the theory gives for k = k*. It is defined for any k (every
+    exponent 1); for an over-fitted model the theory's loss is :func:`d2_loss`, which
+    ``voronoi_loss``'s ``kind="auto"`` picks.
+
     Parameters
     ----------
     fitted, truth : MoEParams
-        k = k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
-        may carry a leading batch axis, shape (batch, k, ...).
+        Any numbers of experts, with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d));
+        either may carry a leading batch axis, shape (batch, k, ...).
     translation, coords, n_refine
         As in :func:`voronoi_loss`.
 

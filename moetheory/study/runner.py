@@ -324,7 +324,7 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     for name in ("size", "weight", "beta1", "a", "b", "var"):
         out[f"cell_{name}"] = getattr(ce, name)
     if fit.spec.n_experts == cfg.truth_spec.n_experts:
-        me = matched_errors(fitted, truth, coords=fit.coords)
+        me = matched_errors(fitted, truth, coords=fit.coords, translation=fit.translation)
         for name in ("beta0", "beta1", "a", "b", "var"):
             out[f"match_{name}"] = getattr(me, name)
         out["match_tau"] = me.tau

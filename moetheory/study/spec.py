@@ -37,14 +37,16 @@ import numpy as np
 from moetheory.designs import DESIGNS
 from moetheory.em.init import INIT_MODES
 from moetheory.params import MoEParams, check_params
-from moetheory.spec import MoESpec
+from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
 
 #: losses a study can record per replicate (see :mod:`moetheory.study.runner`)
 LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "hellinger")
-TRANSLATIONS = ("infimum", "bias", "pinned", "none")
 COORDS = ("raw", "identified")
 
 SPEC_VERSION = 2  # bump when the meaning of a field changes: invalidates every cache
+#: Bump when the computation of a stored metric changes (cells' identity; old cells are
+#: recomputed, never mixed in). 2: matched errors pin only what the fit's translation frees.
+METRICS_VERSION = 2
 
 
 def integer_sizes(values) -> tuple:
@@ -186,8 +188,10 @@ class FitSpec:
     sizes : the sample-size grid (ints, sorted, unique);
     n_starts : EM starts per replicate, the best final log-likelihood is kept;
     replicates : replicates of this model (default: the study's);
-    translation / coords : how the Voronoi loss removes the gate's unidentifiable shift
-        (see :func:`moetheory.losses.voronoi_loss`);
+    translation / coords : how the Voronoi loss and the matched errors remove the gate's
+        unidentifiable shift (see :func:`moetheory.losses.voronoi_loss`); the default translation
+        is the gate's own (:func:`moetheory.losses.gate_translation`: ``"bias"`` for the
+        activation gate, else ``"infimum"``);
     expected_rate : theoretical slope of the loss (drawn in figures; not hashed);
     title : panel title (not hashed).
 
@@ -203,7 +207,7 @@ class FitSpec:
     sizes: tuple = ()
     n_starts: int = 1
     replicates: int | None = None
-    translation: str = "infimum"
+    translation: str | None = None
     coords: str = "raw"
     expected_rate: float | None = -0.5
     title: str = ""
@@ -223,6 +227,8 @@ class FitSpec:
         object.__setattr__(self, "n_starts", _check_int("n_starts", self.n_starts, 1))
         if self.replicates is not None:
             object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
+        if self.translation is None:
+            object.__setattr__(self, "translation", gate_translation(self.spec.gate))
         if self.translation not in TRANSLATIONS:
             raise ValueError(f"translation must be one of {TRANSLATIONS}; got {self.translation!r}")
         if self.coords not in COORDS:
@@ -442,6 +448,7 @@ class StudySpec:
         d.pop("name")
         d["fit"] = fit
         d["replicates"] = self.replicates_of(label)
+        d["metrics_version"] = METRICS_VERSION
         fit.pop("replicates")
         return d
 
