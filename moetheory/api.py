@@ -1,6 +1,7 @@
 """The statistical API: ``fit(x, y, n_experts=...)`` and a scikit-learn style facade."""
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import jax
@@ -15,7 +16,7 @@ from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
-from moetheory.validation import check_xy
+from moetheory.validation import check_xy, covariate_names, frozen_copy
 
 
 class ConvergenceWarning(UserWarning):
@@ -51,15 +52,16 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         n_keep: int = 3, truth: MoEParams | None = None,
         tol: float = 1e-10, max_iter: int = 5000, var_floor: float | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
-        em_backend: str | None = None) -> FitResult:
+        em_backend: str | None = None, x_names=None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by EM with several starts.
 
     Parameters
     ----------
-    x : array (n, d) or (n,)
-        Covariates.
+    x : array (n, d) or (n,), or a pandas DataFrame / named Series
+        Covariates. A DataFrame's column names label the parameters and are matched by name in
+        ``predict`` (the data are copied: later changes to x or y do not reach the result).
     y : array (n,)
-        Responses.
+        Responses (not all equal).
     n_experts : int
         Number of experts k.
     gate : {"softmax", "topk", "temperature", "activation"}
@@ -84,7 +86,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     tol : float
         Relative log-likelihood change that stops EM.
     max_iter : int
-        Maximum EM iterations per start.
+        Maximum EM iterations of each continued start (the short runs of ``n_init > n_keep``
+        add 20 more; ``n_iter`` counts both).
     var_floor : float, optional
         Minimum expert variance (default 1e-8·Var(y)); reported when it binds.
     seed : int
@@ -100,6 +103,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses the fused Numba
         kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
         estimate to the EM tolerance (:mod:`moetheory.em.backend`).
+    x_names : sequence of str, optional
+        Names of the covariates (default: a DataFrame's columns, else ``x1 .. xd``).
 
     Returns
     -------
@@ -116,7 +121,14 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     True
     """
     ensure_x64()
+    names = covariate_names(x, x_names)
     x, y = check_xy(x, y)
+    x, y = frozen_copy(x), frozen_copy(y)
+    if names is not None and len(names) != x.shape[1]:
+        raise ValueError(f"x_names has {len(names)} name(s) but x has {x.shape[1]} column(s)")
+    if np.ptp(y) == 0:
+        raise ValueError(f"y is constant (every value is {y[0]!r}): a mixture of Gaussian experts "
+                         "needs variation in y (its likelihood is unbounded here)")
     if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or n_experts < 1:
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
     tau, tau_value = _check_tau(gate, tau, tau_value)
@@ -129,7 +141,7 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     if x.shape[0] <= n_free:
         raise ValueError(f"x and y have n={x.shape[0]} rows, but a {spec.n_experts}-expert model with "
                          f"d={spec.dim} has {n_free} free parameters: n must exceed that")
-    if not (isinstance(tol, (float, int)) and tol >= 0):
+    if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0; got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
@@ -171,7 +183,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     converged = bool(best.converged)
     if not converged:
         warnings.warn(
-            f"EM did not converge in max_iter={max_iter} iterations (tol={tol:g}); the estimate may be "
+            f"EM did not converge in max_iter={max_iter} iterations of its continued run "
+            f"(tol={tol:g}); the estimate may be "
             "inaccurate. Try a larger max_iter, a looser tol, more starts (n_init), or fewer experts.",
             ConvergenceWarning, stacklevel=2)
     if not np.isfinite(float(best.loglik)):
@@ -181,7 +194,7 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
                      n_iter=int(best.n_iter), converged=converged, trace=trace,
                      var_floor=float(var_floor), var_floor_hit=bool(best.floor_hit),
                      start_kinds=ms.start_kinds, start_logliks=np.asarray(ms.start_logliks),
-                     x=x, y=y, cov_type=cov_type)
+                     x=x, y=y, cov_type=cov_type, x_names=names)
 
 
 def _check_tau(gate, tau, tau_value):
@@ -236,7 +249,7 @@ class MoERegressor:
     """scikit-learn style estimator around :func:`fit`.
 
     Fitted attributes end in ``_``: ``result_``, ``params_``, ``n_iter_``, ``converged_``,
-    ``loglik_``, ``n_features_in_``.
+    ``loglik_``, ``n_features_in_`` and, when X was a DataFrame, ``feature_names_in_``.
 
     Examples
     --------
@@ -285,6 +298,10 @@ class MoERegressor:
         self.converged_ = res.converged
         self.loglik_ = res.loglik
         self.n_features_in_ = res.spec.dim
+        if res.x_names is not None:
+            self.feature_names_in_ = np.asarray(res.x_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def _check_fitted(self):
@@ -304,9 +321,9 @@ class MoERegressor:
     def score(self, X, y) -> float:
         """Coefficient of determination R² of the predictive mean (scikit-learn convention)."""
         self._check_fitted()
-        from moetheory.validation import check_xy
+        from moetheory.validation import check_xy, select_columns
 
-        X, y = check_xy(X, y, self.n_features_in_)
+        X, y = check_xy(select_columns(X, self.result_.x_names), y, self.n_features_in_)
         resid = y - self.predict(X)
         return float(1.0 - (resid @ resid) / ((y - y.mean()) @ (y - y.mean())))
 

@@ -76,6 +76,7 @@ def read_csv(path, x_cols, y_col):
     >>> x.shape, y.tolist(), cols
     ((2, 2), [2.0, 5.0], ['x1', 'x2'])
     """
+    import numpy as np
     import pandas as pd
 
     df = pd.read_csv(path)
@@ -89,6 +90,15 @@ def read_csv(path, x_cols, y_col):
     missing = [c for c in x_cols if c not in columns]
     if missing:
         raise ValueError(f"column(s) {missing} (--x-cols) not found in {path}; columns are {columns}")
+    if y_col in x_cols:
+        raise ValueError(f"the response column {y_col!r} (--y-col) is also a covariate (--x-cols)")
+    for c in [*x_cols, y_col]:
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = values.isna() & df[c].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"column {c!r} of {path} is not numeric: row {row} holds "
+                             f"{df[c].iloc[row]!r}")
     return df[x_cols].to_numpy(dtype=float), df[y_col].to_numpy(dtype=float), x_cols
 
 
@@ -120,7 +130,9 @@ def run(args) -> int:
     import moetheory as mt
     from moetheory.cli import print_json
 
-    x, y, _ = read_csv(args.csv, args.x_cols, args.y_col)
+    x, y, x_cols = read_csv(args.csv, args.x_cols, args.y_col)
+    if args.topk_method is not None and args.gate != "topk":
+        raise ValueError(f"--topk-method applies to --gate topk only; got --gate {args.gate}")
     with warnings.catch_warnings():
         if args.json:
             warnings.simplefilter("ignore")
@@ -134,7 +146,7 @@ def run(args) -> int:
         res = mt.fit(x, y, n_experts=args.experts, gate=args.gate, top_k=args.top_k,
                      select_by=args.select_by, activation=args.activation, tau=tau,
                      tau_value=args.tau_value, n_init=args.n_init, seed=args.seed,
-                     cov_type=args.cov_type, gate_options=gate_options)
+                     cov_type=args.cov_type, gate_options=gate_options, x_names=x_cols)
         if args.json:
             print_json(res.to_dict())
         else:

@@ -141,7 +141,7 @@ def unidentified_labels(spec: MoESpec) -> list[str]:
     return []
 
 
-def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
+def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     """The free parameters as (field, index, label) triples, in a fixed order.
 
     Order: gate of each non-reference expert (slopes, then bias), then each expert's
@@ -158,6 +158,8 @@ def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
     Parameters
     ----------
     spec : MoESpec
+    names : sequence of d str, optional
+        The covariates' names in the labels (default ``x1 .. xd``).
 
     Returns
     -------
@@ -172,15 +174,18 @@ def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
     8
     """
     k, d = spec.n_experts, spec.dim
+    xs = [f"x{j + 1}" for j in range(d)] if names is None else list(names)
+    if len(xs) != d:
+        raise ValueError(f"names must hold one name per covariate (d={d}); got {list(names)}")
     layout = []
     gate_slopes_all = spec.gate == "activation" and spec.activation != "identity"
     for i in range(k):
         if i < k - 1 or gate_slopes_all:
-            layout += [("beta1", (i, j), f"gate{i + 1}:x{j + 1}") for j in range(d)]
+            layout += [("beta1", (i, j), f"gate{i + 1}:{xs[j]}") for j in range(d)]
         if i < k - 1:
             layout.append(("beta0", (i,), f"gate{i + 1}:const"))
     for i in range(k):
-        layout += [("a", (i, j), f"expert{i + 1}:x{j + 1}") for j in range(d)]
+        layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in range(d)]
         layout.append(("b", (i,), f"expert{i + 1}:const"))
         layout.append(("var", (i,), f"expert{i + 1}:var"))
     if spec.estimates_tau and spec.gate == "activation":
@@ -188,12 +193,14 @@ def free_layout(spec: MoESpec) -> list[tuple[str, tuple, str]]:
     return layout
 
 
-def param_names(spec: MoESpec) -> list[str]:
+def param_names(spec: MoESpec, names=None) -> list[str]:
     """Labels of the free parameters (see :func:`free_layout`).
 
     Parameters
     ----------
     spec : MoESpec
+    names : sequence of d str, optional
+        The covariates' names (default ``x1 .. xd``).
 
     Examples
     --------
@@ -202,7 +209,26 @@ def param_names(spec: MoESpec) -> list[str]:
     ['gate1:x1', 'gate1:const', 'expert1:x1', 'expert1:const', 'expert1:var',
      'expert2:x1', 'expert2:const', 'expert2:var']
     """
-    return [lab for _, _, lab in free_layout(spec)]
+    return [lab for _, _, lab in free_layout(spec, names)]
+
+
+def df_model(spec: MoESpec) -> int:
+    """Number of free parameters that enter the model (AIC, BIC): those of :func:`free_layout`
+    less the top-1 gate biases when experts are selected by score (β_1ᵀx), which the
+    likelihood never sees.
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> df_model(MoESpec(3, 1)), df_model(MoESpec(3, 1, gate="topk", top_k=1))
+    (13, 11)
+    >>> df_model(MoESpec(3, 1, gate="topk", top_k=1, select_by="logit"))
+    13
+    """
+    layout = free_layout(spec)
+    if spec.gate == "topk" and spec.top_k == 1 and spec.select_by == "score":
+        return sum(1 for f, _, _ in layout if f != "beta0")
+    return len(layout)
 
 
 def pack(spec: MoESpec, params: MoEParams) -> jnp.ndarray:
@@ -294,25 +320,52 @@ def information(spec: MoESpec, params: MoEParams, x, y):
     return -np.asarray(hess), np.asarray(scores)
 
 
+#: Relative eigenvalue below which an information matrix counts as singular.
+SINGULAR_RCOND = 1e-10
+#: A parameter whose unit vector has more than this norm in the information's singular (null or
+#: negative) eigenspace has no variance: the pseudo-inverse would report one for the part of it
+#: that the data determine, down to 0 for a parameter the data do not see at all.
+NULL_LOADING = 1e-6
+
+
 def _inverse(mat, what):
-    """Inverse of a symmetric information matrix; pseudo-inverse with a warning if singular."""
+    """Inverse of a symmetric information matrix.
+
+    If it is singular or not positive definite: the pseudo-inverse (with a warning) over its
+    positive eigenvalues. Returns (inverse, singular flag, lost (p,) bool: the parameters loading
+    on the singular eigenspace, which have no variance).
+    """
     mat = 0.5 * (mat + mat.T)
-    eig = np.linalg.eigvalsh(mat)
-    if not np.all(np.isfinite(eig)) or eig[0] <= 1e-10 * max(abs(eig[-1]), 1e-300):
-        warnings.warn(
-            f"the {what} matrix is singular or not positive definite (smallest/largest eigenvalue "
-            f"{eig[0]:.3g}/{eig[-1]:.3g}), as for an over-fitted or non-identifiable model; "
-            "standard errors use the Moore-Penrose pseudo-inverse and are not reliable. "
-            "Try fewer experts or a fixed temperature.", SingularInformationWarning, stacklevel=3)
-        return np.linalg.pinv(mat, rcond=1e-10, hermitian=True), True
-    return np.linalg.inv(mat), False
+    p = mat.shape[0]
+    if not np.all(np.isfinite(mat)):
+        warnings.warn(f"the {what} matrix is not finite; standard errors are NaN",
+                      SingularInformationWarning, stacklevel=3)
+        return np.zeros(mat.shape), True, np.ones(p, dtype=bool)
+    eig, vec = np.linalg.eigh(mat)
+    cut = SINGULAR_RCOND * max(abs(eig[-1]), 1e-300)
+    if eig[0] > cut:
+        return np.linalg.inv(mat), False, np.zeros(p, dtype=bool)
+    warnings.warn(
+        f"the {what} matrix is singular or not positive definite (smallest/largest eigenvalue "
+        f"{eig[0]:.3g}/{eig[-1]:.3g}), as for an over-fitted or non-identifiable model; "
+        "standard errors use the Moore-Penrose pseudo-inverse and are not reliable (NaN for "
+        "parameters the data do not determine). Try fewer experts or a fixed temperature.",
+        SingularInformationWarning, stacklevel=3)
+    good = eig > cut
+    inv = (vec[:, good] / eig[good]) @ vec[:, good].T
+    loading = np.sqrt(np.sum(vec[:, ~good] ** 2, axis=1))  # (p,)
+    return inv, True, loading > NULL_LOADING
 
 
 def covariance(information_matrix, scores, cov_type: str = "oim"):
     """Covariance of the MLE.
 
     ``oim``: (−H)⁻¹; ``opg``: (SᵀS)⁻¹; ``sandwich``: (−H)⁻¹ SᵀS (−H)⁻¹ (robust to a
-    misspecified density). Returns (cov (p, p), singular flag).
+    misspecified density). Returns (cov (p, p), singular flag). A singular matrix is inverted
+    by its pseudo-inverse (with a :class:`SingularInformationWarning`); the rows and columns of
+    parameters that load on its null (or negative) eigenspace are NaN: the data do not
+    determine them, and the pseudo-inverse would report a variance of the determined part only
+    (0 for a parameter the likelihood does not see).
 
     Parameters
     ----------
@@ -331,8 +384,11 @@ def covariance(information_matrix, scores, cov_type: str = "oim"):
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
     opg = scores.T @ scores
     if cov_type == "opg":
-        return _inverse(opg, "outer-product-of-gradients")
-    inv_h, singular = _inverse(information_matrix, "observed information")
-    if cov_type == "oim":
-        return inv_h, singular
-    return inv_h @ opg @ inv_h, singular
+        cov, singular, lost = _inverse(opg, "outer-product-of-gradients")
+    else:
+        cov, singular, lost = _inverse(information_matrix, "observed information")
+        if cov_type == "sandwich":
+            cov = cov @ opg @ cov
+    cov[lost, :] = np.nan
+    cov[:, lost] = np.nan
+    return cov, singular

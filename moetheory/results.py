@@ -12,7 +12,7 @@ from scipy import stats
 from moetheory import mle, model
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.validation import check_x
+from moetheory.validation import check_x, select_columns
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,10 +27,13 @@ class FitResult:
     n_obs : int
     n_iter : int, EM iterations of the winning start
     converged : bool
-    trace : (n_iter + 1,) log-likelihood along the winning start's EM iterations
     var_floor : float, the variance floor used; ``var_floor_hit`` says whether it bound
+    trace : (m + 1,) log-likelihood along the winning start's continued run (its last m
+        iterations; the 20 short-run iterations of a multistart, counted in ``n_iter``, are not
+        traced)
     start_kinds, start_logliks : the kind and log-likelihood of every start
-    x, y : the data (n, d) and (n,), kept for inference and residuals
+    x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
+    x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
 
     Examples
     --------
@@ -53,12 +56,14 @@ class FitResult:
     x: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
     cov_type: str = "oim"
+    x_names: tuple | None = None
 
     # ---- model selection ------------------------------------------------------------
     @property
     def df_model(self) -> int:
-        """Number of free parameters (the pinned reference gate is not counted)."""
-        return len(mle.free_layout(self.spec))
+        """Number of free parameters that enter the model (the pinned reference gate is not
+        counted; nor are top-1 gate biases selected by score, which the likelihood never sees)."""
+        return mle.df_model(self.spec)
 
     @property
     def aic(self) -> float:
@@ -81,7 +86,7 @@ class FitResult:
         return np.asarray(model.responsibilities(self.spec, self.params, self.x, self.y))
 
     def _x(self, x):
-        return self.x if x is None else check_x(x, self.spec.dim)
+        return self.x if x is None else check_x(select_columns(x, self.x_names), self.spec.dim)
 
     def predict(self, x=None) -> np.ndarray:
         """Predictive mean E[y | x], (n,); at the training data when x is None."""
@@ -99,13 +104,14 @@ class FitResult:
         """log p(y_n | x_n) for new data, (n,)."""
         from moetheory.validation import check_xy
 
-        x, y = check_xy(x, y, self.spec.dim)
+        x, y = check_xy(select_columns(x, self.x_names), y, self.spec.dim)
         return np.asarray(model.log_density(self.spec, self.params, x, y))
 
     # ---- inference ----------------------------------------------------------------------
     @property
     def param_names(self) -> list[str]:
-        return mle.param_names(self.spec)
+        """Labels of the free parameters (``gate1:age``, ``expert2:const``, ...)."""
+        return mle.param_names(self.spec, self.x_names)
 
     @property
     def free_params(self) -> np.ndarray:
@@ -126,7 +132,7 @@ class FitResult:
             else:
                 # Parameters without information (top-K, K = 1: the gate) are left out of the
                 # inversion; their rows and columns are NaN.
-                keep = np.array([lab not in bad for lab in self.param_names])
+                keep = np.array([lab not in bad for lab in mle.param_names(self.spec)])
                 sub, singular = mle.covariance(info[np.ix_(keep, keep)], scores[:, keep], cov_type)
                 full = np.full(info.shape, np.nan)
                 full[np.ix_(keep, keep)] = sub
@@ -139,10 +145,12 @@ class FitResult:
         return self._cov(cov_type or self.cov_type)[0]
 
     def bse(self, cov_type: str | None = None) -> np.ndarray:
-        """Standard errors of the free parameters (NaN where not identified, see
-        :attr:`unidentified`)."""
+        """Standard errors of the free parameters: NaN where not identified (see
+        :attr:`unidentified`) and where a singular information leaves a parameter without a
+        variance (:func:`moetheory.mle.covariance`)."""
         diag = np.diag(self.cov_params(cov_type))
-        return np.where(np.isnan(diag), np.nan, np.sqrt(np.maximum(diag, 0.0)))
+        with np.errstate(invalid="ignore"):
+            return np.where(diag >= 0.0, np.sqrt(np.abs(diag)), np.nan)
 
     # ---- identifiability ----------------------------------------------------------------
     @property
@@ -150,7 +158,9 @@ class FitResult:
         """Labels of free parameters reported without a standard error (NaN): for top-K with
         K = 1 every gate parameter (β_0 is not identifiable, and the log-likelihood is piecewise
         constant in β_1)."""
-        return mle.unidentified_labels(self.spec)
+        bad = set(mle.unidentified_labels(self.spec))
+        return [name for lab, name in zip(mle.param_names(self.spec), self.param_names)
+                if lab in bad]
 
     @property
     def identifiability_notes(self) -> list[str]:
@@ -227,6 +237,10 @@ class FitResult:
             "n_obs": self.n_obs, "loglik": self.loglik, "df_model": self.df_model,
             "aic": self.aic, "bic": self.bic, "icl": self.icl, "n_iter": self.n_iter,
             "converged": self.converged, "var_floor_hit": self.var_floor_hit,
+            "x_names": None if self.x_names is None else list(self.x_names),
+            "cov_type": cov_type or self.cov_type,
+            "singular_information": bool(self._cov(cov_type or self.cov_type)[1]),
+            "unidentified": self.unidentified,
             "params": self.params.to_dict(),
             "identified_params": self.identified_params.to_dict(),
             "identifiability_notes": self.identifiability_notes,

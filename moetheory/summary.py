@@ -83,7 +83,7 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
              ("Converged:", str(bool(res.converged))), ("Iterations:", str(res.n_iter))]
     top = SimpleTable([[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
                       title="Gaussian Mixture-of-Experts Results")
-    fmt = lambda v: "nan" if not np.isfinite(v) else f"{v:.4f}"  # noqa: E731
+    fmt = lambda v: f"{v:.4f}" if np.isfinite(v) else str(v)  # noqa: E731  (nan, inf, -inf)
     rows = [[fmt(v) for v in row] for row in table.to_numpy()]
     params = SimpleTable(rows, headers=list(table.columns), stubs=list(table.index))
     notes = ["Notes:",

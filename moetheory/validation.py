@@ -66,3 +66,75 @@ def _as_float(name, value) -> np.ndarray:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a numeric array (convertible to float64); {err}") from None
+
+
+def frozen_copy(a: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy of ``a``: a result that keeps its data cannot be changed
+    through the caller's array (or change it).
+
+    Examples
+    --------
+    >>> x = np.arange(3.0); kept = frozen_copy(x); x[0] = 9.0
+    >>> kept.tolist(), kept.flags.writeable
+    ([0.0, 1.0, 2.0], False)
+    """
+    out = np.array(a, dtype=np.float64, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def covariate_names(x, names=None) -> tuple[str, ...] | None:
+    """The covariates' names: ``names`` if given, else a DataFrame's columns or a named
+    Series' name, else None (labels ``x1 .. xd``).
+
+    Parameters
+    ----------
+    x : array (n, d) or (n,), DataFrame (n, d) or Series (n,)
+    names : sequence of d str, optional
+
+    Returns
+    -------
+    tuple of d str, or None
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> covariate_names(pd.DataFrame({"age": [1.0], "income": [2.0]}))
+    ('age', 'income')
+    >>> covariate_names(np.zeros((2, 1))) is None
+    True
+    """
+    if names is None:
+        if hasattr(x, "columns"):
+            names = list(x.columns)
+        elif getattr(x, "ndim", None) == 1 and getattr(x, "name", None) is not None:
+            names = [x.name]
+        else:
+            return None
+    elif isinstance(names, str):
+        raise ValueError(f"x_names must be a sequence of column names; got the string {names!r}")
+    names = tuple(str(n) for n in names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"x_names must be unique; got {list(names)}")
+    return names
+
+
+def select_columns(x, names: tuple[str, ...] | None):
+    """``x`` with its columns in the fitted order when ``x`` is a DataFrame and the model knows
+    its covariates' names; a missing column is named in the error. Anything else is returned
+    as is (positional columns).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> select_columns(pd.DataFrame({"b": [2.0], "a": [1.0]}), ("a", "b")).to_numpy().tolist()
+    [[1.0, 2.0]]
+    """
+    if names is None or not hasattr(x, "columns"):
+        return x
+    columns = [str(c) for c in x.columns]
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise ValueError(f"x is missing column(s) {missing} of the fitted model (fitted with "
+                         f"{list(names)}; got {columns})")
+    return x[[x.columns[columns.index(n)] for n in names]]

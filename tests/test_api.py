@@ -67,6 +67,61 @@ def test_fit_result_fields(res, data):
 def test_df_formula_other_shapes():
     for k, d in ((3, 1), (3, 2), (4, 3)):
         assert len(mle.free_layout(MoESpec(k, d))) == (k - 1) * (d + 1) + k * (d + 2)
+        assert mle.df_model(MoESpec(k, d)) == (k - 1) * (d + 1) + k * (d + 2)
+        # top-1 selected by score: the k − 1 gate biases never enter the likelihood
+        top1 = MoESpec(k, d, gate="topk", top_k=1)
+        assert mle.df_model(top1) == (k - 1) * d + k * (d + 2)
+        assert mle.df_model(MoESpec(k, d, gate="topk", top_k=1, select_by="logit")) == \
+            (k - 1) * (d + 1) + k * (d + 2)
+
+
+def test_fit_keeps_a_read_only_copy_of_the_data(data):
+    x, y = (v.copy() for v in data)
+    fitted = mt.fit(x, y, n_experts=2)
+    before = fitted.predict(), fitted.log_density(fitted.x, fitted.y).sum()
+    assert not np.shares_memory(fitted.x, x) and not np.shares_memory(fitted.y, y)
+    assert not fitted.x.flags.writeable and not fitted.y.flags.writeable
+    x -= x.mean()  # the caller standardises afterwards: the result must not see it
+    y *= 10.0
+    np.testing.assert_array_equal(fitted.predict(), before[0])
+    assert fitted.log_density(fitted.x, fitted.y).sum() == before[1]
+    assert before[1] == pytest.approx(fitted.loglik, rel=1e-12)
+
+
+def test_constant_y_and_numpy_scalar_tol(data):
+    x, y = data
+    with pytest.raises(ValueError, match="y is constant"):
+        mt.fit(x, np.ones_like(y), n_experts=2)
+    # a NumPy scalar is a number: same fit as the Python float
+    a = mt.fit(x, y, n_experts=2, tol=np.float32(1e-6), n_init=2)
+    b = mt.fit(x, y, n_experts=2, tol=float(np.float32(1e-6)), n_init=2)
+    assert a.loglik == b.loglik
+    with pytest.raises(ValueError, match="tol must be a number >= 0"):
+        mt.fit(x, y, n_experts=2, tol=-1.0)
+
+
+def test_covariate_names_label_parameters_and_are_matched_in_predict():
+    pd = pytest.importorskip("pandas")
+    x, y = simulate_softmax(TRUTHS[(2, 2)], N, seed=211)
+    df = pd.DataFrame({"age": x[:, 0], "income": x[:, 1]})
+    named = mt.fit(df, y, n_experts=2, n_init=2)
+    plain = mt.fit(x, y, n_experts=2, n_init=2)
+    assert named.x_names == ("age", "income")
+    assert named.param_names[:3] == ["gate1:age", "gate1:income", "gate1:const"]
+    assert plain.param_names[:3] == ["gate1:x1", "gate1:x2", "gate1:const"]
+    np.testing.assert_array_equal(named.bse(), plain.bse())  # names change labels only
+    assert "expert2:income" in named.summary()
+    # columns are matched by name, whatever their order; a missing one is named
+    swapped = df[["income", "age"]]
+    np.testing.assert_array_equal(named.predict(swapped), plain.predict(x))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['income'\]"):
+        named.predict(df[["age"]].rename(columns={"age": "age"}).assign(other=1.0))
+    assert named.to_dict()["x_names"] == ["age", "income"]
+    est = mt.MoERegressor(n_experts=2, n_init=2).fit(df, y)
+    assert list(est.feature_names_in_) == ["age", "income"]
+    assert est.score(swapped, y) == pytest.approx(est.score(df, y), rel=1e-14)
+    with pytest.raises(ValueError, match="x_names has 1 name"):
+        mt.fit(x, y, n_experts=2, x_names=["age"])
 
 
 def test_fit_recovers_truth_roughly(res):
@@ -192,6 +247,33 @@ def test_duplicated_experts_have_singular_information(res, data):
         se = fake.bse()
     assert se.shape == (13,)
     assert "singular" in fake.summary()
+    # the twins' gate biases trade weight along the null direction: no variance (NaN, never 0);
+    # the untouched expert's parameters keep theirs
+    names = fake.param_names
+    for lab in ("gate1:const", "gate2:const"):
+        assert np.isnan(se[names.index(lab)]), lab
+    for lab in ("expert3:x1", "expert3:const", "expert3:var"):
+        assert np.isfinite(se[names.index(lab)]) and se[names.index(lab)] > 0, lab
+    assert fake.to_dict()["singular_information"] is True
+
+
+def test_singular_covariance_is_nan_only_where_undetermined():
+    # parameters 0 and 1 are determined only through their sum; parameter 2 is regular
+    u = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
+    info = 8.0 * np.outer(u, u) + np.diag([0.0, 0.0, 4.0])
+    scores = np.random.default_rng(0).normal(size=(50, 3)) @ np.diag([1.0, 1.0, 2.0])
+    for cov_type in ("oim", "sandwich"):
+        with pytest.warns(SingularInformationWarning):
+            cov, singular = mle.covariance(info, scores, cov_type)
+        assert singular
+        assert np.all(np.isnan(cov[:2, :])) and np.all(np.isnan(cov[:, :2]))
+        assert np.isfinite(cov[2, 2]) and cov[2, 2] > 0
+    oim, _ = mle.covariance(np.diag([4.0, 1.0, 2.0]), scores, "oim")  # regular: plain inverse
+    np.testing.assert_allclose(np.diag(oim), [0.25, 1.0, 0.5], rtol=1e-15)
+    # not a maximum (a negative eigenvalue): that parameter has no variance either
+    with pytest.warns(SingularInformationWarning):
+        cov, _ = mle.covariance(np.diag([4.0, -1.0, 2.0]), scores, "oim")
+    assert np.isnan(cov[1, 1]) and cov[0, 0] == pytest.approx(0.25, rel=1e-15)
 
 
 def test_summary_contents(res):

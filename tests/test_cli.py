@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import moetheory as mt
@@ -78,6 +79,26 @@ def test_missing_column_is_named(k3d1_csv, capsys):
     assert main(["fit", k3d1_csv, "--experts", "2", "--x-cols", "x1", "x7"]) == 2
     err = capsys.readouterr().err
     assert "'x7'" in err and "--x-cols" in err
+
+
+def test_column_names_and_column_errors(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    age = rng.uniform(-1, 1, 300)
+    y = np.where(age > 0, 2 * age, -age) + 0.2 * rng.standard_normal(300)
+    path = tmp_path / "named.csv"
+    path.write_text("age,y\n" + "".join(f"{a:.17g},{v:.17g}\n" for a, v in zip(age, y)))
+    assert main(["fit", str(path), "--experts", "2", "--n-init", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "gate1:age" in out and "expert2:age" in out and "x1" not in out
+    assert main(["fit", str(path), "--experts", "2", "--x-cols", "age", "y"]) == 2
+    assert "'y' (--y-col) is also a covariate" in capsys.readouterr().err
+    assert main(["fit", str(path), "--experts", "2", "--topk-method", "direct"]) == 2
+    assert "--topk-method applies to --gate topk only" in capsys.readouterr().err
+    bad = tmp_path / "text.csv"
+    bad.write_text("age,y\n0.1,1.0\n0.2,a\n")
+    assert main(["fit", str(bad), "--experts", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'y'" in err and "not numeric" in err and "row 1" in err
 
 
 def test_nonexistent_file(tmp_path, capsys):
