@@ -74,8 +74,9 @@ def main(argv=None) -> int:
         return 0
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        # Bad input: one clear line, no traceback from deep inside the library.
+    except (ValueError, TypeError, OSError, KeyError) as err:
+        # Bad input (or an unreachable file or scheduler): one clear line, no traceback from
+        # deep inside the library.
         print(f"moetheory: error: {err}", file=sys.stderr)
         return 2
 

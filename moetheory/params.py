@@ -111,7 +111,13 @@ class MoEParams(NamedTuple):
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoEParams":
-        """Inverse of :meth:`to_dict` (validated)."""
+        """Inverse of :meth:`to_dict` (validated; an unknown key is an error, not ignored)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"parameters must be a table/dict of beta0, beta1, a, b, var[, tau]; "
+                            f"got {type(d).__name__}")
+        unknown = sorted(set(d) - set(cls._fields))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; expected some of {list(cls._fields)}")
         return cls.create(**{name: d[name] for name in cls._fields if name in d})
 
     def permute(self, order) -> "MoEParams":

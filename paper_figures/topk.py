@@ -62,7 +62,7 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
                      f"{fit.n_starts} start(s)")
         ax.set_xlabel("n")
         ax.set_ylabel("loss / distance")
-        add_reference_legend(ax, fit.expected_rate if fit.expected_rate is not None else -0.5)
+        add_reference_legend(ax, fit.expected_rate)
 
         ax = axes[1, col]
         min_size = 1 if exact else 2

@@ -125,6 +125,61 @@ def test_fit_translation_defaults_to_the_gates_own():
     assert explicit.panel_hash("k2") == a.panel_hash("k2")
 
 
+def test_declaration_mistakes_are_named_not_ignored(tmp_path):
+    base = tiny_study().to_toml()
+    # a misspelt key in the model or parameter tables
+    typo = base.replace("[fits.spec]\n", "[fits.spec]\ntua = \"estimated\"\n", 1)
+    assert typo != base
+    with pytest.raises(ValueError, match=r"unknown fit 'k2' spec field\(s\) \['tua'\]"):
+        StudySpec.from_toml(typo)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['gamma'\]"):
+        StudySpec.from_toml(base.replace("[truth.params]\n", "[truth.params]\ngamma = [1.0]\n", 1))
+    # a string is not a boolean (bool("false") is True)
+    with pytest.raises(ValueError, match="fixed_iter must be true or false"):
+        EstimatorSpec(fixed_iter="false")
+    with pytest.raises(ValueError, match="var_from_sd must be true or false"):
+        EstimatorSpec(var_from_sd="no")
+    # TOML shapes that are easy to get wrong
+    with pytest.raises(ValueError, match=r"write \[\[fits\]\]"):
+        StudySpec.from_toml(base.replace("[[fits]]", "[fits]"))
+    with pytest.raises(ValueError, match="sizes must be a list; got 200"):
+        StudySpec.from_toml(base.replace("sizes = [200, 300, 400]", "sizes = 200"))
+    with pytest.raises(ValueError, match="buckets must be a list"):
+        EstimatorSpec(buckets=512)
+    with pytest.raises(ValueError, match=r"unknown design field\(s\) \['sd'\]"):
+        StudySpec.from_dict({**tiny_study().to_dict(), "design": {"name": "gaussian", "sd": 2}})
+    with pytest.raises(ValueError, match="has no model"):
+        FitSpec.from_dict({"label": "k2", "sizes": [100]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
+        StudySpec.load(bad)
+    # designs, names and seeds that cannot work
+    for kw in (dict(scale=0.0), dict(scale=-1.0), dict(scale=float("inf")), dict(radius=0.0),
+               dict(low=-float("inf"))):
+        with pytest.raises(ValueError, match="design (scale|radius|low) must be"):
+            DesignSpec("gaussian", **kw)
+    for name in ("..", ".", ".hidden", "a/b"):
+        with pytest.raises(ValueError, match="study name"):
+            tiny_study(name=name)
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        tiny_study(seed=2 ** 63)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        from moetheory.study.dask_exec import _client
+        _client(workers=0)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        from moetheory.study.runner import run_study
+        run_study(tiny_study(), tmp_path / "never", workers=-3, progress=False)
+
+
+def test_toml_round_trip_keeps_a_missing_theory_slope():
+    s = tiny_study(fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300), expected_rate=None),))
+    text = s.to_toml()
+    assert "expected_rate = nan" in text
+    again = StudySpec.from_toml(text)
+    assert again.fit("k2").expected_rate is None and again.hash() == s.hash()
+
+
 def test_bad_declarations_raise_clear_errors():
     with pytest.raises(ValueError, match="losses"):
         tiny_study(losses=("nope",))
@@ -178,8 +233,10 @@ def test_cache_files_are_plain_arrays_with_provenance(reference):
     man = json.loads(cache.manifest_path(s, "k2").read_text())
     assert man["panel_hash"] == s.panel_hash("k2") and man["spec_hash"] == s.hash()
     assert set(man["cells"]) == {"200", "300", "400"}
-    prov = man["provenance"]
-    assert prov["x64"] is True and "jax" in prov["versions"] and prov["device"]
+    for c in man["cells"].values():  # each cell keeps the provenance of the run that made it
+        prov = c["provenance"]
+        assert prov["x64"] is True and prov["device"]
+        assert {"jax", "numba", "numpy"} <= set(prov["versions"])
     assert all(c["wall_s"] is not None for c in man["cells"].values())
     assert not list(cache.panel_dir(s, "k2").glob("*.tmp"))
 
@@ -197,6 +254,29 @@ def test_manifest_recovers_a_cell_written_without_its_entry(reference, tmp_path)
     assert cache.reconcile(s) == [("k2", 300)]
     assert cache.read_manifest(s, "k2")["cells"]["300"]["recovered"] is True
     assert cache.reconcile(s) == []
+
+
+def test_cells_keep_their_own_provenance_and_a_corrupt_manifest_is_rebuilt(reference, tmp_path,
+                                                                           monkeypatch):
+    from moetheory.study import cache as cache_mod
+
+    cache_dir, _ = reference
+    s = tiny_study()
+    src = cache_mod.StudyCache(cache_dir)
+    cache = cache_mod.StudyCache(tmp_path / "c")
+    real = cache_mod.provenance()
+    for n, rev in ((200, "AAAA"), (300, "BBBB")):  # two runs, two revisions
+        monkeypatch.setattr(cache_mod, "provenance", lambda rev=rev: {**real, "git_revision": rev})
+        cache.write_cell(s, "k2", n, src.read_cell(s, "k2", n), wall_s=1.0)
+    cells = cache.read_manifest(s, "k2")["cells"]
+    assert [cells[k]["provenance"]["git_revision"] for k in ("200", "300")] == ["AAAA", "BBBB"]
+    path = cache.manifest_path(s, "k2")
+    path.write_text(path.read_text()[:40])  # truncated by a crash or a full disk
+    with pytest.warns(RuntimeWarning, match="unreadable study manifest"):
+        assert cache.reconcile(s) == [("k2", 200), ("k2", 300)]
+    assert len(list(path.parent.glob("manifest.json.corrupt-*"))) == 1
+    assert cache.read_manifest(s, "k2")["cells"]["200"]["recovered"] is True
+    assert cache.status(s)["k2"]["done"] == [200, 300]
 
 
 def test_changed_spec_never_reuses_cells(reference, tmp_path):
@@ -357,6 +437,9 @@ def test_cli_runs_a_toml_declaration(reference, tmp_path, capsys):
     assert main(["study", "status", str(path), "--cache", str(cache_dir)]) == 0
     assert "3/3 cells cached" in capsys.readouterr().out
     assert main(["study", "run", str(path), "--cache", str(cache_dir), "--quiet"]) == 0  # all cached
+    for bad in ("0", "-3"):  # checked for declaration files too (it used to hang at -3)
+        assert main(["study", "run", str(path), "--cache", str(cache_dir), "--workers", bad]) == 2
+        assert "workers must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_local_execution_imports_no_dask():

@@ -4,15 +4,20 @@ Layout under the cache root (``$MOETHEORY_CACHE`` or ``./.moetheory-cache``)::
 
     <root>/<study name>/<fit label>-<panel hash[:16]>/
         n=0000001000.npz      one completed cell (all replicates), numeric/bool/str arrays only
-        manifest.json         provenance: the study spec, spec and panel hashes, package
-                              versions, git revision, device, x64, wall time per cell
+        manifest.json         provenance: the study spec, spec and panel hashes, and per cell
+                              the package versions, git revision, device, x64 and wall time
+                              of the run that computed it
 
 * A cell's directory is named by the hash of everything that determines its numbers
   (:meth:`StudySpec.panel_hash`), and each npz also stores that hash and is checked on load, so
   a changed spec never reuses a stale cell.
 * Writes are atomic: a temporary file in the same directory, then ``os.replace``. An interrupted
-  run leaves complete cells and at worst a stray ``*.tmp`` file (ignored, and removed on the next
-  write). A re-run skips every completed cell.
+  run leaves complete cells and at worst a stray ``.*.tmp`` file, which nothing reads (it is
+  not removed automatically: another process may be writing it). A re-run skips every
+  completed cell.
+* The manifest is an index: a cell missing from it is re-entered (``recovered``) on the next
+  run, and an unreadable manifest is set aside as ``manifest.json.corrupt-<time>`` (with a
+  warning) and rebuilt from the cells.
 * No pickle anywhere: ``np.savez`` of non-object arrays, read with ``allow_pickle=False``; JSON.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +105,7 @@ def provenance() -> dict:
         from moetheory import __version__
 
         versions = {"moetheory": __version__, "python": platform.python_version()}
-        for mod in ("jax", "jaxlib", "numpy", "scipy"):
+        for mod in ("jax", "jaxlib", "numpy", "scipy", "numba"):
             try:
                 versions[mod] = __import__(mod).__version__
             except Exception:  # pragma: no cover
@@ -186,10 +192,23 @@ class StudyCache:
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self, study: StudySpec, label: str) -> dict:
+        """The panel's manifest ({} if there is none yet, or it was unreadable and set aside)."""
         path = self.manifest_path(study, label)
         if not path.exists():
             return {}
-        return json.loads(path.read_text())
+        try:
+            man = json.loads(path.read_text())
+            if isinstance(man, dict) and isinstance(man.get("cells"), dict):
+                return man
+            problem = "not a manifest"
+        except (ValueError, UnicodeDecodeError) as err:
+            problem = str(err)
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.replace(path, aside)
+        warnings.warn(f"unreadable study manifest {path} ({problem}): moved to {aside.name}; "
+                      "it is rebuilt from the cached cells (their provenance is marked "
+                      "'recovered')", RuntimeWarning, stacklevel=2)
+        return {}
 
     def _record(self, study, label, n, arrays, wall_s, recovered=False):
         man = self.read_manifest(study, label)
@@ -198,10 +217,11 @@ class StudyCache:
                    "panel_spec": study.panel_dict(label), "cells": {}}
         man["study_spec"] = study.to_dict()
         man["spec_hash"] = study.hash()
-        man["provenance"] = provenance()
+        man.pop("provenance", None)  # (older manifests: one run's provenance for all cells)
         failed = int(np.asarray(arrays.get("failed", np.zeros(0, bool))).sum())
         man["cells"][str(int(n))] = {
             "file": self.cell_path(study, label, n).name, "wall_s": wall_s,
+            "provenance": None if recovered else provenance(),
             "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "replicates": int(np.asarray(arrays["replicate"]).shape[0]), "n_failed": failed,
             "n_pad": int(np.asarray(arrays["n_pad"])[0]) if "n_pad" in arrays else None,

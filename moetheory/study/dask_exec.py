@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 
+from moetheory.study.spec import _check_int
+
 
 def _cell_task(study_json: str, label: str, n: int, vectorize: str, compile_cache=None,
                em_backend: str = "auto"):
@@ -42,7 +44,8 @@ def _client(scheduler=None, workers=None, processes=True):
 
     if scheduler is not None:
         return Client(scheduler), None
-    cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=processes,
+    workers = 1 if workers is None else _check_int("workers", workers, 1)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                            dashboard_address=None)
     return Client(cluster), cluster
 

@@ -39,7 +39,7 @@ from moetheory._jax import ensure_x64
 from moetheory.em.multistart import TIE_RTOL
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, _check_int
 
 #: replicate status bits (``status`` column). ``failed`` = the *fit* failed (non-finite, variance
 #: collapse): the replicate is excluded from every mean. ``loss_undefined`` (some loss is NaN, e.g.
@@ -609,6 +609,8 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
     from moetheory.study.cache import StudyCache
 
     cache = StudyCache(cache_dir)
+    if workers is not None:
+        _check_int("workers", workers, 1)
     if fits is not None:
         for label in fits:
             study.fit(label)

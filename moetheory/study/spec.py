@@ -74,9 +74,36 @@ def _moespec_dict(s: MoESpec) -> dict:
     return {f.name: getattr(s, f.name) for f in fields(MoESpec)}
 
 
-def _moespec_from(d: dict) -> MoESpec:
-    d = {k: v for k, v in d.items() if k in {f.name for f in fields(MoESpec)}}
+def _moespec_from(d, where: str) -> MoESpec:
+    """A MoESpec from a declaration table; unknown or missing keys are named with ``where``."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{where} must be a table of MoESpec fields; got {type(d).__name__}")
+    known = [f.name for f in fields(MoESpec)]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {where} field(s) {unknown}; expected some of {known}")
+    missing = [k for k in ("n_experts", "dim") if k not in d]
+    if missing:
+        raise ValueError(f"{where} is missing {missing} (a MoESpec needs n_experts and dim)")
     return MoESpec(**d)
+
+
+def _as_tuple(name, value) -> tuple:
+    """A declaration list (a single scalar is a mistake worth naming, not iterating)."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a list; got {value!r}")
+    return tuple(value)
+
+
+def _options(cls, name: str, d) -> object:
+    """``cls(**d)`` for a declaration table, naming the table and its valid keys on error."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{name} must be a table of {cls.__name__} fields; got {type(d).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {name} field(s) {unknown}; expected some of {known}")
+    return cls(**d)
 
 
 def _freeze(value):
@@ -87,10 +114,19 @@ def _freeze(value):
     return tuple(_freeze(v) for v in arr)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+def _check_int(name, value, minimum, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bound}; got {value!r}")
     return int(value)
+
+
+def _check_bool(name, value) -> bool:
+    # bool("false") is True: only real booleans are accepted
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false; got {value!r}")
+    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -116,7 +152,11 @@ class DesignSpec:
         if self.name not in DESIGNS:
             raise ValueError(f"design name must be one of {DESIGNS}; got {self.name!r}")
         for f in ("low", "high", "scale", "radius"):
-            object.__setattr__(self, f, float(getattr(self, f)))
+            v = float(getattr(self, f))
+            if not math.isfinite(v) or (f in ("scale", "radius") and v <= 0):
+                kind = "finite and > 0" if f in ("scale", "radius") else "finite"
+                raise ValueError(f"design {f} must be {kind}; got {v}")
+            object.__setattr__(self, f, v)
         if self.name in ("grid", "uniform") and not self.high > self.low:
             raise ValueError(f"design high must exceed low; got low={self.low}, high={self.high}")
 
@@ -169,9 +209,9 @@ class EstimatorSpec:
         if self.bucket_ratio < 1.0:
             raise ValueError(f"bucket_ratio must be >= 1 (1 means: no padding); got {self.bucket_ratio}")
         object.__setattr__(self, "buckets", tuple(sorted(_check_int("buckets entry", b, 1)
-                                                         for b in self.buckets)))
-        object.__setattr__(self, "fixed_iter", bool(self.fixed_iter))
-        object.__setattr__(self, "var_from_sd", bool(self.var_from_sd))
+                                                         for b in _as_tuple("buckets", self.buckets))))
+        object.__setattr__(self, "fixed_iter", _check_bool("fixed_iter", self.fixed_iter))
+        object.__setattr__(self, "var_from_sd", _check_bool("var_from_sd", self.var_from_sd))
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -192,7 +232,8 @@ class FitSpec:
         unidentifiable shift (see :func:`moetheory.losses.voronoi_loss`); the default translation
         is the gate's own (:func:`moetheory.losses.gate_translation`: ``"bias"`` for the
         activation gate, else ``"infimum"``);
-    expected_rate : theoretical slope of the loss (drawn in figures; not hashed);
+    expected_rate : theoretical slope of the loss (drawn in figures; not hashed); None (or NaN,
+        as TOML writes it) for no theoretical slope;
     title : panel title (not hashed).
 
     Examples
@@ -220,7 +261,8 @@ class FitSpec:
         if not isinstance(self.spec, MoESpec):
             raise TypeError(f"fit spec must be a MoESpec; got {type(self.spec).__name__}")
         sizes = tuple(sorted({_check_int("sizes entry", int(n) if isinstance(n, float) and
-                                         float(n).is_integer() else n, 2) for n in self.sizes}))
+                                         float(n).is_integer() else n, 2)
+                              for n in _as_tuple(f"fit {self.label!r} sizes", self.sizes)}))
         if not sizes:
             raise ValueError(f"fit {self.label!r}: sizes must contain at least one sample size")
         object.__setattr__(self, "sizes", sizes)
@@ -234,7 +276,9 @@ class FitSpec:
         if self.coords not in COORDS:
             raise ValueError(f"coords must be one of {COORDS}; got {self.coords!r}")
         if self.expected_rate is not None:
-            object.__setattr__(self, "expected_rate", float(self.expected_rate))
+            rate = float(self.expected_rate)
+            # NaN is how a TOML file says None (TOML has no null): no theoretical slope
+            object.__setattr__(self, "expected_rate", None if math.isnan(rate) else rate)
 
     def to_dict(self, with_sizes=True) -> dict:
         d = {"label": self.label, "spec": _moespec_dict(self.spec), "n_starts": self.n_starts,
@@ -247,6 +291,8 @@ class FitSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitSpec":
+        if not isinstance(d, dict):
+            raise TypeError(f"each fit must be a table; got {type(d).__name__} {d!r}")
         d = dict(d)
         spec = d.pop("spec", None)
         if spec is None:  # flat TOML form: MoESpec fields inline
@@ -255,7 +301,11 @@ class FitSpec:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown fit field(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(spec=_moespec_from(spec), **d)
+        label = d.get("label", "?")
+        if not spec:
+            raise ValueError(f"fit {label!r} has no model: give a 'spec' table (n_experts, dim, "
+                             "gate, ...) or its fields inline")
+        return cls(spec=_moespec_from(spec, f"fit {label!r} spec"), **d)
 
 
 @dataclass(frozen=True)
@@ -291,8 +341,10 @@ class StudySpec:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
-                c.isalnum() or c in "-_." for c in self.name):
-            raise ValueError(f"study name must be letters, digits, '-', '_' or '.'; got {self.name!r}")
+                c.isalnum() or c in "-_." for c in self.name) or self.name.startswith("."):
+            # it names a cache folder: no path separators, and no '.', '..' or hidden folders
+            raise ValueError(f"study name must be letters, digits, '-', '_' or '.', not starting "
+                             f"with '.'; got {self.name!r}")
         if not isinstance(self.truth_spec, MoESpec):
             raise TypeError(f"truth_spec must be a MoESpec; got {type(self.truth_spec).__name__}")
         truth = self.truth
@@ -322,7 +374,7 @@ class StudySpec:
         if self.design.name == "grid" and self.truth_spec.dim != 1:
             raise ValueError("design 'grid' needs dim=1")
         object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0, 2 ** 63 - 1))
         losses = (self.losses,) if isinstance(self.losses, str) else tuple(self.losses)
         for loss in losses:
             if loss not in LOSSES:
@@ -395,13 +447,17 @@ class StudySpec:
         if unknown:
             raise ValueError(f"unknown truth field(s) {sorted(unknown)}; expected MoESpec fields "
                              f"{sorted(spec_fields)} and a 'params' table")
-        truth_spec = _moespec_from(truth)
+        truth_spec = _moespec_from(truth, "truth")
+        fits = d["fits"]
+        if isinstance(fits, dict):
+            raise ValueError("fits must be a list of tables: write [[fits]] (an array of tables) "
+                             "for each fitted model, not [fits]")
         return cls(
             name=d["name"], description=d.get("description", ""), truth_spec=truth_spec,
             truth=MoEParams.from_dict(params),
-            fits=tuple(FitSpec.from_dict(f) for f in d["fits"]),
-            design=DesignSpec(**d.get("design", {})),
-            estimator=EstimatorSpec(**d.get("estimator", {})),
+            fits=tuple(FitSpec.from_dict(f) for f in _as_tuple("fits", fits)),
+            design=_options(DesignSpec, "design", d.get("design", {})),
+            estimator=_options(EstimatorSpec, "estimator", d.get("estimator", {})),
             replicates=d.get("replicates", 10), seed=d.get("seed", 0),
             losses=tuple(d.get("losses", ("voronoi",))))
 
@@ -424,13 +480,18 @@ class StudySpec:
     @classmethod
     def load(cls, path) -> "StudySpec":
         """Read a ``.toml`` or ``.json`` declaration."""
+        import tomllib
+
         path = Path(path)
+        if path.suffix not in (".toml", ".json"):
+            raise ValueError(f"study file must end in .toml or .json; got {path.name!r}")
         text = path.read_text()
-        if path.suffix == ".toml":
-            return cls.from_toml(text)
-        if path.suffix == ".json":
-            return cls.from_json(text)
-        raise ValueError(f"study file must end in .toml or .json; got {path.name!r}")
+        try:
+            return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {err}") from None
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{path}: {err}") from None
 
     # ------------------------------------------------------------------ hashes
     def hash(self) -> str:
@@ -484,6 +545,9 @@ def _toml_value(v) -> str:
 
 
 def _toml_table(d: dict, prefix: str, out: list) -> None:
+    # TOML has no null: a None is left out (its default is None), except expected_rate, whose
+    # default is not None: it is written as nan, which FitSpec reads back as None
+    d = {k: (math.nan if k == "expected_rate" and v is None else v) for k, v in d.items()}
     scalars = [(k, v) for k, v in d.items() if v is not None and not isinstance(v, dict)
                and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
     for k, v in scalars:
