@@ -437,6 +437,8 @@ def test_cli_runs_a_toml_declaration(reference, tmp_path, capsys):
     assert main(["study", "status", str(path), "--cache", str(cache_dir)]) == 0
     assert "3/3 cells cached" in capsys.readouterr().out
     assert main(["study", "run", str(path), "--cache", str(cache_dir), "--quiet"]) == 0  # all cached
+    assert main(["study", "run", str(path), "--preset", "full", "--cache", str(cache_dir)]) == 2
+    assert "--preset applies to registered studies" in capsys.readouterr().err
     for bad in ("0", "-3"):  # checked for declaration files too (it used to hang at -3)
         assert main(["study", "run", str(path), "--cache", str(cache_dir), "--workers", bad]) == 2
         assert "workers must be an integer >= 1" in capsys.readouterr().err

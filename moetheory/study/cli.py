@@ -18,7 +18,9 @@ import sys
 
 def _common(p, with_exec=True):
     p.add_argument("name", help="study name (see `moetheory study list`)")
-    p.add_argument("--preset", default="quick", help="quick (minutes on a laptop) or full (the paper's grid)")
+    p.add_argument("--preset", default=None,
+                   help="quick (minutes on a laptop, the default) or full (the paper's grid); "
+                        "registered studies only")
     p.add_argument("--cache", default=None, help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
     if with_exec:
         g = p.add_mutually_exclusive_group()
@@ -67,15 +69,19 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_reproduce)
 
 
-def _file_study(name):
+def _file_study(args):
     """A StudySpec when NAME is a .toml/.json declaration file, else None."""
     from pathlib import Path
 
+    name = args.name
     if Path(name).suffix in (".toml", ".json"):
         from moetheory.study.spec import StudySpec
 
         if not Path(name).is_file():
             raise FileNotFoundError(f"study declaration file not found: {name}")
+        if args.preset is not None:
+            raise ValueError(f"--preset applies to registered studies; the declaration {name} "
+                             "sets its own sizes and replicates")
         return StudySpec.load(name)
     return None
 
@@ -88,6 +94,8 @@ def _check(args):
         registry._import(registry.entry(args.name).module)
     except ModuleNotFoundError as err:
         raise ValueError(str(err)) from None
+    if args.preset is None:
+        args.preset = "quick"
     registry.check_preset(args.preset)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1; got {args.workers}")
@@ -112,7 +120,7 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    spec = _file_study(args.name)
+    spec = _file_study(args)
     if spec is not None:
         from moetheory.study.runner import run_study, summarize
 
@@ -130,7 +138,7 @@ def _run(args) -> int:
 
 
 def _status(args) -> int:
-    spec = _file_study(args.name)
+    spec = _file_study(args)
     if spec is not None:
         from moetheory.study.cache import StudyCache
 
