@@ -59,7 +59,19 @@ def main(argv=None):
                     choices=["single_fit", "batched", "machine_limit", "gates", "profile_em",
                              "full_softmax"])
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--rerender", action="store_true",
+                    help="no new measurements: rebuild single_fit.md and summary.md from the "
+                         "committed JSON (after a change of how targets are evaluated)")
     args = ap.parse_args(argv)
+    if args.rerender:
+        import single_fit
+
+        summary = json.loads((C.RESULTS / "summary.json").read_text())
+        _, summary["single_fit"] = single_fit.main(["--from-json", "--quiet"])
+        md = render_summary(summary, args)
+        C.write_results("summary", md, summary)
+        print(md)
+        return 0
     import batched
     import gates
     import machine_limit

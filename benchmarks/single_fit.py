@@ -25,9 +25,11 @@ Usage: ``python benchmarks/single_fit.py [--quick] [--no-flexmix] [--sizes 1000 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
+import numpy as np
 
 import common as C
 
@@ -135,7 +137,19 @@ def main(argv=None):
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--quick", action="store_true", help="n up to 1e4, fewer repeats")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--from-json", action="store_true",
+                    help="no new measurements: re-evaluate the targets and rewrite the table from "
+                         "the rows in results/single_fit.json (after a change of the comparison)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        old = json.loads((C.RESULTS / "single_fit.json").read_text())
+        fx_ok = any(r["contender"] == "flexmix" for r in old["rows"])
+        targets = evaluate_targets(old["rows"], fx_ok)
+        md = render(old["rows"], old["machine"], fx_ok, old["flexmix"], targets)
+        C.write_results("single_fit", md, {**old, "targets": targets})
+        if not args.quiet:
+            print(md)
+        return old["rows"], targets
     C.ensure_jax()
     from flexmix_driver import flexmix_available
 
@@ -177,10 +191,14 @@ def evaluate_targets(rows, fx_ok):
         speedup_cpu = fx["cpu_s"] / me["cpu_s"] if fx.get("cpu_s") and me.get("cpu_s") else None
         speedup_cold = (fx["time_s"] / (me["time_s"] + me["compile_s"])
                         if me.get("compile_s") else None)
-        ll_ok = bool(me["loglik"] >= fx["loglik"])  # strict: no slack
+        # flexmix's ℓ: the higher of what it reports (its n − p variance divisor) and the exact
+        # ℓ at its estimate; strict, no slack
+        fx_ll = max(fx["loglik"], fx.get("loglik_exact_at_params") or -np.inf)
+        ll_ok = bool(me["loglik"] >= fx_ll)
         out.append({"contender": name, "speedup": speedup, "speedup_cpu": speedup_cpu,
                     "speedup_incl_compile": speedup_cold,
-                    "loglik": me["loglik"], "flexmix_loglik": fx["loglik"],
+                    "loglik": me["loglik"], "flexmix_loglik": fx_ll,
+                    "flexmix_loglik_reported": fx["loglik"],
                     "loglik_at_least_flexmix": ll_ok,
                     "met_100x": bool(speedup >= 100 and ll_ok),
                     "met_300x": bool(speedup >= 300 and ll_ok)})
@@ -223,7 +241,8 @@ def render(rows, machine, fx_ok, fx_msg, targets):
             f"{C.fmt(t['speedup_cpu'], 3)}× by CPU time"
             + (f"; {t['speedup_incl_compile']:.0f}× wall counting JAX compilation"
                if t['speedup_incl_compile'] else "") + "); log-likelihood "
-            f"{t['loglik']:.6f} vs flexmix {t['flexmix_loglik']:.6f} "
+            f"{t['loglik']:.6f} vs flexmix {t['flexmix_loglik']:.6f} (the higher of its "
+            f"reported {t['flexmix_loglik_reported']:.6f} and the exact ℓ at its estimate) "
             f"({'at least as high' if t['loglik_at_least_flexmix'] else 'LOWER'}). "
             f"≥100×: **{'met' if t['met_100x'] else 'NOT met'}**; "
             f"300× goal: **{'met' if t['met_300x'] else 'not met'}**"

@@ -456,3 +456,15 @@ def test_figure_scripts_need_the_cache(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="moetheory study run softmax"):
         registry.draw("softmax", "quick", tmp_path / "empty", tmp_path / "out")
+
+
+def test_studies_page_toml_is_the_python_declaration():
+    # docs/studies.md shows one declaration twice, in Python and as TOML: they must be one study
+    import re
+
+    text = (REPO / "docs" / "studies.md").read_text(encoding="utf-8")
+    py = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    toml = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    namespace = {}
+    exec(py.split("df = run_study")[0], namespace)  # the declaration, without running it
+    assert StudySpec.from_toml(toml).hash() == namespace["study"].hash()
