@@ -19,6 +19,26 @@ def _gate_description(spec):
     return "softmax"
 
 
+#: Logit change over one sd of x beyond which a gate counts as a step (e^-30 ≈ 1e-13).
+STEP_LOGIT = 30.0
+
+
+def _step_gates(res) -> list[str]:
+    """Labels of gate slopes with |β_1j|·sd(x_j)/τ > STEP_LOGIT (relative to the reference)."""
+    if res.spec.gate == "activation":  # σ saturates: a large slope is not a step of the logit
+        return []
+    sd = np.std(np.asarray(res.x), axis=0)
+    slopes = np.asarray(res.params.beta1) - np.asarray(res.params.beta1)[-1]
+    scaled = np.abs(slopes) * sd / float(res.params.tau)
+    names = res.param_names
+    out = []
+    for i in range(res.spec.n_experts - 1):
+        for j in range(res.spec.dim):
+            if scaled[i, j] > STEP_LOGIT:
+                out.append(names[i * (res.spec.dim + 1) + j])
+    return out
+
+
 def _gate_notes(res):
     """Gate-specific notes: normalisation, identifiability, what the standard errors mean."""
     spec, notes = res.spec, []
@@ -40,6 +60,13 @@ def _gate_notes(res):
                      "(active sets held at the estimate); the active-set boundaries are not regular parameters.")
     if res.unidentified:
         notes.append(f"Not identified (standard errors NaN): {', '.join(res.unidentified)}.")
+    steep = _step_gates(res)
+    if steep:
+        notes.append(f"Near-step gate ({', '.join(steep)}): the logit changes by more than "
+                     f"{STEP_LOGIT:g} over one standard deviation of x, so the gate is almost a hard "
+                     "split of the data (as with separable data in logistic regression); the "
+                     "likelihood barely constrains these slopes and their standard errors are not "
+                     "reliable.")
     notes += [f"{message}" for message in res.identifiability_notes if spec.gate == "topk"]
     return notes
 

@@ -288,6 +288,20 @@ def test_summary_contents(res):
     assert "singular" not in text
 
 
+def test_summary_flags_near_step_gates(res):
+    assert "Near-step gate" not in res.summary()
+    sd = float(np.std(res.x))
+    steep = res.params._replace(beta1=np.array([[40.0 / sd], [0.0]]))  # logit +40 per sd of x
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularInformationWarning)
+        text = dataclasses.replace(res, params=steep).summary()
+    assert "Near-step gate (gate1:x1)" in text
+    mild = res.params._replace(beta1=np.array([[20.0 / sd], [0.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularInformationWarning)
+        assert "Near-step gate" not in dataclasses.replace(res, params=mild).summary()
+
+
 def test_to_dict_is_json(res):
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
     assert d["loglik"] == res.loglik and d["df_model"] == res.df_model
