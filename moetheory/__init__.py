@@ -2,12 +2,12 @@
 
 Nothing computes at import; JAX float64 is switched on by the entry points that compute.
 """
-from moetheory.api import ConvergenceWarning, MoERegressor, fit
+from moetheory.api import ConvergenceWarning, MoERegressor, VarianceFloorWarning, fit
 from moetheory.params import MoEParams
 from moetheory.results import FitResult
 from moetheory.spec import MoESpec
 
 __version__ = "0.1.0"
 
-__all__ = ["MoESpec", "MoEParams", "FitResult", "MoERegressor", "ConvergenceWarning", "fit",
-           "__version__"]
+__all__ = ["MoESpec", "MoEParams", "FitResult", "MoERegressor", "ConvergenceWarning",
+           "VarianceFloorWarning", "fit", "__version__"]

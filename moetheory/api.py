@@ -11,11 +11,12 @@ import numpy as np
 from moetheory._jax import ensure_x64
 from moetheory.em.init import INIT_MODES
 from moetheory.em.multistart import multistart
-from moetheory.em.gate_steps import GATE_OPTIONS, TOPK_METHODS
+from moetheory.em.gate_steps import GATE_OPTIONS, TOPK_METHODS, normalise_temperature
 from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
+from moetheory.standardize import from_fitted_coordinates, standardizer, to_fitted_coordinates
 from moetheory.validation import check_xy, covariate_names, frozen_copy
 
 
@@ -34,7 +35,39 @@ class ConvergenceWarning(UserWarning):
     """
 
 
+class VarianceFloorWarning(UserWarning):
+    """The chosen fit has an expert whose variance sits on the floor ``var_floor``: every
+    continued start collapsed onto a few points (the likelihood of a mixture is unbounded
+    there). Issued by :func:`moetheory.fit`; ``FitResult.var_floor_hit`` is True.
+
+    Examples
+    --------
+    >>> issubclass(VarianceFloorWarning, UserWarning)
+    True
+    """
+
+
 DEFAULT_N_INIT = 12
+
+
+def default_var_floor(y) -> float:
+    """1e-8 times a robust variance of y, (1.4826 · MAD)², or Var(y) when more than half the
+    values are equal: one gross outlier must not lift the floor above the experts' variances.
+
+    Parameters
+    ----------
+    y : array (n,)
+
+    Examples
+    --------
+    >>> y = np.r_[np.linspace(-1.0, 1.0, 99), 1e6]          # one gross outlier
+    >>> default_var_floor(y) < 1e-8                          # Var(y) would give 100
+    True
+    """
+    y = np.asarray(y, dtype=np.float64)
+    mad = 1.4826 * float(np.median(np.abs(y - np.median(y))))
+    scale2 = mad * mad if mad > 0 else float(np.var(y))
+    return 1e-8 * scale2 + 1e-300
 
 
 def _start_kinds(init, n_init):
@@ -89,7 +122,9 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         Maximum EM iterations of each continued start (the short runs of ``n_init > n_keep``
         add 20 more; ``n_iter`` counts both).
     var_floor : float, optional
-        Minimum expert variance (default 1e-8·Var(y)); reported when it binds.
+        Minimum expert variance (default :func:`default_var_floor`: 1e-8 times a robust
+        variance of y); reported when it binds, with a :class:`VarianceFloorWarning` when the
+        chosen fit sits on it.
     seed : int
         Seed of the starts: same seed, same machine → identical numbers.
     cov_type : {"oim", "opg", "sandwich"}
@@ -166,17 +201,23 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
     if var_floor is None:
-        var_floor = 1e-8 * float(np.var(y)) + 1e-300
+        var_floor = default_var_floor(y)
     if not var_floor > 0:
         raise ValueError(f"var_floor must be > 0; got {var_floor}")
     kinds = _start_kinds(init, int(n_init))
     opts = tuple(sorted(gate_options.items())) or None
-    ms = multistart(jax.random.key(seed), spec, jnp.asarray(x), jnp.asarray(y), kinds=kinds,
-                    n_keep=n_keep, tol=float(tol), max_iter=int(max_iter), var_floor=var_floor,
-                    truth=None if truth is None else jax.tree.map(jnp.asarray, truth),
+    # EM runs on standardised covariates (better conditioned); estimates come back in x's units
+    st = standardizer(spec, x)
+    truth_fit = None if truth is None else to_fitted_coordinates(truth, st)
+    ms = multistart(jax.random.key(seed), spec, jnp.asarray(st.apply(x)), jnp.asarray(y),
+                    kinds=kinds, n_keep=n_keep, tol=float(tol), max_iter=int(max_iter),
+                    var_floor=var_floor,
+                    truth=None if truth_fit is None else jax.tree.map(jnp.asarray, truth_fit),
                     gate_options=opts, em_backend=em_backend)
     best = ms.best
-    params = as_numpy_params(best.params)
+    params = from_fitted_coordinates(as_numpy_params(best.params), st)
+    if spec.gate == "temperature" and spec.estimates_tau:
+        params = as_numpy_params(normalise_temperature(params))  # the reported representative
     check_params(spec, params)
     trace = np.asarray(best.trace)
     trace = trace[np.isfinite(trace)]  # the continued run's trace (monotone), NaN padding removed
@@ -190,6 +231,12 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     if not np.isfinite(float(best.loglik)):
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
+    if bool(best.floor_hit):
+        warnings.warn(
+            f"every continued EM start put an expert's variance on the floor var_floor="
+            f"{var_floor:.3g}: the fit is a degenerate spike on a few points, not an estimate. "
+            "Try fewer experts, more starts (n_init) or another seed.",
+            VarianceFloorWarning, stacklevel=2)
     return FitResult(spec=spec, params=params, loglik=float(best.loglik), n_obs=int(x.shape[0]),
                      n_iter=int(best.n_iter), converged=converged, trace=trace,
                      var_floor=float(var_floor), var_floor_hit=bool(best.floor_hit),
@@ -231,6 +278,11 @@ def _check_gate_options(spec, gate_options, tau_value) -> dict:
     opts = dict(gate_options)
     if "method" in opts and opts["method"] not in TOPK_METHODS:
         raise ValueError(f"gate_options['method'] must be one of {TOPK_METHODS}; got {opts['method']!r}")
+    if "newton_tol" in opts:
+        v = opts["newton_tol"]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"gate_options['newton_tol'] must be a finite number >= 0; got {v!r}")
+        opts["newton_tol"] = float(v)
     for name in ("max_newton", "max_halvings"):
         if name in opts and (isinstance(opts[name], bool) or not isinstance(opts[name], (int, np.integer))
                              or opts[name] < 1):

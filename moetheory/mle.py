@@ -178,7 +178,8 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     if len(xs) != d:
         raise ValueError(f"names must hold one name per covariate (d={d}); got {list(names)}")
     layout = []
-    gate_slopes_all = spec.gate == "activation" and spec.activation != "identity"
+    # (one expert: the gate is identically 1, nothing of it enters the model)
+    gate_slopes_all = spec.gate == "activation" and spec.activation != "identity" and k > 1
     for i in range(k):
         if i < k - 1 or gate_slopes_all:
             layout += [("beta1", (i, j), f"gate{i + 1}:{xs[j]}") for j in range(d)]
@@ -188,7 +189,7 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
         layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in range(d)]
         layout.append(("b", (i,), f"expert{i + 1}:const"))
         layout.append(("var", (i,), f"expert{i + 1}:var"))
-    if spec.estimates_tau and spec.gate == "activation":
+    if spec.estimates_tau and spec.gate == "activation" and k > 1:
         layout.append(("tau", (), "tau"))
     return layout
 

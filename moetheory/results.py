@@ -31,7 +31,10 @@ class FitResult:
     trace : (m + 1,) log-likelihood along the winning start's continued run (its last m
         iterations; the 20 short-run iterations of a multistart, counted in ``n_iter``, are not
         traced)
-    start_kinds, start_logliks : the kind and log-likelihood of every start
+    start_kinds, start_logliks : the kind of every start and its log-likelihood where it stopped
+        (after the continued run for the ``n_keep`` continued starts, after the 20-iteration
+        short run for the others; starts that put a variance on the floor are passed over, so
+        ``loglik`` can be below ``max(start_logliks)``)
     x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
     x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
 

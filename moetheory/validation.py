@@ -78,7 +78,9 @@ def frozen_copy(a: np.ndarray) -> np.ndarray:
     >>> kept.tolist(), kept.flags.writeable
     ([0.0, 1.0, 2.0], False)
     """
-    out = np.array(a, dtype=np.float64, copy=True)
+    # C order: a DataFrame's (column-major) values then give the same sums, bit for bit, as the
+    # same numbers in a NumPy array
+    out = np.array(a, dtype=np.float64, copy=True, order="C")
     out.flags.writeable = False
     return out
 

@@ -73,6 +73,73 @@ def test_df_formula_other_shapes():
         assert mle.df_model(top1) == (k - 1) * d + k * (d + 2)
         assert mle.df_model(MoESpec(k, d, gate="topk", top_k=1, select_by="logit")) == \
             (k - 1) * (d + 1) + k * (d + 2)
+    # one expert: the gate is identically 1 (activation gate included), d + 2 parameters
+    for spec in (MoESpec(1, 2), MoESpec(1, 2, gate="activation", activation="tanh"),
+                 MoESpec(1, 2, gate="activation", activation="tanh", tau="estimated")):
+        assert mle.df_model(spec) == 4
+
+
+def test_units_and_origin_of_x_do_not_change_the_fit(data):
+    # EM runs on standardised covariates: a year-like or a micro-unit column is the same model
+    x, y = data
+    base = mt.fit(x, y, n_experts=2, n_init=4)
+    for shift, scale in ((2000.0, 10.0), (1e4, 10.0), (0.0, 1e6)):
+        for backend in ("numba", "jax"):
+            moved = mt.fit(shift + scale * x, y, n_experts=2, n_init=4, em_backend=backend)
+            assert moved.loglik == pytest.approx(base.loglik, rel=1e-9), (shift, scale, backend)
+            np.testing.assert_allclose(moved.params.a * scale, base.params.a, rtol=1e-5)
+            np.testing.assert_allclose(moved.predict(), base.predict(), rtol=1e-6, atol=1e-8)
+    # one expert is ordinary least squares, whatever the units (statsmodels as the reference)
+    import statsmodels.api as sm
+
+    big = 1e6 * x
+    ols = sm.OLS(y, sm.add_constant(big)).fit()
+    one = mt.fit(big, y, n_experts=1, em_backend="jax", n_init=2)
+    np.testing.assert_allclose([one.params.b[0], one.params.a[0, 0]], ols.params, rtol=1e-9)
+    assert one.loglik == pytest.approx(ols.llf, rel=1e-12)
+
+
+def test_log_likelihood_near_zero_converges_like_elsewhere():
+    # where ℓ ≈ 0 depends on the units of y; the stopping rule floors |ℓ| at 0.01 nats per
+    # observation, so rescaling y must not make EM run (almost) forever
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (1000, 1))
+    y = np.abs(2 * x[:, 0]) + 0.3 * rng.normal(size=1000)
+    ref_fit = mt.fit(x, y, n_experts=2)
+    c = np.exp(ref_fit.loglik / 1000) * (1 + 1e-9)  # y·c has its maximum ℓ at about 0
+    for backend in ("numba", "jax"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", mt.ConvergenceWarning)
+            near0 = mt.fit(x, c * y, n_experts=2, em_backend=backend)
+        assert abs(near0.loglik) < 1e-3 * 1000 and near0.converged
+        assert near0.n_iter <= 2 * ref_fit.n_iter, (backend, near0.n_iter, ref_fit.n_iter)
+
+
+def test_default_variance_floor_is_robust_and_a_floored_fit_warns():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, 500)
+    y = np.where(x > 0, 2 * x, -x) + 0.2 * rng.standard_normal(500)
+    y[17] = 1e6  # one gross outlier must not lift the floor above the experts' variances
+    assert mt.api.default_var_floor(y) < 1e-8 and 1e-8 * np.var(y) > 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = mt.fit(x, y, n_experts=3, n_init=4)
+    # one expert sits on the outlier (a spike: the likelihood is unbounded there); the two others
+    # keep variances near the noise's 0.04 (with the floor 1e-8·Var(y) ≈ 20 they sat at 20)
+    spike = int(np.argmax(np.abs(fitted.params.b)))
+    healthy = np.delete(fitted.params.var, spike)
+    assert np.all((healthy > 0.02) & (healthy < 0.1)), fitted.params.var
+    x, y = simulate_softmax(TRUTHS[(2, 1)], N, seed=210)
+    with pytest.warns(mt.VarianceFloorWarning, match="var_floor"):
+        floored = mt.fit(x, y, n_experts=2, n_init=2, var_floor=10 * np.var(y))
+    assert floored.var_floor_hit
+
+
+def test_gate_option_values_are_checked(data):
+    x, y = data
+    for bad in (None, "1e-8", -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"gate_options\['newton_tol'\] must be"):
+            mt.fit(x, y, n_experts=2, gate_options={"newton_tol": bad})
 
 
 def test_fit_keeps_a_read_only_copy_of_the_data(data):

@@ -11,7 +11,7 @@ from conftest import TRUTHS, simulate_softmax
 from moetheory.em.estep import e_step
 from moetheory.em.init import assign_to_truth, paper_init, perturb_init
 from moetheory.em.mstep import expert_m_step, softmax_gate_m_step
-from moetheory.em.multistart import draw_starts, multistart, run_batch
+from moetheory.em.multistart import continuation_order, draw_starts, multistart, run_batch
 from moetheory.em.run import run_em
 from moetheory.kernels import reference as ref
 from moetheory.params import MoEParams
@@ -311,14 +311,31 @@ def test_draw_starts_errors(datasets):
 # --- multistart -----------------------------------------------------------------------------
 
 
+def test_continuation_order_skips_duplicates_and_floored_short_runs():
+    ll = np.array([-5.0, -5.0 * (1 + 1e-12), -6.0, -4.0, np.nan, -7.0])
+    hit = np.array([False, False, False, True, False, False])
+    # -4 hit the floor, the second -5 is the first one again: -5, -6, -7 are the distinct
+    # healthy ones
+    np.testing.assert_array_equal(continuation_order(ll, hit, 3), [0, 2, 5])
+    # too few distinct healthy starts: the rest fill in log-likelihood order
+    np.testing.assert_array_equal(continuation_order(ll, hit, 5), [0, 2, 5, 3, 1])
+    np.testing.assert_array_equal(continuation_order(ll, np.zeros(6, bool), 2), [3, 0])
+
+
 def test_multistart_reports_every_start_and_picks_the_best(datasets):
     spec = MoESpec(3, 1)
     x, y = (jnp.asarray(v) for v in datasets[(3, 1, 1)])
     ms = multistart(jax.random.key(4), spec, x, y, kinds=KINDS, n_keep=3, max_iter=MAX_ITER)
     assert ms.start_kinds == KINDS
     assert ms.start_logliks.shape == (N_STARTS,) and np.all(np.isfinite(ms.start_logliks))
-    # The continued starts are the n_keep best after the short run, best first.
-    np.testing.assert_array_equal(np.sort(ms.continued), np.sort(np.argsort(-ms.start_logliks)[:3]))
+    # The continued starts: the best distinct healthy short runs first (continuation_order).
+    assert np.all(np.isfinite(ms.short_logliks))
+    np.testing.assert_array_equal(
+        ms.continued, continuation_order(ms.short_logliks, ms.short_floor_hit, 3))
+    # every start's record is where it stopped: continued starts at their final value
+    np.testing.assert_array_equal(ms.start_logliks[ms.continued], ms.final_logliks)
+    others = np.setdiff1d(np.arange(N_STARTS), ms.continued)
+    np.testing.assert_array_equal(ms.start_logliks[others], ms.short_logliks[others])
     assert ms.final_logliks.shape == (3,)
     # The winner is the best continued start among those that kept every variance above the
     # floor (all of them when none did); final log-likelihoods within 1e-12·|best| of the best
@@ -332,7 +349,7 @@ def test_multistart_reports_every_start_and_picks_the_best(datasets):
     assert float(ms.best.loglik) == pytest.approx(ms.final_logliks[best], abs=1e-12)
     assert ms.best.loglik >= top - 1e-12 * abs(top)
     # Continuing never loses likelihood relative to the short run.
-    assert np.all(ms.final_logliks >= ms.start_logliks[ms.continued] - 1e-9 * np.abs(ms.final_logliks))
+    assert np.all(ms.final_logliks >= ms.short_logliks[ms.continued] - 1e-9 * np.abs(ms.final_logliks))
     # The reported log-likelihood is the NumPy oracle's at the winning parameters.
     oracle_ll = ref.log_likelihood(spec, _np(ms.best.params), np.asarray(x), np.asarray(y))
     assert oracle_ll == pytest.approx(float(ms.best.loglik), rel=1e-12)

@@ -4,8 +4,9 @@ The default strategy of :func:`moetheory.fit` (DESIGN.md §3.3, robust to local 
 user without the truth): ``n_init`` starts of several kinds (k-means on standardised (x, y),
 random partitions), each refined by a short EM run whose first iterations are hard
 (classification) assignments, all in one ``vmap``; the ``n_keep`` best by log-likelihood are
-continued to convergence, again in one batch; the best of those is returned (ties at rounding
-level go to the first start: :func:`pick_best`).
+continued to convergence, again in one batch (:func:`continuation_order`: distinct short-run
+optima that kept their variances above the floor first); the best of those is returned (ties
+at rounding level go to the first start: :func:`pick_best`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class MultistartResult(NamedTuple):
     ----------
     best : EMResult of the best continued start
     start_kinds : tuple of str, the kind of each start (length n_init)
-    start_logliks : (n_init,) log-likelihood after the short run (or at the end for truth starts)
+    start_logliks : (n_init,) each start's log-likelihood where it stopped: at the end of its
+        continued run for the ``continued`` starts, after the short run for the others
+    short_logliks : (n_init,) log-likelihood after the short run (NaN when every start was
+        continued without one); ``short_floor_hit`` (n_init,) whether it hit the variance floor
     continued : (n_keep,) indices of the starts continued to convergence
     final_logliks : (n_keep,) their final log-likelihoods
     best_start : index of the start that won
@@ -55,6 +59,8 @@ class MultistartResult(NamedTuple):
     final_logliks: np.ndarray
     best_start: int
     final_floor_hit: np.ndarray
+    short_logliks: np.ndarray
+    short_floor_hit: np.ndarray
 
 
 #: Final log-likelihoods closer than this (relative) are one optimum reached by several starts:
@@ -93,6 +99,40 @@ def pick_best(score, start_index=None, rtol=TIE_RTOL) -> int:
     ties = np.flatnonzero(score >= top - rtol * abs(top))
     idx = np.arange(score.size) if start_index is None else np.asarray(start_index)
     return int(ties[np.argmin(idx[ties])])
+
+
+def continuation_order(loglik, floor_hit, n_keep, rtol=1e-9) -> np.ndarray:
+    """Indices of the ``n_keep`` short runs to continue: best log-likelihood first, but a start
+    whose short run reached the log-likelihood of one already chosen (within ``rtol``: the same
+    partition, often with permuted labels) or put a variance on the floor is passed over while
+    distinct healthy ones remain; the slots left are filled in log-likelihood order. Of the
+    starts that share a short-run optimum, the first (smallest index) represents it, so that
+    rounding (the backend) cannot decide which of them, and so which label order, goes on.
+
+    Parameters
+    ----------
+    loglik : (S,) short-run log-likelihoods (non-finite: failed)
+    floor_hit : (S,) bool, whether the short run hit the variance floor
+    n_keep : int ≤ S
+
+    Examples
+    --------
+    >>> continuation_order(np.array([-5.0, -5.0, -6.0, -7.0]), np.array([0, 0, 0, 1], bool), 3)
+    array([0, 2, 1])
+    """
+    loglik = np.asarray(loglik, dtype=np.float64)
+    rank = np.argsort(np.where(np.isfinite(loglik), -loglik, np.inf), kind="stable")
+    ok = np.isfinite(loglik) & ~np.asarray(floor_hit, dtype=bool)
+    same = lambda i, j: abs(loglik[i] - loglik[j]) <= rtol * abs(loglik[j])  # noqa: E731
+    chosen: list[int] = []
+    for i in rank:
+        if len(chosen) == n_keep:
+            break
+        if not ok[i] or any(same(i, j) for j in chosen):
+            continue
+        chosen.append(min(int(j) for j in np.flatnonzero(ok) if same(j, i)))
+    chosen += [int(i) for i in rank if int(i) not in chosen][: n_keep - len(chosen)]
+    return np.array(chosen, dtype=np.int64)
 
 
 def _stack(trees):
@@ -288,18 +328,20 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
                               n_hard=n_hard, **common))
         short = jax.tree.map(lambda *v: jnp.concatenate(v)[: len(kinds)], *chunks)
         ll = np.asarray(short.loglik)
-        order = np.argsort(np.where(np.isfinite(ll), -ll, np.inf), kind="stable")[:n_keep]
+        short_hit = np.asarray(short.floor_hit)
+        order = continuation_order(ll, short_hit, n_keep)
         cont_starts = _take(short.params, jnp.asarray(order))
         iters_before = np.asarray(short.n_iter)[order]
     else:
         ll = np.full(len(kinds), np.nan)
+        short_hit = np.zeros(len(kinds), dtype=bool)
         order = np.arange(len(kinds))
         cont_starts = starts
         iters_before = np.zeros(len(kinds), dtype=int)
     final = run(cont_starts, tol=tol, n_steps=max_iter, n_hard=0, **common)
     fl = np.asarray(final.loglik)
-    if n_keep == len(kinds):
-        ll = fl.copy()
+    stopped = ll.copy()
+    stopped[order] = fl  # where each start stopped
     # Prefer fits whose variances stayed above the floor: a floored expert sitting on a few
     # points is the likelihood's degenerate spike, not an estimate (it is still chosen when
     # every start collapsed, and then reported through ``floor_hit``).
@@ -311,5 +353,5 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     # Report the winning start's total iterations (short run + continuation).
     winner = _take(final, best)
     winner = winner._replace(n_iter=winner.n_iter + int(iters_before[best]))
-    return MultistartResult(winner, kinds, ll, order, fl, int(order[best]),
-                            np.asarray(final.floor_hit))
+    return MultistartResult(winner, kinds, stopped, order, fl, int(order[best]),
+                            np.asarray(final.floor_hit), ll, short_hit)

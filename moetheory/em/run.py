@@ -17,6 +17,11 @@ from moetheory.em.gate_steps import needs_observed_likelihood
 from moetheory.em.mstep import expert_m_step, gate_m_step
 from moetheory.params import MoEParams
 
+#: The stopping rule's |ℓ| is at least this many nats per (weighted) observation: a relative
+#: change of a log-likelihood near 0 would otherwise demand ever smaller absolute changes, and
+#: where ℓ is near 0 depends on the units of y.
+LL_FLOOR_PER_OBS = 0.01
+
 
 class EMResult(NamedTuple):
     """Output of :func:`run_em` (a pytree; batched under vmap).
@@ -106,7 +111,8 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     spec : MoESpec (static)
     params : MoEParams, the start
     x : (n, d); y : (n,)
-    tol : relative tolerance |ℓ_t − ℓ_{t−1}| ≤ tol·|ℓ_{t−1}|
+    tol : relative tolerance |ℓ_t − ℓ_{t−1}| ≤ tol·max(|ℓ_{t−1}|, 0.01·Σw) (|ℓ| floored at
+        :data:`LL_FLOOR_PER_OBS` nats per observation)
     max_iter : int (static), maximum EM iterations
     var_floor : minimum variance; hitting it is reported in ``floor_hit``
     weights : (n,), optional observation weights (0 drops padded rows)
@@ -127,6 +133,10 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     trace0 = jnp.full((max_iter + 1,), jnp.nan, dtype=x.dtype)
 
     limit = max_iter if n_steps is None else jnp.minimum(n_steps, max_iter)
+    # |ℓ| is floored at LL_FLOOR_PER_OBS nats per observation: ℓ near 0 (which depends on the
+    # units of y) must not demand ever smaller absolute changes
+    n_w = x.shape[0] if weights is None else jnp.sum(weights)
+    ll_floor = LL_FLOOR_PER_OBS * n_w
 
     def body(state):
         p, prev, it, done, n_iter, trace, floor = state
@@ -136,7 +146,8 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
                                  gate_options=opts)
         # ll_t is the log-likelihood of p = p_it; compare with ℓ(p_{it-1}).
         trace = jnp.where(done, trace, trace.at[it].set(ll_t))
-        now = (~done) & (it > n_hard) & (jnp.abs(ll_t - prev) <= tol * jnp.abs(prev))
+        small = jnp.abs(ll_t - prev) <= tol * jnp.maximum(jnp.abs(prev), ll_floor)
+        now = (~done) & (it > n_hard) & small
         n_iter = jnp.where(now, it, n_iter)
         stop = done | now
         # Once converged, p stays (fixed_iter mode keeps looping without moving).
@@ -156,7 +167,8 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     # Without convergence the loop ends on `limit` updates whose last ℓ was not yet evaluated.
     _, ll_final = e_step(spec, p, x, y, weights)
     trace = jnp.where(done, trace, trace.at[it].set(ll_final))
-    late = (~done) & (it > 0) & (jnp.abs(ll_final - prev) <= tol * jnp.abs(prev))
+    small = jnp.abs(ll_final - prev) <= tol * jnp.maximum(jnp.abs(prev), ll_floor)
+    late = (~done) & (it > 0) & small
     converged = done | late
     n_iter = jnp.where(done, n_iter, it)
     return EMResult(p, ll_final, n_iter, converged, trace, floor)

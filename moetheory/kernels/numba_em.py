@@ -54,6 +54,8 @@ from numba.extending import intrinsic
 LOG_2PI = math.log(2.0 * math.pi)
 #: Same rule as ``moetheory.em.mstep.MIN_EXPERT_WEIGHT``: emptier experts keep their parameters.
 MIN_EXPERT_WEIGHT = 1e-8
+#: Same as ``moetheory.em.run.LL_FLOOR_PER_OBS`` (the stopping rule's floor on |ℓ| per observation).
+LL_FLOOR_PER_OBS = 0.01
 
 _jit = njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 _inner = njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
@@ -1005,6 +1007,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
     rows = 1 if fused else n  # the fused check keeps statistics, not responsibilities
     resp = np.empty((rows, k))
     unit_w = _unit_weights(w)
+    ll_floor = LL_FLOOR_PER_OBS * w.sum()  # as run_em: |ℓ| floored per observation
     prev = -np.inf
     n_iter = max_iter
     converged = False
@@ -1048,7 +1051,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
             stats[0] += 1
         pending = False
         trace[it] = ll
-        if it > n_hard and abs(ll - prev) <= tol * abs(prev):
+        if it > n_hard and abs(ll - prev) <= tol * max(abs(prev), ll_floor):
             converged = True
             n_iter = it
             break
@@ -1123,7 +1126,7 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol, max_iter, var_floor, max_newt
         ll_f, R, G, rxe, ree, q, grad, info, Z = estep_pass(
             x, y, w, beta0, beta1, a, b, var, resp, n_chunks, False, not fused, unit_w)
         trace[max_iter] = ll_f
-        converged = max_iter > 0 and abs(ll_f - prev) <= tol * abs(prev)
+        converged = max_iter > 0 and abs(ll_f - prev) <= tol * max(abs(prev), ll_floor)
         ll = ll_f
     return beta0, beta1, a, b, var, ll, n_iter, converged, floor_any
 

@@ -20,6 +20,9 @@ from scipy.special import erf, logsumexp
 
 from moetheory.params import MoEParams
 
+#: The stopping rule's floor on |ℓ| per observation (as ``moetheory.em.run.LL_FLOOR_PER_OBS``).
+LL_FLOOR_PER_OBS = 0.01
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -500,7 +503,8 @@ def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor:
         resp = responsibilities(spec, p, x, y)
         ll = log_likelihood(spec, p, x, y)
         trace.append(ll)
-        if it > 0 and abs(ll - trace[-2]) <= tol * abs(trace[-2]):
+        # the stopping rule of moetheory.em.run.run_em (|ℓ| floored per observation)
+        if it > 0 and abs(ll - trace[-2]) <= tol * max(abs(trace[-2]), LL_FLOOR_PER_OBS * x.shape[0]):
             converged = True
             break
         if it == max_iter:
