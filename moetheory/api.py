@@ -16,7 +16,8 @@ from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
-from moetheory.standardize import from_fitted_coordinates, standardizer, to_fitted_coordinates
+from moetheory.standardize import (from_fitted_coordinates, identity_standardizer, standardizer,
+                                   to_fitted_coordinates)
 from moetheory.validation import check_xy, covariate_names, frozen_copy
 
 
@@ -120,7 +121,7 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         Relative log-likelihood change that stops EM.
     max_iter : int
         Maximum EM iterations of each continued start (the short runs of ``n_init > n_keep``
-        add 20 more; ``n_iter`` counts both).
+        add min(20, max_iter) more; ``n_iter`` counts both).
     var_floor : float, optional
         Minimum expert variance (default :func:`default_var_floor`: 1e-8 times a robust
         variance of y); reported when it binds, with a :class:`VarianceFloorWarning` when the
@@ -139,7 +140,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
         estimate to the EM tolerance (:mod:`moetheory.em.backend`).
     x_names : sequence of str, optional
-        Names of the covariates (default: a DataFrame's columns, else ``x1 .. xd``).
+        Names of the covariates of an array ``x`` (default ``x1 .. xd``; a DataFrame's own
+        column names are used).
 
     Returns
     -------
@@ -206,8 +208,10 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         raise ValueError(f"var_floor must be > 0; got {var_floor}")
     kinds = _start_kinds(init, int(n_init))
     opts = tuple(sorted(gate_options.items())) or None
-    # EM runs on standardised covariates (better conditioned); estimates come back in x's units
-    st = standardizer(spec, x)
+    # EM runs on standardised covariates (better conditioned); estimates come back in x's units.
+    # Near-truth starts keep x's units: their documented noise (and the study runner's) is in
+    # the truth's coordinates.
+    st = identity_standardizer(x.shape[1]) if init in ("paper", "perturb") else standardizer(spec, x)
     truth_fit = None if truth is None else to_fitted_coordinates(truth, st)
     ms = multistart(jax.random.key(seed), spec, jnp.asarray(st.apply(x)), jnp.asarray(y),
                     kinds=kinds, n_keep=n_keep, tol=float(tol), max_iter=int(max_iter),

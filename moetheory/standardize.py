@@ -69,6 +69,17 @@ def standardizer(spec: MoESpec, x: np.ndarray) -> Standardizer:
     return Standardizer(np.where(constant, 0.0, center), scale)
 
 
+def identity_standardizer(d: int) -> Standardizer:
+    """x̃ = x (center 0, scale 1 for each of the d columns).
+
+    Examples
+    --------
+    >>> identity_standardizer(2).scale.tolist()
+    [1.0, 1.0]
+    """
+    return Standardizer(np.zeros(d), np.ones(d))
+
+
 def to_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
     """Parameters in x coordinates → the same model in x̃ coordinates.
 

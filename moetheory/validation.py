@@ -106,6 +106,9 @@ def covariate_names(x, names=None) -> tuple[str, ...] | None:
     >>> covariate_names(np.zeros((2, 1))) is None
     True
     """
+    if names is not None and hasattr(x, "columns"):
+        raise ValueError("x_names relabels the columns of an array; x is a DataFrame, whose "
+                         "column names are used (rename its columns instead)")
     if names is None:
         if hasattr(x, "columns"):
             names = list(x.columns)

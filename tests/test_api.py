@@ -89,6 +89,20 @@ def test_units_and_origin_of_x_do_not_change_the_fit(data):
             assert moved.loglik == pytest.approx(base.loglik, rel=1e-9), (shift, scale, backend)
             np.testing.assert_allclose(moved.params.a * scale, base.params.a, rtol=1e-5)
             np.testing.assert_allclose(moved.predict(), base.predict(), rtol=1e-6, atol=1e-8)
+    # ... and standard errors in any units: slopes' scale with 1/scale, variances' not at all
+    # (the information is inverted at unit diagonal; tolerance: the estimates agree to ~1e-6)
+    names = base.param_names
+    slopes = [names.index(n) for n in ("gate1:x1", "expert1:x1", "expert2:x1")]
+    variances = [names.index(n) for n in ("expert1:var", "expert2:var")]
+    for shift, scale in ((2000.0, 10.0), (0.0, 1e6)):
+        moved = mt.fit(shift + scale * x, y, n_experts=2, n_init=4)
+        se = moved.bse()
+        assert np.all(np.isfinite(se)) and np.all(se > 0)
+        np.testing.assert_allclose(se[slopes] * scale, base.bse()[slopes], rtol=1e-4)
+        np.testing.assert_allclose(se[variances], base.bse()[variances], rtol=1e-4)
+    big_y = mt.fit(x, 1e4 * y, n_experts=2, n_init=4)  # a response in large units
+    np.testing.assert_allclose(big_y.bse()[variances], 1e8 * base.bse()[variances], rtol=1e-4)
+    np.testing.assert_allclose(big_y.bse()[slopes[1:]], 1e4 * base.bse()[slopes[1:]], rtol=1e-4)
     # one expert is ordinary least squares, whatever the units (statsmodels as the reference)
     import statsmodels.api as sm
 
@@ -189,6 +203,8 @@ def test_covariate_names_label_parameters_and_are_matched_in_predict():
     assert est.score(swapped, y) == pytest.approx(est.score(df, y), rel=1e-14)
     with pytest.raises(ValueError, match="x_names has 1 name"):
         mt.fit(x, y, n_experts=2, x_names=["age"])
+    with pytest.raises(ValueError, match="rename its columns"):
+        mt.fit(df, y, n_experts=2, x_names=["Age (years)", "income"])
 
 
 def test_fit_recovers_truth_roughly(res):

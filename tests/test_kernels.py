@@ -287,3 +287,11 @@ def test_gate_objective_from_statistics_equals_the_row_sum(kd, hard):
     got = numba_em.gate_objective_from_stats(c0, c1, st["R"], st["G"],
                                              numba_em.gate_lse(x, w, c0, c1, 3))
     _close(got, want, what="Q at another gate")
+
+
+def test_stopping_rule_floor_is_one_constant():
+    # the three EM implementations must stop by the same rule (conformance of their traces)
+    from moetheory.em import run
+    from moetheory.kernels import numba_em, reference
+
+    assert run.LL_FLOOR_PER_OBS == numba_em.LL_FLOOR_PER_OBS == reference.LL_FLOOR_PER_OBS

@@ -146,6 +146,10 @@ def test_declaration_mistakes_are_named_not_ignored(tmp_path):
         StudySpec.from_toml(base.replace("sizes = [200, 300, 400]", "sizes = 200"))
     with pytest.raises(ValueError, match="buckets must be a list"):
         EstimatorSpec(buckets=512)
+    with pytest.raises(ValueError, match="estimator var_floor must be a number; got True"):
+        EstimatorSpec(var_floor=True)
+    with pytest.raises(ValueError, match="design scale must be a number"):
+        DesignSpec("gaussian", scale="1")
     with pytest.raises(ValueError, match=r"unknown design field\(s\) \['sd'\]"):
         StudySpec.from_dict({**tiny_study().to_dict(), "design": {"name": "gaussian", "sd": 2}})
     with pytest.raises(ValueError, match="has no model"):
@@ -272,6 +276,9 @@ def test_cells_keep_their_own_provenance_and_a_corrupt_manifest_is_rebuilt(refer
     assert [cells[k]["provenance"]["git_revision"] for k in ("200", "300")] == ["AAAA", "BBBB"]
     path = cache.manifest_path(s, "k2")
     path.write_text(path.read_text()[:40])  # truncated by a crash or a full disk
+    with pytest.warns(RuntimeWarning, match="unreadable study manifest"):
+        assert cache.read_manifest(s, "k2") == {}  # a plain read changes nothing on disk
+    assert path.exists() and not list(path.parent.glob("manifest.json.corrupt-*"))
     with pytest.warns(RuntimeWarning, match="unreadable study manifest"):
         assert cache.reconcile(s) == [("k2", 200), ("k2", 300)]
     assert len(list(path.parent.glob("manifest.json.corrupt-*"))) == 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from moetheory.em import backend
 from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
-from moetheory.em.run import EMResult, run_em
+from moetheory.em.run import LL_FLOOR_PER_OBS, EMResult, run_em
 
 
 class MultistartResult(NamedTuple):
@@ -69,7 +69,7 @@ class MultistartResult(NamedTuple):
 TIE_RTOL = 1e-12
 
 
-def pick_best(score, start_index=None, rtol=TIE_RTOL) -> int:
+def pick_best(score, start_index=None, rtol=TIE_RTOL, floor=0.0) -> int:
     """Index of the winning start: the best finite score, where scores within ``rtol``·|best| of
     the best tie and the tie goes to the smallest ``start_index``.
 
@@ -82,6 +82,7 @@ def pick_best(score, start_index=None, rtol=TIE_RTOL) -> int:
     score : (S,) float, −inf or NaN for a start that is out of the running
     start_index : (S,) int, optional, the starts' original indices (default ``arange(S)``)
     rtol : float ≥ 0, the relative tie window (0: the first maximum)
+    floor : float ≥ 0, the window is rtol·max(|best|, floor) (a log-likelihood near 0)
 
     Examples
     --------
@@ -96,12 +97,12 @@ def pick_best(score, start_index=None, rtol=TIE_RTOL) -> int:
     top = score.max()
     if not np.isfinite(top):
         return int(np.argmax(score))
-    ties = np.flatnonzero(score >= top - rtol * abs(top))
+    ties = np.flatnonzero(score >= top - rtol * max(abs(top), floor))
     idx = np.arange(score.size) if start_index is None else np.asarray(start_index)
     return int(ties[np.argmin(idx[ties])])
 
 
-def continuation_order(loglik, floor_hit, n_keep, rtol=1e-9) -> np.ndarray:
+def continuation_order(loglik, floor_hit, n_keep, rtol=1e-9, floor=0.0) -> np.ndarray:
     """Indices of the ``n_keep`` short runs to continue: best log-likelihood first, but a start
     whose short run reached the log-likelihood of one already chosen (within ``rtol``: the same
     partition, often with permuted labels) or put a variance on the floor is passed over while
@@ -114,6 +115,8 @@ def continuation_order(loglik, floor_hit, n_keep, rtol=1e-9) -> np.ndarray:
     loglik : (S,) short-run log-likelihoods (non-finite: failed)
     floor_hit : (S,) bool, whether the short run hit the variance floor
     n_keep : int ≤ S
+    rtol, floor : two short runs reached the same optimum when their log-likelihoods differ by
+        at most rtol·max(|ℓ|, floor)
 
     Examples
     --------
@@ -123,7 +126,7 @@ def continuation_order(loglik, floor_hit, n_keep, rtol=1e-9) -> np.ndarray:
     loglik = np.asarray(loglik, dtype=np.float64)
     rank = np.argsort(np.where(np.isfinite(loglik), -loglik, np.inf), kind="stable")
     ok = np.isfinite(loglik) & ~np.asarray(floor_hit, dtype=bool)
-    same = lambda i, j: abs(loglik[i] - loglik[j]) <= rtol * abs(loglik[j])  # noqa: E731
+    same = lambda i, j: abs(loglik[i] - loglik[j]) <= rtol * max(abs(loglik[j]), floor)  # noqa: E731
     chosen: list[int] = []
     for i in rank:
         if len(chosen) == n_keep:
@@ -314,6 +317,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     starts = draw_starts(key, spec, x, y, kinds, truth=truth, var_floor=var_floor,
                          perturb_scale=perturb_scale)
     n_keep = min(n_keep, len(kinds))
+    ll_floor = LL_FLOOR_PER_OBS * x.shape[0]  # as the stopping rule: ℓ near 0 per observation
     common = dict(max_iter=max_iter, var_floor=var_floor, gate_options=gate_options)
     if n_keep < len(kinds):
         # Short runs in chunks of n_keep starts: every call then has the batch shape of the
@@ -329,7 +333,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
         short = jax.tree.map(lambda *v: jnp.concatenate(v)[: len(kinds)], *chunks)
         ll = np.asarray(short.loglik)
         short_hit = np.asarray(short.floor_hit)
-        order = continuation_order(ll, short_hit, n_keep)
+        order = continuation_order(ll, short_hit, n_keep, floor=ll_floor)
         cont_starts = _take(short.params, jnp.asarray(order))
         iters_before = np.asarray(short.n_iter)[order]
     else:
@@ -349,7 +353,7 @@ def multistart(key, spec, x, y, *, kinds, n_keep=3, n_short=20, n_hard=3, tol=1e
     healthy = ~np.asarray(final.floor_hit) & np.isfinite(fl)
     if healthy.any():
         score = np.where(healthy, score, -np.inf)
-    best = pick_best(score, order)
+    best = pick_best(score, order, floor=ll_floor)
     # Report the winning start's total iterations (short run + continuation).
     winner = _take(final, best)
     winner = winner._replace(n_iter=winner.n_iter + int(iters_before[best]))

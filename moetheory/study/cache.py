@@ -191,8 +191,10 @@ class StudyCache:
             return {k: z[k] for k in z.files if k != _HASH_KEY}
 
     # ------------------------------------------------------------------ manifest
-    def read_manifest(self, study: StudySpec, label: str) -> dict:
-        """The panel's manifest ({} if there is none yet, or it was unreadable and set aside)."""
+    def read_manifest(self, study: StudySpec, label: str, repair: bool = False) -> dict:
+        """The panel's manifest ({} if there is none yet, or it is unreadable: with ``repair``,
+        as the writers call it, the unreadable file is first set aside; a plain read changes
+        nothing on disk)."""
         path = self.manifest_path(study, label)
         if not path.exists():
             return {}
@@ -203,6 +205,11 @@ class StudyCache:
             problem = "not a manifest"
         except (ValueError, UnicodeDecodeError) as err:
             problem = str(err)
+        if not repair:
+            warnings.warn(f"unreadable study manifest {path} ({problem}); the next run sets it "
+                          "aside and rebuilds it from the cached cells", RuntimeWarning,
+                          stacklevel=2)
+            return {}
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
         os.replace(path, aside)
         warnings.warn(f"unreadable study manifest {path} ({problem}): moved to {aside.name}; "
@@ -211,7 +218,7 @@ class StudyCache:
         return {}
 
     def _record(self, study, label, n, arrays, wall_s, recovered=False):
-        man = self.read_manifest(study, label)
+        man = self.read_manifest(study, label, repair=True)
         if not man:
             man = {"study": study.name, "fit": label, "panel_hash": study.panel_hash(label),
                    "panel_spec": study.panel_dict(label), "cells": {}}
@@ -236,7 +243,7 @@ class StudyCache:
         cell and its manifest entry); returns the (label, n) pairs added (wall time unknown)."""
         added = []
         for f in study.fits:
-            man = self.read_manifest(study, f.label)
+            man = self.read_manifest(study, f.label, repair=True)
             known = set(man.get("cells", {}))
             for n in f.sizes:
                 if str(n) not in known and self.has_cell(study, f.label, n):

@@ -40,11 +40,11 @@ def _cell_task(study_json: str, label: str, n: int, vectorize: str, compile_cach
 
 
 def _client(scheduler=None, workers=None, processes=True):
+    workers = 1 if workers is None else _check_int("workers", workers, 1)  # before importing dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
         return Client(scheduler), None
-    workers = 1 if workers is None else _check_int("workers", workers, 1)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                            dashboard_address=None)
     return Client(cluster), cluster

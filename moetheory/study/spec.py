@@ -122,6 +122,14 @@ def _check_int(name, value, minimum, maximum=None):
     return int(value)
 
 
+def _check_float(name, value) -> float:
+    # float(True) is 1.0: a boolean (or a string) where a number belongs is a mistake to name
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    return float(value)
+
+
 def _check_bool(name, value) -> bool:
     # bool("false") is True: only real booleans are accepted
     if not isinstance(value, (bool, np.bool_)):
@@ -152,7 +160,7 @@ class DesignSpec:
         if self.name not in DESIGNS:
             raise ValueError(f"design name must be one of {DESIGNS}; got {self.name!r}")
         for f in ("low", "high", "scale", "radius"):
-            v = float(getattr(self, f))
+            v = _check_float(f"design {f}", getattr(self, f))
             if not math.isfinite(v) or (f in ("scale", "radius") and v <= 0):
                 kind = "finite and > 0" if f in ("scale", "radius") else "finite"
                 raise ValueError(f"design {f} must be {kind}; got {v}")
@@ -202,7 +210,7 @@ class EstimatorSpec:
         object.__setattr__(self, "max_iter", _check_int("max_iter", self.max_iter, 1))
         object.__setattr__(self, "max_newton", _check_int("max_newton", self.max_newton, 1))
         for f in ("tol", "var_floor", "perturb_scale", "bucket_ratio"):
-            v = float(getattr(self, f))
+            v = _check_float(f"estimator {f}", getattr(self, f))
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"estimator {f} must be finite and >= 0; got {v}")
             object.__setattr__(self, f, v)
