@@ -332,12 +332,11 @@ NULL_LOADING = 1e-6
 def _inverse(mat, what):
     """Inverse of a symmetric information matrix.
 
-    The test and the inverse work on the matrix scaled to unit diagonal (D M D with
-    D = diag(M)^-1/2), so that parameters in very different units (a covariate in millions, a
-    response in thousands) do not make a regular matrix look singular. If it is singular or not
-    positive definite: the pseudo-inverse (with a warning) over its positive eigenvalues.
-    Returns (inverse, singular flag, lost (p,) bool: the parameters loading on the singular
-    eigenspace, which have no variance).
+    If it is singular or not positive definite: the pseudo-inverse (with a warning) over its
+    positive eigenvalues. Returns (inverse, singular flag, lost (p,) bool: the parameters loading
+    on the singular eigenspace, which have no variance). The test compares eigenvalues, so the
+    parameters should be in comparable units: :class:`moetheory.results.FitResult` evaluates
+    the information in standardised coordinates.
     """
     mat = 0.5 * (mat + mat.T)
     p = mat.shape[0]
@@ -345,13 +344,10 @@ def _inverse(mat, what):
         warnings.warn(f"the {what} matrix is not finite; standard errors are NaN",
                       SingularInformationWarning, stacklevel=3)
         return np.zeros(mat.shape), True, np.ones(p, dtype=bool)
-    diag = np.diag(mat)
-    d = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
-    scaled = d[:, None] * mat * d[None, :]
-    eig, vec = np.linalg.eigh(scaled)
+    eig, vec = np.linalg.eigh(mat)
     cut = SINGULAR_RCOND * max(abs(eig[-1]), 1e-300)
     if eig[0] > cut:
-        return d[:, None] * np.linalg.inv(scaled) * d[None, :], False, np.zeros(p, dtype=bool)
+        return np.linalg.inv(mat), False, np.zeros(p, dtype=bool)
     warnings.warn(
         f"the {what} matrix is singular or not positive definite (smallest/largest eigenvalue "
         f"{eig[0]:.3g}/{eig[-1]:.3g}), as for an over-fitted or non-identifiable model; "
@@ -360,8 +356,8 @@ def _inverse(mat, what):
         SingularInformationWarning, stacklevel=3)
     good = eig > cut
     inv = (vec[:, good] / eig[good]) @ vec[:, good].T
-    loading = np.sqrt(np.sum(vec[:, ~good] ** 2, axis=1))  # (p,); D is diagonal: same axes
-    return d[:, None] * inv * d[None, :], True, loading > NULL_LOADING
+    loading = np.sqrt(np.sum(vec[:, ~good] ** 2, axis=1))  # (p,)
+    return inv, True, loading > NULL_LOADING
 
 
 def covariance(information_matrix, scores, cov_type: str = "oim"):

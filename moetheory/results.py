@@ -12,6 +12,7 @@ from scipy import stats
 from moetheory import mle, model
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.standardize import data_scale, standard_jacobian, to_standard
 from moetheory.validation import check_x, select_columns
 
 
@@ -122,8 +123,20 @@ class FitResult:
         return np.asarray(mle.pack(self.spec, self.params))
 
     @cached_property
+    def _standard(self):
+        """(DataScale, params in standardised coordinates (x̃, ỹ), J = ∂θ/∂θ̃)."""
+        ds = data_scale(self.spec, np.asarray(self.x), np.asarray(self.y))
+        p_std = to_standard(self.params, ds)
+        return ds, p_std, standard_jacobian(self.spec, p_std, ds)
+
+    @cached_property
     def _information(self):
-        return mle.information(self.spec, self.params, self.x, self.y)
+        """Observed information (p, p) and scores (n, p) in standardised coordinates (x̃, ỹ):
+        comparable units for the singularity test whatever the units of x and y (a year-like
+        covariate, a response in thousands); the covariance is mapped back by J."""
+        ds, p_std, _ = self._standard
+        y_std = (np.asarray(self.y) - ds.y_center) / ds.y_scale
+        return mle.information(self.spec, p_std, ds.x.apply(np.asarray(self.x)), y_std)
 
     def _cov(self, cov_type):
         cache = self.__dict__.setdefault("_cov_cache", {})
@@ -131,15 +144,15 @@ class FitResult:
             info, scores = self._information
             bad = set(mle.unidentified_labels(self.spec))
             if not bad:
-                cache[cov_type] = mle.covariance(info, scores, cov_type)
+                cov, singular = mle.covariance(info, scores, cov_type)
             else:
                 # Parameters without information (top-K, K = 1: the gate) are left out of the
                 # inversion; their rows and columns are NaN.
                 keep = np.array([lab not in bad for lab in mle.param_names(self.spec)])
                 sub, singular = mle.covariance(info[np.ix_(keep, keep)], scores[:, keep], cov_type)
-                full = np.full(info.shape, np.nan)
-                full[np.ix_(keep, keep)] = sub
-                cache[cov_type] = (full, singular)
+                cov = np.full(info.shape, np.nan)
+                cov[np.ix_(keep, keep)] = sub
+            cache[cov_type] = (_map_covariance(cov, self._standard[2]), singular)
         return cache[cov_type]
 
     def cov_params(self, cov_type: str | None = None) -> np.ndarray:
@@ -257,6 +270,17 @@ class FitResult:
     def __repr__(self):
         return (f"FitResult(gate={self.spec.gate!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "
                 f"loglik={self.loglik:.4f}, converged={self.converged}, n_iter={self.n_iter})")
+
+
+def _map_covariance(cov_std: np.ndarray, jac: np.ndarray) -> np.ndarray:
+    """J C Jᵀ, with NaN for every parameter that depends on one without a variance (NaN on the
+    diagonal of C; its row and column are NaN too)."""
+    lost = np.isnan(np.diag(cov_std))
+    cov = jac @ np.where(np.isnan(cov_std), 0.0, cov_std) @ jac.T
+    lost_here = np.any(jac[:, lost] != 0.0, axis=1)
+    cov[lost_here, :] = np.nan
+    cov[:, lost_here] = np.nan
+    return cov
 
 
 def as_numpy_params(params) -> MoEParams:

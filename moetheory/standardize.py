@@ -129,3 +129,94 @@ def from_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
     beta1 = np.asarray(params.beta1) / st.scale
     beta0 = np.asarray(params.beta0) - beta1 @ st.center
     return params._replace(beta0=beta0, beta1=beta1, a=a, b=b)
+
+
+class DataScale(NamedTuple):
+    """Standardised coordinates of a sample: x̃ = (x − x.center)/x.scale, ỹ = (y − y_center)/y_scale.
+
+    Examples
+    --------
+    >>> ds = DataScale(standardizer(MoESpec(2, 1), np.array([[0.0], [2.0]])), 20.0, 10.0)
+    >>> ds.y_center, ds.y_scale
+    (20.0, 10.0)
+    """
+
+    x: Standardizer
+    y_center: float
+    y_scale: float
+
+
+def data_scale(spec: MoESpec, x: np.ndarray, y: np.ndarray) -> DataScale:
+    """:func:`standardizer` for x (n, d) and the mean and standard deviation of y (n,) (scale 1
+    for a constant y).
+
+    Examples
+    --------
+    >>> data_scale(MoESpec(2, 1), np.zeros((3, 1)), np.ones(3)).y_scale
+    1.0
+    """
+    sd = float(np.std(y))
+    return DataScale(standardizer(spec, x), float(np.mean(y)), sd if sd > 0 else 1.0)
+
+
+def to_standard(params: MoEParams, ds: DataScale) -> MoEParams:
+    """Parameters in (x, y) units → the same model in the standardised coordinates (x̃, ỹ).
+
+    Examples
+    --------
+    >>> ds = DataScale(Standardizer(np.zeros(1), np.ones(1)), 1.0, 2.0)
+    >>> p = MoEParams.create([0.0], [[0.0]], [[4.0]], [3.0], [8.0])
+    >>> q = to_standard(p, ds)                 # ỹ = (y − 1)/2: slope 2, intercept 1, variance 2
+    >>> q.a.ravel().tolist(), q.b.tolist(), q.var.tolist()
+    ([2.0], [1.0], [2.0])
+    """
+    p = to_fitted_coordinates(params, ds.x)
+    return p._replace(a=np.asarray(p.a) / ds.y_scale, b=(np.asarray(p.b) - ds.y_center) / ds.y_scale,
+                      var=np.asarray(p.var) / ds.y_scale ** 2)
+
+
+def from_standard(params: MoEParams, ds: DataScale) -> MoEParams:
+    """Inverse of :func:`to_standard`.
+
+    Examples
+    --------
+    >>> ds = DataScale(Standardizer(np.array([5.0]), np.array([2.0])), 1.0, 2.0)
+    >>> p = MoEParams.create([0.3, 0.0], [[1.0], [0.0]], [[4.0], [1.0]], [3.0, 0.0], [8.0, 1.0])
+    >>> back = from_standard(to_standard(p, ds), ds)
+    >>> bool(all(np.allclose(u, v) for u, v in zip(back, p)))
+    True
+    """
+    p = params._replace(a=np.asarray(params.a) * ds.y_scale,
+                        b=np.asarray(params.b) * ds.y_scale + ds.y_center,
+                        var=np.asarray(params.var) * ds.y_scale ** 2)
+    return from_fitted_coordinates(p, ds.x)
+
+
+def standard_jacobian(spec: MoESpec, params_std: MoEParams, ds: DataScale) -> np.ndarray:
+    """J (p, p) = ∂θ/∂θ̃ of the free parameters (:func:`moetheory.mle.free_layout`) in (x, y)
+    units with respect to those in standardised coordinates. The map is affine, so its columns
+    are the images of the unit vectors minus the image of 0, and a covariance maps as J C Jᵀ.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    params_std : MoEParams in standardised coordinates (supplies the pinned entries)
+    ds : DataScale
+
+    Examples
+    --------
+    >>> ds = DataScale(Standardizer(np.zeros(1), np.array([2.0])), 0.0, 3.0)
+    >>> p = MoEParams.create([0.0], [[0.0]], [[1.0]], [0.0], [1.0])
+    >>> np.diag(standard_jacobian(MoESpec(1, 1), p, ds)).tolist()   # a: 3/2, b: 3, var: 9
+    [1.5, 3.0, 9.0]
+    """
+    from moetheory.mle import pack, unpack
+    from moetheory.results import as_numpy_params
+
+    def image(theta):
+        p = as_numpy_params(unpack(spec, theta, params_std))
+        return np.asarray(pack(spec, from_standard(p, ds)))
+
+    p_free = len(np.asarray(pack(spec, params_std)))
+    origin = image(np.zeros(p_free))
+    return np.column_stack([image(e) - origin for e in np.eye(p_free)])

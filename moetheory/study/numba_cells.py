@@ -26,6 +26,7 @@ import numpy as np
 from moetheory.em import backend
 from moetheory.em.backend import thread_count  # noqa: F401  (re-exported)
 from moetheory.em.multistart import pick_best
+from moetheory.em.run import LL_FLOOR_PER_OBS
 from moetheory.params import MoEParams
 
 def choose_backend(cfg, requested=None) -> str:
@@ -149,7 +150,7 @@ def fit_cell(cfg, truth: MoEParams, n: int, keys, threads=None) -> dict:
         finite = np.array([np.isfinite(t[5]) and all(np.all(np.isfinite(t[j])) for j in range(5))
                            for t in res])
         lls = np.where(finite, [t[5] for t in res], -np.inf)
-        best = pick_best(lls)  # the rule of the JAX cell kernel
+        best = pick_best(lls, floor=LL_FLOOR_PER_OBS * n)  # the rule of the JAX cell kernel
         b0, b1, a, b, v, ll, n_iter, conv, floor = res[best]
         out["loglik"][r], out["n_iter"][r] = ll, n_iter
         out["converged"][r], out["floor_hit"][r] = conv, floor

@@ -37,6 +37,7 @@ import numpy as np
 
 from moetheory._jax import ensure_x64
 from moetheory.em.multistart import TIE_RTOL
+from moetheory.em.run import LL_FLOOR_PER_OBS
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
 from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, _check_int
@@ -276,11 +277,12 @@ def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
     finite_start = jnp.isfinite(res.loglik) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(v.reshape(fit.n_starts, -1)), axis=1) for v in res.params]),
         axis=0)
-    # moetheory.em.multistart.pick_best: ties at rounding level go to the first start
+    # moetheory.em.multistart.pick_best: ties at rounding level go to the first start (the
+    # window floored per observation, as the stopping rule)
     score = jnp.where(finite_start, res.loglik, -jnp.inf)
     top = score.max()
-    best = jnp.where(jnp.isfinite(top),
-                     jnp.argmax(score >= top - TIE_RTOL * jnp.abs(top)), jnp.argmax(score))
+    window = TIE_RTOL * jnp.maximum(jnp.abs(top), LL_FLOOR_PER_OBS * n)
+    best = jnp.where(jnp.isfinite(top), jnp.argmax(score >= top - window), jnp.argmax(score))
     r = jax.tree.map(lambda v: v[best], res)
     fitted = r.params
 
