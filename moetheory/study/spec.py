@@ -76,16 +76,10 @@ def _moespec_dict(s: MoESpec) -> dict:
 
 def _moespec_from(d, where: str) -> MoESpec:
     """A MoESpec from a declaration table; unknown or missing keys are named with ``where``."""
-    if not isinstance(d, dict):
-        raise TypeError(f"{where} must be a table of MoESpec fields; got {type(d).__name__}")
-    known = [f.name for f in fields(MoESpec)]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {where} field(s) {unknown}; expected some of {known}")
-    missing = [k for k in ("n_experts", "dim") if k not in d]
+    missing = [k for k in ("n_experts", "dim") if isinstance(d, dict) and k not in d]
     if missing:
         raise ValueError(f"{where} is missing {missing} (a MoESpec needs n_experts and dim)")
-    return MoESpec(**d)
+    return _options(MoESpec, where, d)
 
 
 def _as_tuple(name, value) -> tuple:
