@@ -7,8 +7,8 @@ is closed under the affine map for the gates whose logit is linear in x (softmax
 top-K ranked by the full logit or keeping every expert), so :func:`moetheory.fit` centres and
 scales there. Top-K ranking a strict subset by the score β_1ᵀx and the activation gate
 σ(β_1ᵀx) + β_0 are closed under scaling only (a shift of x would add an expert-dependent
-constant inside the ranking or inside σ): they are scaled, not centred. The maximum of the likelihood is the same; only the path to it is better
-conditioned.
+constant inside the ranking or inside σ): they are scaled, not centred. The maximum of the
+likelihood is the same; only the path to it is better conditioned.
 """
 from __future__ import annotations
 

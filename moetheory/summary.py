@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 from statsmodels.iolib.table import SimpleTable
 
+from moetheory import mle
 from moetheory.mle import SingularInformationWarning
 
 
@@ -30,13 +31,9 @@ def _step_gates(res) -> list[str]:
     sd = np.std(np.asarray(res.x), axis=0)
     slopes = np.asarray(res.params.beta1) - np.asarray(res.params.beta1)[-1]
     scaled = np.abs(slopes) * sd / float(res.params.tau)
-    names = res.param_names
-    out = []
-    for i in range(res.spec.n_experts - 1):
-        for j in range(res.spec.dim):
-            if scaled[i, j] > STEP_LOGIT:
-                out.append(names[i * (res.spec.dim + 1) + j])
-    return out
+    label = {(f, idx): lab for f, idx, lab in mle.free_layout(res.spec, res.x_names)}
+    return [label[("beta1", (i, j))] for i in range(res.spec.n_experts - 1)
+            for j in range(res.spec.dim) if scaled[i, j] > STEP_LOGIT]
 
 
 def _gate_notes(res):
