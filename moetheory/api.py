@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from moetheory._jax import ensure_x64
-from moetheory.em.init import INIT_MODES
-from moetheory.em.multistart import multistart
+from moetheory.em.config import EMConfig
+from moetheory.em.config import named as named_estimator
 from moetheory.em.gate_steps import GATE_OPTIONS, TOPK_METHODS, normalise_temperature
+from moetheory.em.pipeline import default_var_floor, run_pipeline
 from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
@@ -22,7 +23,9 @@ from moetheory.validation import check_xy, covariate_names, frozen_copy
 
 
 class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the relative log-likelihood change fell below ``tol``.
+    """The estimate is not certified as a maximum of the log-likelihood: its certificate
+    (:class:`moetheory.em.certify.Certificate`) names why (an estimated remaining gain above
+    ``cert_tol``, a saddle point, a variance on the floor).
 
     Issued by :func:`moetheory.fit`; the result is still returned (``converged`` is False).
 
@@ -48,46 +51,34 @@ class VarianceFloorWarning(UserWarning):
     """
 
 
-DEFAULT_N_INIT = 12
+#: fit()'s keyword arguments that are fields of EMConfig (None: the estimator's value)
+_EM_FIELDS = ("init", "n_init", "n_keep", "tol", "max_iter", "var_floor", "polish",
+              "acceleration", "cert_tol")
 
-
-def default_var_floor(y) -> float:
-    """1e-8 times a robust variance of y, (1.4826 · MAD)², or Var(y) when more than half the
-    values are equal: one gross outlier must not lift the floor above the experts' variances.
-
-    Parameters
-    ----------
-    y : array (n,)
-
-    Examples
-    --------
-    >>> y = np.r_[np.linspace(-1.0, 1.0, 99), 1e6]          # one gross outlier
-    >>> default_var_floor(y) < 1e-8                          # Var(y) would give 100
-    True
-    """
-    y = np.asarray(y, dtype=np.float64)
-    mad = 1.4826 * float(np.median(np.abs(y - np.median(y))))
-    scale2 = mad * mad if mad > 0 else float(np.var(y))
-    return 1e-8 * scale2 + 1e-300
-
-
-def _start_kinds(init, n_init):
-    if init == "auto":
-        # Alternate k-means and random partitions: different kinds fail on different data.
-        return tuple("kmeans" if i % 2 == 0 else "random" for i in range(n_init))
-    if init not in INIT_MODES:
-        raise ValueError(f"init must be 'auto' or one of {INIT_MODES}; got {init!r}")
-    return (init,) * n_init
+_REASONS = {
+    "gap": "a Newton step would still gain {gap:.3g} nats (more than cert_tol={tol:g})",
+    "saddle": "the Hessian of the log-likelihood is not negative definite there (a saddle point)",
+    "flat": "the log-likelihood is flat along some direction there (not an isolated maximum, "
+            "e.g. a gate slope running off to a step)",
+    "variance_floor": "an expert's variance sits on the floor var_floor",
+    "nonfinite": "the log-likelihood or its derivatives are not finite there",
+    "not_checked": "the certificate could not be computed",
+}
 
 
 def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None,
         select_by: str = "score", activation: str | None = None, tau: str | float = "fixed",
-        tau_value: float | None = None, init: str = "auto", n_init: int | None = None,
-        n_keep: int = 3, truth: MoEParams | None = None,
-        tol: float = 1e-10, max_iter: int = 5000, var_floor: float | None = None, seed: int = 0,
+        tau_value: float | None = None, estimator: EMConfig | str | None = None,
+        init: str | None = None, n_init: int | None = None, n_keep: int | None = None,
+        truth: MoEParams | None = None, tol: float | None = None, max_iter: int | None = None,
+        var_floor: float | None = None, polish: str | None = None,
+        acceleration: str | None = None, cert_tol: float | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
         em_backend: str | None = None, x_names=None) -> FitResult:
-    """Fit a Gaussian mixture of linear experts by EM with several starts.
+    """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
+
+    Several EM starts, the most promising continued, each finished by Newton's method on the
+    observed log-likelihood and certified (:mod:`moetheory.em.pipeline`); the best is returned.
 
     Parameters
     ----------
@@ -108,37 +99,47 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     tau_value : float, optional
         The known τ > 0 when τ is fixed. Default: the start's τ (1 for data-driven starts,
         ``truth.tau`` for near-truth starts).
+    estimator : EMConfig or str, optional
+        The estimator (:class:`moetheory.EMConfig`, or a name of
+        :data:`moetheory.em.config.ESTIMATORS`: ``"mle"``, the default, or ``"official"``, the
+        softmax paper's protocol). The keyword arguments below override its fields.
     init : {"auto", "kmeans", "random", "paper", "perturb"}
         ``"auto"`` (default) alternates k-means on standardised (x, y) and random partitions;
         ``"paper"``/``"perturb"`` start near ``truth`` (simulation studies).
     n_init : int, optional
         Number of starts (default 12 for "auto" and the data-driven modes, 1 near the truth).
     n_keep : int
-        Starts continued to convergence after a short (20-iteration) run of all of them.
+        Starts continued after a short (20-iteration) run of all of them (default 3).
     truth : MoEParams, optional
         True parameters for the near-truth initialisations.
     tol : float
-        Relative log-likelihood change that stops EM.
+        EM stops when the mean log-likelihood per observation changes by at most ``tol``
+        (default 1e-8); the polish then finishes the maximisation.
     max_iter : int
-        Maximum EM iterations of each continued start (the short runs of ``n_init > n_keep``
-        add min(20, max_iter) more; ``n_iter`` counts both).
+        Maximum EM iterations of each continued start (default 5000).
     var_floor : float, optional
         Minimum expert variance (default :func:`default_var_floor`: 1e-8 times a robust
         variance of y); reported when it binds, with a :class:`VarianceFloorWarning` when the
         chosen fit sits on it.
+    polish : {"newton", "none"}
+        Finish by a trust-region Newton maximisation of the observed log-likelihood (default).
+    acceleration : {"none", "squarem"}
+        Extrapolate the EM iterations (SQUAREM with a monotone safeguard).
+    cert_tol : float
+        Largest estimated remaining log-likelihood gain (nats) that certifies (default 1e-6).
     seed : int
         Seed of the starts: same seed, same machine → identical numbers.
     cov_type : {"oim", "opg", "sandwich"}
         Default covariance for standard errors and ``summary()``.
     gate_options : dict, optional
-        Options of the gate M-step: ``max_newton`` (inner Newton steps, default 50),
-        ``newton_tol``; for ``gate="topk"`` also ``method`` (``"gem"``: generalised EM on the
-        E-step's active sets, default; ``"direct"``: Newton on the observed log-likelihood over
-        the gate) and ``max_halvings``.
+        Options of the gate M-step: ``max_newton`` (inner Newton steps per EM iteration,
+        default 1: the ECM step), ``newton_tol``; for ``gate="topk"`` also ``method``
+        (``"gem"``: generalised EM on the E-step's active sets, default; ``"direct"``: Newton on
+        the observed log-likelihood over the gate) and ``max_halvings``.
     em_backend : {"auto", "numba", "jax"}, optional
         Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses the fused Numba
         kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
-        estimate to the EM tolerance (:mod:`moetheory.em.backend`).
+        estimate (:mod:`moetheory.em.backend`).
     x_names : sequence of str, optional
         Names of the covariates of an array ``x`` (default ``x1 .. xd``; a DataFrame's own
         column names are used).
@@ -154,8 +155,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     >>> x = rng.uniform(-1, 1, 500)
     >>> y = np.where(x > 0, 2 * x, -2 * x) + 0.1 * rng.standard_normal(500)
     >>> res = mt.fit(x, y, n_experts=2)
-    >>> bool(res.converged)
-    True
+    >>> bool(res.converged), res.certificate.reason
+    (True, 'certified')
     """
     ensure_x64()
     names = covariate_names(x, x_names)
@@ -178,74 +179,86 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     if x.shape[0] <= n_free:
         raise ValueError(f"x and y have n={x.shape[0]} rows, but a {spec.n_experts}-expert model with "
                          f"d={spec.dim} has {n_free} free parameters: n must exceed that")
-    if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0; got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
+    config = _estimator(estimator, gate_options, init=init, n_init=n_init, n_keep=n_keep, tol=tol,
+                        max_iter=max_iter, var_floor=var_floor, polish=polish,
+                        acceleration=acceleration, cert_tol=cert_tol)
     if truth is not None:
         if not isinstance(truth, MoEParams):
             raise TypeError(f"truth must be MoEParams; got {type(truth).__name__}")
         if truth.dim != spec.dim:
             raise ValueError(f"truth has dim {truth.dim} but x has {spec.dim} column(s)")
-    if init in ("paper", "perturb") and truth is None:
-        raise ValueError(f"init={init!r} starts near the truth: pass truth=MoEParams(...)")
-    if n_init is None:
-        n_init = 1 if init in ("paper", "perturb") else DEFAULT_N_INIT
-    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
-        raise ValueError(f"n_init must be a positive integer; got {n_init!r}")
+    if config.near_truth and truth is None:
+        raise ValueError(f"init={config.init!r} starts near the truth: pass truth=MoEParams(...)")
     from moetheory.mle import COV_TYPES
 
-    if isinstance(n_keep, bool) or not isinstance(n_keep, (int, np.integer)) or n_keep < 1:
-        raise ValueError(f"n_keep must be a positive integer; got {n_keep!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer; got {seed!r} ({type(seed).__name__})")
-
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
-    if var_floor is None:
-        var_floor = default_var_floor(y)
-    if not var_floor > 0:
-        raise ValueError(f"var_floor must be > 0; got {var_floor}")
-    kinds = _start_kinds(init, int(n_init))
-    opts = tuple(sorted(gate_options.items())) or None
     # EM runs on standardised covariates (better conditioned); estimates come back in x's units.
-    # Near-truth starts keep x's units: their documented noise (and the study runner's) is in
-    # the truth's coordinates.
-    st = identity_standardizer(x.shape[1]) if init in ("paper", "perturb") else standardizer(spec, x)
+    # Near-truth starts keep x's units: their documented noise (and the studies') is in the
+    # truth's coordinates.
+    st = identity_standardizer(x.shape[1]) if config.near_truth else standardizer(spec, x)
     truth_fit = None if truth is None else to_fitted_coordinates(truth, st)
-    ms = multistart(jax.random.key(seed), spec, jnp.asarray(st.apply(x)), jnp.asarray(y),
-                    kinds=kinds, n_keep=n_keep, tol=float(tol), max_iter=int(max_iter),
-                    var_floor=var_floor,
-                    truth=None if truth_fit is None else jax.tree.map(jnp.asarray, truth_fit),
-                    gate_options=opts, em_backend=em_backend)
-    best = ms.best
-    params = from_fitted_coordinates(as_numpy_params(best.params), st)
+    res = run_pipeline(jax.random.key(seed), spec, st.apply(x), y, config, truth=truth_fit,
+                       var_floor=None if config.var_floor is not None else default_var_floor(y),
+                       em_backend=em_backend)
+    params = from_fitted_coordinates(as_numpy_params(res.params), st)
     if spec.gate == "temperature" and spec.estimates_tau:
         params = as_numpy_params(normalise_temperature(params))  # the reported representative
     check_params(spec, params)
-    trace = np.asarray(best.trace)
-    trace = trace[np.isfinite(trace)]  # the continued run's trace (monotone), NaN padding removed
-    converged = bool(best.converged)
-    if not converged:
-        warnings.warn(
-            f"EM did not converge in max_iter={max_iter} iterations of its continued run "
-            f"(tol={tol:g}); the estimate may be "
-            "inaccurate. Try a larger max_iter, a looser tol, more starts (n_init), or fewer experts.",
-            ConvergenceWarning, stacklevel=2)
-    if not np.isfinite(float(best.loglik)):
+    if not np.isfinite(res.loglik):
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
-    if bool(best.floor_hit):
+    cert = res.certificate
+    if res.floor_hit:
         warnings.warn(
             f"every continued EM start put an expert's variance on the floor var_floor="
-            f"{var_floor:.3g}: the fit is a degenerate spike on a few points, not an estimate. "
-            "Try fewer experts, more starts (n_init) or another seed.",
-            VarianceFloorWarning, stacklevel=2)
-    return FitResult(spec=spec, params=params, loglik=float(best.loglik), n_obs=int(x.shape[0]),
-                     n_iter=int(best.n_iter), converged=converged, trace=trace,
-                     var_floor=float(var_floor), var_floor_hit=bool(best.floor_hit),
-                     start_kinds=ms.start_kinds, start_logliks=np.asarray(ms.start_logliks),
-                     x=x, y=y, cov_type=cov_type, x_names=names)
+            f"{res.var_floor:.3g}: the fit is a degenerate spike on a few points, not an estimate. "
+            "Try fewer experts, more starts (n_init), another seed, or a smaller var_floor if the "
+            "noise is truly that small.", VarianceFloorWarning, stacklevel=2)
+    elif not cert.certified:
+        why = _REASONS.get(cert.reason, cert.reason).format(gap=cert.gap, tol=config.cert_tol)
+        if not res.converged:
+            why += f" (EM stopped at max_iter={config.max_iter} before its stopping rule)"
+        hint = ("try polish='newton' (the default), a larger max_iter or a smaller tol"
+                if config.polish == "none"
+                else "try more starts (n_init), a larger max_iter, or fewer experts")
+        warnings.warn(f"the estimate is not certified as a maximum of the log-likelihood: {why}; "
+                      f"{hint}.", ConvergenceWarning, stacklevel=2)
+    return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=int(x.shape[0]),
+                     n_iter=int(res.n_iter), converged=bool(cert.certified), trace=res.trace,
+                     var_floor=float(res.var_floor), var_floor_hit=bool(res.floor_hit),
+                     start_kinds=res.start_kinds, start_logliks=np.asarray(res.start_logliks),
+                     x=x, y=y, cov_type=cov_type, x_names=names, certificate=cert,
+                     em_converged=bool(res.converged), estimator=config)
+
+
+def _estimator(estimator, gate_options, **given) -> EMConfig:
+    """The EMConfig of a fit: ``estimator`` (default ``"mle"``) with the given fields changed."""
+    if estimator is None:
+        base = EMConfig()
+    elif isinstance(estimator, str):
+        base = named_estimator(estimator)
+    elif isinstance(estimator, EMConfig):
+        base = estimator
+    else:
+        raise TypeError(f"estimator must be an EMConfig or a name; got {type(estimator).__name__}")
+    changes = {k: v for k, v in given.items() if v is not None}
+    if "max_iter" in changes and (isinstance(changes["max_iter"], bool)
+                                  or not isinstance(changes["max_iter"], (int, np.integer))):
+        raise ValueError(f"max_iter must be a positive integer; got {changes['max_iter']!r}")
+    if "tol" in changes and (isinstance(changes["tol"], bool)
+                             or not isinstance(changes["tol"], numbers.Real)):
+        raise ValueError(f"tol must be a number >= 0; got {changes['tol']!r}")
+    opts = dict(gate_options)
+    if "max_newton" in opts:
+        changes["max_newton"] = opts.pop("max_newton")
+    changes["gate_options"] = tuple(sorted(opts.items()))
+    try:
+        return base.with_(**changes)
+    except ValueError as err:
+        raise ValueError(str(err).replace("estimator ", "", 1)) from None
 
 
 def _check_tau(gate, tau, tau_value):
@@ -318,8 +331,8 @@ class MoERegressor:
     """
 
     def __init__(self, n_experts: int = 2, gate: str = "softmax", *, top_k=None, select_by="score",
-                 activation=None, tau="fixed", tau_value=None, init="auto", n_init=None, tol=1e-10,
-                 max_iter=5000, seed=0):
+                 activation=None, tau="fixed", tau_value=None, init=None, n_init=None, tol=None,
+                 max_iter=None, seed=0):
         self.n_experts = n_experts
         self.gate = gate
         self.top_k = top_k

@@ -27,7 +27,14 @@ class FitResult:
     loglik : float, observed log-likelihood at ``params``
     n_obs : int
     n_iter : int, EM iterations of the winning start
-    converged : bool
+    converged : bool, the estimate is certified as a maximum of the log-likelihood
+        (``certificate.certified``)
+    certificate : :class:`moetheory.em.certify.Certificate` — the Newton decrement (the
+        log-likelihood a Newton step would still gain), the score norm, the Hessian's smallest
+        scaled eigenvalue, EM and polish iterations, the last EM increments, and why not when
+        not certified
+    em_converged : bool, the winning start's EM met its stopping rule (before the polish)
+    estimator : :class:`moetheory.EMConfig`, the estimator that produced the fit
     var_floor : float, the variance floor used; ``var_floor_hit`` says whether it bound
     trace : (m + 1,) log-likelihood along the winning start's continued run (its last m
         iterations; the 20 short-run iterations of a multistart, counted in ``n_iter``, are not
@@ -61,6 +68,9 @@ class FitResult:
     y: np.ndarray = field(repr=False)
     cov_type: str = "oim"
     x_names: tuple | None = None
+    certificate: object = None
+    em_converged: bool = True
+    estimator: object = None
 
     # ---- model selection ------------------------------------------------------------
     @property
@@ -252,7 +262,10 @@ class FitResult:
             "spec": {k: v for k, v in self.spec.__dict__.items()},
             "n_obs": self.n_obs, "loglik": self.loglik, "df_model": self.df_model,
             "aic": self.aic, "bic": self.bic, "icl": self.icl, "n_iter": self.n_iter,
-            "converged": self.converged, "var_floor_hit": self.var_floor_hit,
+            "converged": self.converged, "em_converged": self.em_converged,
+            "certificate": None if self.certificate is None else self.certificate.to_dict(),
+            "estimator": None if self.estimator is None else self.estimator.to_dict(),
+            "var_floor_hit": self.var_floor_hit,
             "x_names": None if self.x_names is None else list(self.x_names),
             "cov_type": cov_type or self.cov_type,
             "singular_information": bool(self._cov(cov_type or self.cov_type)[1]),

@@ -68,6 +68,10 @@ def _gate_notes(res):
     return notes
 
 
+def _polish_iters(res) -> int:
+    return 0 if res.certificate is None else int(res.certificate.n_polish)
+
+
 def render_summary(res, cov_type: str, alpha: float) -> str:
     """The text of :meth:`moetheory.results.FitResult.summary`.
 
@@ -104,7 +108,8 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
             ("Df Model:", str(res.df_model)), ("Covariance Type:", cov_type)]
     right = [("Log-Likelihood:", f"{res.loglik:.4f}"), ("AIC:", f"{res.aic:.4f}"),
              ("BIC:", f"{res.bic:.4f}"), ("ICL:", f"{res.icl:.4f}"),
-             ("Converged:", str(bool(res.converged))), ("Iterations:", str(res.n_iter))]
+             ("Certified max:", str(bool(res.converged))),
+             ("Iterations:", f"{res.n_iter} EM + {_polish_iters(res)} Newton")]
     top = SimpleTable([[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
                       title="Gaussian Mixture-of-Experts Results")
     fmt = lambda v: f"{v:.4f}" if np.isfinite(v) else str(v)  # noqa: E731  (nan, inf, -inf)
@@ -117,8 +122,16 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
                      "standard errors use a pseudo-inverse and are not reliable.")
     if res.var_floor_hit:
         notes.append(f"[{len(notes)}] The variance floor {res.var_floor:.3g} was hit during EM.")
-    if not res.converged:
-        notes.append(f"[{len(notes)}] EM did not converge in {res.n_iter} iterations.")
+    cert = res.certificate
+    if cert is not None:
+        gap = f"{cert.gap:.2g}" if np.isfinite(cert.gap) else "not computed"
+        if res.converged:
+            notes.append(f"[{len(notes)}] Certified maximum: a Newton step would gain {gap} nats "
+                         f"(score max {cert.score_norm:.2g}; Hessian negative definite, smallest "
+                         f"scaled eigenvalue {cert.min_eig:.2g}).")
+        else:
+            notes.append(f"[{len(notes)}] NOT certified as a maximum ({cert.reason}): a Newton step "
+                         f"would gain {gap} nats; the estimate may not be the MLE.")
     for note in _gate_notes(res):
         notes.append(f"[{len(notes)}] {note}")
     blocks = [top.as_text(), params.as_text()]

@@ -111,8 +111,13 @@ def add_reference_legend(ax, expected, window=None):
 
 def param_errors(df, fit_label, param, min_size=2):
     """(sizes, matrix (m, R), modal cell size): per replicate, the mean error of ``param`` over
-    the true atoms whose Voronoi cell holds >= min_size fitted atoms (NaN if none, or failed)."""
+    the true atoms whose Voronoi cell holds >= min_size fitted atoms (NaN if none, failed or not
+    certified)."""
+    from moetheory.study.runner import excluded
+
     g = df[df["fit"] == fit_label]
+    failed, uncertified = excluded(g)
+    g = g.assign(failed=failed | uncertified)
     size_cols = sorted(c for c in g.columns if c.startswith("cell_size_"))
     sizes = np.array(sorted(g["n"].unique()))
     R = int(g["replicate"].max()) + 1

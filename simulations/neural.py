@@ -154,31 +154,31 @@ def _curve_cell(cfg, gate, rep):
 
 def _vs_n_cell(cfg, n, rep):
     import jax
-    import jax.numpy as jnp
     import torch
 
     from moetheory._jax import ensure_x64
     from moetheory.bridge.torch import GaussianMoE, to_torch
     from moetheory.bridge.train import random_init, routing_stats, train_layer
-    from moetheory.em import run_em
-    from moetheory.em.init import paper_init
-    from moetheory.params import MoEParams
+    from moetheory.em.config import EMConfig
+    from moetheory.em.pipeline import run_pipeline
+    from moetheory.em.starts import draw_starts
     from moetheory.spec import MoESpec
 
     ensure_x64()
     truth = _truth()
     spec = MoESpec(cfg["k"], 1)
     x, y = _data(cfg, n, rep)
-    start = paper_init(jax.random.key(_seed(cfg["seed"], "start", n, rep)),
-                       jax.tree.map(jnp.asarray, truth), cfg["k"], n)
-    start = MoEParams(*(np.asarray(v, dtype=np.float64) for v in start))
+    # the certified MLE of the estimator pipeline from one paper start; Adam starts there too
+    key = jax.random.key(_seed(cfg["seed"], "start", n, rep))
+    est = EMConfig(init="paper", tol=cfg["em_tol"], max_iter=cfg["em_max_iter"])
+    start = jax.tree.map(lambda v: np.asarray(v[0], dtype=np.float64), draw_starts(
+        key, spec, x, y, ("paper",), truth=truth, n_obs=n))
     out = {"kind": "vs_n", "n": n, "rep": rep}
     t0 = time.perf_counter()
-    em = run_em(spec, jax.tree.map(jnp.asarray, start), jnp.asarray(x), jnp.asarray(y),
-                tol=cfg["em_tol"], max_iter=cfg["em_max_iter"], var_floor=1e-8 * float(np.var(y)))
-    em_params = MoEParams(*(np.asarray(v, dtype=np.float64) for v in em.params))
-    out["em"] = {**_summary(em_params, truth), "n_iter": int(em.n_iter), "converged": bool(em.converged),
-                 "loglik": float(em.loglik), "wall_s": time.perf_counter() - t0}
+    em = run_pipeline(key, spec, x, y, est, truth=truth, n_obs=n)
+    out["em"] = {**_summary(em.params, truth), "n_iter": int(em.n_iter),
+                 "converged": bool(em.certificate.certified), "loglik": float(em.loglik),
+                 "wall_s": time.perf_counter() - t0}
     for name, layer in (("adam_paper", to_torch(spec, start)),
                         ("adam_random", random_init(GaussianMoE(cfg["k"], 1), x, y,
                                                     seed=_seed(cfg["seed"], "init", n, rep)))):

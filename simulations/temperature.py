@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, standard_grid
+from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, standard_grid
 
 TRUTH = MoEParams.create(beta0=[0.5, 0.0], beta1=[[2.0], [0.0]], a=[[-1.0], [1.0]],
                          b=[0.5, -0.5], var=[0.05, 0.05], tau=0.5)
@@ -52,7 +52,8 @@ def _study(preset: str, family: str) -> StudySpec:
     return StudySpec(name=f"temperature-{preset}-{family}", truth_spec=MoESpec(2, 1, **opts),
                      truth=TRUTH, fits=fits, design=DesignSpec("uniform", low=-1.0, high=1.0),
                      estimator=est, replicates=reps, seed=2401, losses=losses,
-                     description=f"Temperature paper (ICML 2024) comparison, {family} gate (OPEN)")
+                     description=f"Temperature paper (ICML 2024) comparison, {family} gate (OPEN)",
+                     buckets=(8192,) if preset == "quick" else ())
 
 
 #: preset -> tuple of StudySpec (one per gate family)
@@ -64,9 +65,7 @@ def _extended(family: str) -> StudySpec:
 
     base = _study("quick", family)
     fit = dataclasses.replace(base.fit("k2"), sizes=(1000, 2000, 4096, 8192, 16384, 32768, 65536))
-    return base.with_(name=f"temperature-medium-{family}", fits=(fit,),
-                      estimator=EstimatorSpec(init="paper", tol=1e-6, max_iter=2000,
-                                              buckets=(4096, 65536)))
+    return base.with_(name=f"temperature-medium-{family}", fits=(fit,), buckets=(4096, 65536))
 
 
 #: Not a preset: the exact-fitted (k = 2) panels of the quick preset extended to n = 65536

@@ -44,7 +44,8 @@ def _study(preset: str) -> StudySpec:
     return StudySpec(name=f"topk-{preset}", truth_spec=TRUTH_SPEC, truth=TRUTH, fits=fits,
                      design=DesignSpec("uniform", low=-1.0, high=1.0), estimator=est,
                      replicates=reps, seed=2024, losses=LOSSES,
-                     description="Top-K sparse softmax gating (ICLR 2024), our truth (OPEN)")
+                     description="Top-K sparse softmax gating (ICLR 2024), our truth (OPEN)",
+                     buckets=(8192,) if preset == "quick" else ())
 
 
 #: preset -> tuple of StudySpec

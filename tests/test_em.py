@@ -11,7 +11,10 @@ from conftest import TRUTHS, simulate_softmax
 from moetheory.em.estep import e_step
 from moetheory.em.init import assign_to_truth, paper_init, perturb_init
 from moetheory.em.mstep import expert_m_step, softmax_gate_m_step
-from moetheory.em.multistart import continuation_order, draw_starts, multistart, run_batch
+from moetheory.em.backend import run_batch
+from moetheory.em.config import EMConfig
+from moetheory.em.pipeline import run_pipeline
+from moetheory.em.starts import continuation_order, draw_starts
 from moetheory.em.run import run_em
 from moetheory.kernels import reference as ref
 from moetheory.params import MoEParams
@@ -56,7 +59,7 @@ def test_loglik_non_decreasing_along_em(kd, datasets):
         x, y = jnp.asarray(x), jnp.asarray(y)
         # Three of the default twelve data-driven starts (k-means, random, k-means).
         starts = jax.tree.map(lambda v: v[:3], draw_starts(jax.random.key(seed), spec, x, y, KINDS))
-        res = run_batch(spec, starts, x, y, tol=1e-12, max_iter=MAX_ITER)
+        res = run_batch(spec, starts, x, y, tol_rel=1e-12, max_iter=MAX_ITER)
         for r in range(3):
             trace = np.asarray(res.trace[r])
             trace = trace[np.isfinite(trace)]
@@ -74,8 +77,8 @@ def test_em_trace_matches_numpy_oracle_em(datasets):
     spec = MoESpec(2, 2)
     start = perturb_init(jax.random.key(3), _jnp(truth), 2, scale=0.5)
     n_steps = 15
-    res = run_em(spec, start, jnp.asarray(x), jnp.asarray(y), tol=0.0, max_iter=n_steps)
-    oracle = ref.em_softmax(_np(start), x, y, tol=0.0, max_iter=n_steps)
+    res = run_em(spec, start, jnp.asarray(x), jnp.asarray(y), max_iter=n_steps)
+    oracle = ref.em_softmax(_np(start), x, y, max_iter=n_steps)
     np.testing.assert_allclose(np.asarray(res.trace), oracle["trace"], rtol=1e-10)
     for name in ("beta0", "beta1", "a", "b", "var"):
         np.testing.assert_allclose(np.asarray(getattr(res.params, name)),
@@ -174,14 +177,14 @@ def test_vmap_over_replicates_equals_python_loop(datasets):
     spec = MoESpec(2, 1)
     x, y = (jnp.asarray(v) for v in datasets[(2, 1, 0)])
     starts = jax.tree.map(lambda v: v[:3], draw_starts(jax.random.key(1), spec, x, y, KINDS))
-    one_b = run_batch(spec, starts, x, y, tol=0.0, max_iter=1, fixed_iter=True)
-    batched = run_batch(spec, starts, x, y, tol=1e-12, max_iter=MAX_ITER)
+    one_b = run_batch(spec, starts, x, y, tol_rel=0.0, max_iter=1, fixed_iter=True)
+    batched = run_batch(spec, starts, x, y, tol_rel=1e-12, max_iter=MAX_ITER)
     for r in range(3):
         start_r = jax.tree.map(lambda v: v[r], starts)
-        one = run_em(spec, start_r, x, y, tol=0.0, max_iter=1, fixed_iter=True)
+        one = run_em(spec, start_r, x, y, tol_rel=0.0, max_iter=1, fixed_iter=True)
         for u, v in zip(jax.tree.leaves(one), jax.tree.leaves(jax.tree.map(lambda t: t[r], one_b))):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-12, atol=1e-12)
-        single = run_em(spec, start_r, x, y, tol=1e-12, max_iter=MAX_ITER)
+        single = run_em(spec, start_r, x, y, tol_rel=1e-12, max_iter=MAX_ITER)
         assert int(single.n_iter) == int(batched.n_iter[r])
         assert bool(single.converged) == bool(batched.converged[r])
         assert float(single.loglik) == pytest.approx(float(batched.loglik[r]), rel=1e-12)
@@ -195,8 +198,8 @@ def test_fixed_iter_mode(datasets):
     x, y = (jnp.asarray(v) for v in datasets[(2, 1, 1)])
     start = perturb_init(jax.random.key(0), _jnp(truth), 2)
     cap = 150
-    free = run_em(spec, start, x, y, tol=1e-8, max_iter=cap)
-    fixed = run_em(spec, start, x, y, tol=1e-8, max_iter=cap, fixed_iter=True)
+    free = run_em(spec, start, x, y, tol_rel=1e-8, max_iter=cap)
+    fixed = run_em(spec, start, x, y, tol_rel=1e-8, max_iter=cap, fixed_iter=True)
     assert bool(free.converged) and int(free.n_iter) < cap
     # After convergence the fixed-iteration loop keeps the parameters: same answer, same count.
     assert int(fixed.n_iter) == int(free.n_iter) and bool(fixed.converged)
@@ -204,7 +207,7 @@ def test_fixed_iter_mode(datasets):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-12, atol=1e-12)
     # tol = 0 only stops once ℓ is stationary to the last bit (EM gets there in a few dozen
     # iterations here); the trace up to that point is finite and monotone.
-    exact = run_em(spec, start, x, y, tol=0.0, max_iter=cap, fixed_iter=True)
+    exact = run_em(spec, start, x, y, tol_rel=0.0, max_iter=cap, fixed_iter=True)
     n_it = int(exact.n_iter)
     trace = np.asarray(exact.trace)
     assert trace.shape == (cap + 1,) and np.all(np.isfinite(trace[:n_it + 1]))
@@ -212,7 +215,7 @@ def test_fixed_iter_mode(datasets):
     if n_it < cap:
         assert bool(exact.converged) and trace[n_it] == trace[n_it - 1]
     # A cap below convergence: exactly max_iter iterations, not converged.
-    one = run_em(spec, start, x, y, tol=0.0, max_iter=1, fixed_iter=True)
+    one = run_em(spec, start, x, y, tol_rel=0.0, max_iter=1, fixed_iter=True)
     assert int(one.n_iter) == 1 and not bool(one.converged)
     assert np.all(np.isfinite(np.asarray(one.trace))) and float(one.trace[1]) > float(one.trace[0])
 
@@ -241,7 +244,7 @@ def test_errors_shrink_with_n():
         for rep in range(16):
             x, y = simulate_softmax(truth, n, seed=1000 * rep + n)
             start = perturb_init(jax.random.key(rep), _jnp(truth), 2)
-            res = run_em(spec, start, jnp.asarray(x), jnp.asarray(y), tol=1e-10, max_iter=500)
+            res = run_em(spec, start, jnp.asarray(x), jnp.asarray(y), tol_rel=1e-10, max_iter=500)
             assert bool(res.converged)
             errs.append(_param_error(spec, res.params, truth))
         errors[n] = np.mean(errs)
@@ -322,16 +325,18 @@ def test_continuation_order_skips_duplicates_and_floored_short_runs():
     np.testing.assert_array_equal(continuation_order(ll, np.zeros(6, bool), 2), [3, 0])
 
 
-def test_multistart_reports_every_start_and_picks_the_best(datasets):
+def test_pipeline_reports_every_start_and_picks_the_best(datasets):
     spec = MoESpec(3, 1)
-    x, y = (jnp.asarray(v) for v in datasets[(3, 1, 1)])
-    ms = multistart(jax.random.key(4), spec, x, y, kinds=KINDS, n_keep=3, max_iter=MAX_ITER)
+    x, y = datasets[(3, 1, 1)]
+    cfg = EMConfig(n_init=N_STARTS, n_keep=3)
+    ms = run_pipeline(jax.random.key(4), spec, x, y, cfg)
     assert ms.start_kinds == KINDS
     assert ms.start_logliks.shape == (N_STARTS,) and np.all(np.isfinite(ms.start_logliks))
     # The continued starts: the best distinct healthy short runs first (continuation_order).
     assert np.all(np.isfinite(ms.short_logliks))
     np.testing.assert_array_equal(
-        ms.continued, continuation_order(ms.short_logliks, ms.short_floor_hit, 3))
+        ms.continued, continuation_order(ms.short_logliks, ms.short_floor_hit, 3,
+                                         floor=0.01 * N))
     # every start's record is where it stopped: continued starts at their final value
     np.testing.assert_array_equal(ms.start_logliks[ms.continued], ms.final_logliks)
     others = np.setdiff1d(np.arange(N_STARTS), ms.continued)
@@ -339,17 +344,20 @@ def test_multistart_reports_every_start_and_picks_the_best(datasets):
     assert ms.final_logliks.shape == (3,)
     # The winner is the best continued start among those that kept every variance above the
     # floor (all of them when none did); final log-likelihoods within 1e-12·|best| of the best
-    # are ties (one optimum reached by several starts), won by the smallest start index.
+    # are ties (one optimum reached by several starts), won by a certified start, then by the
+    # smallest start index.
     healthy = ~ms.final_floor_hit if (~ms.final_floor_hit).any() else np.ones(3, bool)
     score = np.where(healthy, ms.final_logliks, -np.inf)
     top = score.max()
-    tied = [int(ms.continued[i]) for i in range(3) if score[i] >= top - 1e-12 * abs(top)]
-    assert ms.best_start == min(tied)
+    tied = [i for i in range(3) if score[i] >= top - 1e-12 * abs(top)]
+    if ms.final_certified[tied].any():
+        tied = [i for i in tied if ms.final_certified[i]]
+    assert ms.best_start == min(int(ms.continued[i]) for i in tied)
     best = list(ms.continued).index(ms.best_start)
-    assert float(ms.best.loglik) == pytest.approx(ms.final_logliks[best], abs=1e-12)
-    assert ms.best.loglik >= top - 1e-12 * abs(top)
-    # Continuing never loses likelihood relative to the short run.
+    assert ms.loglik == pytest.approx(ms.final_logliks[best], abs=1e-12)
+    # Continuing (and polishing) never loses likelihood relative to the short run.
     assert np.all(ms.final_logliks >= ms.short_logliks[ms.continued] - 1e-9 * np.abs(ms.final_logliks))
     # The reported log-likelihood is the NumPy oracle's at the winning parameters.
-    oracle_ll = ref.log_likelihood(spec, _np(ms.best.params), np.asarray(x), np.asarray(y))
-    assert oracle_ll == pytest.approx(float(ms.best.loglik), rel=1e-12)
+    oracle_ll = ref.log_likelihood(spec, _np(ms.params), np.asarray(x), np.asarray(y))
+    assert oracle_ll == pytest.approx(ms.loglik, rel=1e-12)
+    assert ms.certificate.certified

@@ -41,7 +41,7 @@ RECOVERY = {
 }
 R = 8                    # replicates per sample size (one vmapped batch)
 NS = (1000, 16000)       # sample sizes: expected RMSE ratio sqrt(16) = 4
-EM = dict(tol=1e-10, max_iter=1000)
+EM = dict(tol_rel=1e-10, max_iter=1000)
 
 
 def _jnp(p):
@@ -130,7 +130,7 @@ def test_other_variants_monotone(name):
     spec, truth, opts = VARIANTS[name]
     X, Y = simulate(spec, truth, 400, [5, 6, 7])
     starts = perturbed_starts(spec, truth, 3, 3)
-    res = run_batch(spec, starts, X, Y, tol=1e-10, max_iter=60, gate_options=opts)
+    res = run_batch(spec, starts, X, Y, tol_rel=1e-10, max_iter=60, gate_options=opts)
     assert np.isfinite(np.asarray(res.loglik)).all()
     assert _trace_drops(res.trace) <= MONO_TOL
     # EM moved away from the start (the first entry of the trace is the start's ℓ) or stopped.
@@ -206,7 +206,7 @@ def softmax_case():
     x, y = X[0], Y[0]
     start = _jnp(MoEParams.create(beta0=[0.2, 0.1, 0.0], beta1=[[-3.0], [-1.0], [0.0]],
                                   a=[[-1.0], [0.5], [1.5]], b=[0.5, 0.2, -0.5], var=[0.3, 0.3, 0.3]))
-    res = run_em(spec, start, x, y, tol=1e-10, max_iter=300)
+    res = run_em(spec, start, x, y, tol_rel=1e-10, max_iter=300)
     assert np.isfinite(float(res.loglik))
     return x, y, start, res
 
@@ -223,13 +223,13 @@ def test_topk_with_k_equal_to_n_experts_is_softmax(softmax_case):
     x, y, start, soft = softmax_case
     for select_by in ("score", "logit"):
         spec = MoESpec(3, 1, gate="topk", top_k=3, select_by=select_by)
-        _assert_same_fit(run_em(spec, start, x, y, tol=1e-10, max_iter=300), soft)
+        _assert_same_fit(run_em(spec, start, x, y, tol_rel=1e-10, max_iter=300), soft)
 
 
 def test_temperature_with_tau_one_is_softmax(softmax_case):
     x, y, start, soft = softmax_case
     spec = MoESpec(3, 1, gate="temperature")
-    res = run_em(spec, start, x, y, tol=1e-10, max_iter=300)
+    res = run_em(spec, start, x, y, tol_rel=1e-10, max_iter=300)
     _assert_same_fit(res, soft)
     assert float(res.params.tau) == 1.0
 

@@ -19,7 +19,8 @@ import pytest
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.em.config import EMConfig
+from moetheory.study.spec import DesignSpec, FitSpec, StudySpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,11 +31,11 @@ TRUTH = MoEParams.create(beta0=[0.3, 0.0], beta1=[[3.0], [0.0]], a=[[2.0], [-1.5
 def tiny_study(**changes) -> StudySpec:
     # var_floor = the true variance of expert 0: about half the replicates estimate it below
     # the floor, so the study has a deterministic mix of failed (variance collapse) replicates.
-    est = EstimatorSpec(init="paper", tol=1e-6, max_iter=200, var_floor=0.09, buckets=(512,))
+    est = EMConfig(init="paper", max_iter=200, var_floor=0.09)
     base = dict(name="tiny", truth_spec=MoESpec(2, 1), truth=TRUTH,
                 fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 400)),),
                 design=DesignSpec("uniform", low=-1.0, high=1.0), estimator=est,
-                replicates=3, seed=7, losses=("voronoi",))
+                replicates=3, seed=7, losses=("voronoi",), buckets=(512,))
     base.update(changes)
     return StudySpec(**base)
 
@@ -109,8 +110,10 @@ def test_hash_is_stable_and_content_based():
     assert more.hash() != a.hash()
     assert more.panel_hash("k2") == a.panel_hash("k2")
     # anything that changes the numbers changes the cells' identity
-    est = EstimatorSpec(init="paper", tol=1e-7, max_iter=200, var_floor=0.09, buckets=(512,))
+    est = EMConfig(init="paper", tol=1e-7, max_iter=200, var_floor=0.09)
     assert tiny_study(estimator=est).panel_hash("k2") != a.panel_hash("k2")
+    own = FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 400), estimator="official")
+    assert tiny_study(fits=(own,)).panel_hash("k2") != a.panel_hash("k2")
 
 
 def test_fit_translation_defaults_to_the_gates_own():
@@ -136,18 +139,18 @@ def test_declaration_mistakes_are_named_not_ignored(tmp_path):
         StudySpec.from_toml(base.replace("[truth.params]\n", "[truth.params]\ngamma = [1.0]\n", 1))
     # a string is not a boolean (bool("false") is True)
     with pytest.raises(ValueError, match="fixed_iter must be true or false"):
-        EstimatorSpec(fixed_iter="false")
+        EMConfig(fixed_iter="false")
     with pytest.raises(ValueError, match="var_from_sd must be true or false"):
-        EstimatorSpec(var_from_sd="no")
+        EMConfig(var_from_sd="no")
     # TOML shapes that are easy to get wrong
     with pytest.raises(ValueError, match=r"write \[\[fits\]\]"):
         StudySpec.from_toml(base.replace("[[fits]]", "[fits]"))
     with pytest.raises(ValueError, match="sizes must be a list; got 200"):
         StudySpec.from_toml(base.replace("sizes = [200, 300, 400]", "sizes = 200"))
     with pytest.raises(ValueError, match="buckets must be a list"):
-        EstimatorSpec(buckets=512)
-    with pytest.raises(ValueError, match="estimator var_floor must be a number; got True"):
-        EstimatorSpec(var_floor=True)
+        tiny_study(buckets=512)
+    with pytest.raises(ValueError, match="estimator var_floor must be a finite number > 0; got True"):
+        EMConfig(var_floor=True)
     with pytest.raises(ValueError, match="design scale must be a number"):
         DesignSpec("gaussian", scale="1")
     with pytest.raises(ValueError, match=r"unknown design field\(s\) \['sd'\]"):
@@ -188,7 +191,7 @@ def test_bad_declarations_raise_clear_errors():
     with pytest.raises(ValueError, match="losses"):
         tiny_study(losses=("nope",))
     with pytest.raises(ValueError, match="init"):
-        EstimatorSpec(init="magic")
+        EMConfig(init="magic")
     with pytest.raises(ValueError, match="k=1 < k\\*=2"):
         tiny_study(fits=(FitSpec("k1", MoESpec(1, 1), sizes=(100,)),))
     with pytest.raises(ValueError, match="unknown study field"):
@@ -211,6 +214,8 @@ def test_results_table_and_failures(reference):
     assert np.all((df["status"].to_numpy()[failed] & STATUS_BITS["variance_collapse"]) > 0)
     summ = summarize(df)
     assert summ["n_failed"].sum() == failed.sum()
+    # every healthy replicate carries a certified estimate: the means are over all of them
+    assert df.loc[~df["failed"], "certified"].all() and summ["n_not_certified"].sum() == 0
     for _, row in summ.iterrows():
         g = df[(df["n"] == row["n"]) & ~df["failed"]]
         if len(g):
@@ -218,6 +223,11 @@ def test_results_table_and_failures(reference):
     # failed replicates are NaN in the matrix handed to the rate fit (never averaged)
     sizes, mat = loss_matrix(df, "k2")
     assert np.isnan(mat).sum() == failed.sum()
+    # an uncertified replicate is left out and counted, never averaged
+    marked = df.assign(certified=df["certified"] & (df["replicate"] != 0))
+    n_out = int((~marked["failed"] & ~marked["certified"]).sum())
+    assert summarize(marked)["n_not_certified"].sum() == n_out > 0
+    assert np.isnan(loss_matrix(marked, "k2")[1]).sum() == failed.sum() + n_out
     # the good replicates are sensible fits
     assert np.all(np.isfinite(df["loss_voronoi"]))
 
@@ -291,7 +301,7 @@ def test_changed_spec_never_reuses_cells(reference, tmp_path):
 
     cache_dir, _ = reference
     cache = StudyCache(cache_dir)
-    est = EstimatorSpec(init="paper", tol=1e-7, max_iter=200, var_floor=0.09, buckets=(512,))
+    est = EMConfig(init="paper", tol=1e-7, max_iter=200, var_floor=0.09)
     changed = tiny_study(estimator=est)
     assert all(not cache.has_cell(changed, "k2", n) for n in (200, 300, 400))
     assert cache.load_results(changed).empty
@@ -414,9 +424,17 @@ def test_registry_declares_the_canonical_studies():
             for s in specs:
                 assert StudySpec.from_json(s.to_json()) == s
     (full,) = registry.studies("softmax", "full")
-    assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 200
+    # the certified MLE: the paper's k = 2 grid, a reduced over-fitted grid, and the paper's
+    # protocol beside it on the same data
+    assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 20
     assert full.replicates == 40 and full.fit("k3").n_starts == 5 and full.fit("k2").n_starts == 1
-    assert full.estimator.tol == 1e-6 and full.estimator.max_iter == 2000
+    mle = full.estimator_of("k3")
+    assert mle.polish == "newton" and mle.stop_rule == "mean" and mle.init == "paper"
+    official = full.estimator_of("k3-official")
+    assert official.tol == 1e-6 and official.stop_rule == "relative" and official.max_iter == 2000
+    assert official.polish == "none" and full.fit("k3-official").sizes == full.fit("k3").sizes
+    (paper,) = registry.studies("softmax", "official")
+    assert len(paper.fit("k3").sizes) == 200 and paper.estimator_of("k3") == official
 
 
 def test_cli_errors_for_unknown_study_and_preset(capsys, tmp_path):

@@ -58,16 +58,16 @@ def test_too_few_observations():
      r"activation must be one of .*'tanh'.*; got 'relu6'"),
     (dict(n_experts=2, gate="activation"), r"activation is required for gate='activation'"),
     (dict(n_experts=2, tau="learned", gate="temperature"), r"tau must be one of .*; got 'learned'"),
-    (dict(n_experts=2, init="kmean"), r"init must be 'auto' or one of .*; got 'kmean'"),
+    (dict(n_experts=2, init="kmean"), r"init must be one of \('auto', .*\); got 'kmean'"),
     (dict(n_experts=2, init="paper"), r"init='paper' starts near the truth: pass truth"),
     (dict(n_experts=2, init="perturb"), r"init='perturb' starts near the truth: pass truth"),
-    (dict(n_experts=2, tol=-1.0), r"tol must be a number >= 0; got -1.0"),
-    (dict(n_experts=2, max_iter=0), r"max_iter must be a positive integer; got 0"),
+    (dict(n_experts=2, tol=-1.0), r"tol must be a finite number >= 0; got -1.0"),
+    (dict(n_experts=2, max_iter=0), r"max_iter must be an integer >= 1; got 0"),
     (dict(n_experts=2, n_init=0), r"n_init must be a positive integer; got 0"),
-    (dict(n_experts=2, var_floor=0.0), r"var_floor must be > 0; got 0.0"),
+    (dict(n_experts=2, var_floor=0.0), r"var_floor must be a finite number > 0; got 0.0"),
     (dict(n_experts=2, cov_type="robust"), r"cov_type must be one of .*; got 'robust'"),
-    (dict(n_experts=2, n_keep=0), r"n_keep must be a positive integer; got 0"),
-    (dict(n_experts=2, n_keep=2.5), r"n_keep must be a positive integer; got 2.5"),
+    (dict(n_experts=2, n_keep=0), r"n_keep must be an integer >= 1; got 0"),
+    (dict(n_experts=2, n_keep=2.5), r"n_keep must be an integer >= 1; got 2.5"),
 ], ids=lambda v: str(v)[:40] if isinstance(v, dict) else "")
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from moetheory.params import MoEParams
@@ -24,8 +27,13 @@ BACKENDS = ("auto", "numba", "jax")
 NEWTON_TOL = 1e-12
 
 
-def numba_implements(spec, fixed_iter: bool = False) -> bool:
-    """Whether the Numba kernel implements EM for this model (softmax gate, early stopping).
+#: gate options the Numba kernel implements (others need the JAX loop)
+NUMBA_GATE_OPTIONS = ("max_newton", "newton_tol")
+
+
+def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
+    """Whether the Numba kernel implements EM for this model (softmax gate, early stopping,
+    gate options among :data:`NUMBA_GATE_OPTIONS`).
 
     Examples
     --------
@@ -33,16 +41,19 @@ def numba_implements(spec, fixed_iter: bool = False) -> bool:
     >>> numba_implements(MoESpec(3, 1)), numba_implements(MoESpec(3, 1, gate="topk", top_k=2))
     (True, False)
     """
-    return spec.gate == "softmax" and not fixed_iter
+    return (spec.gate == "softmax" and not fixed_iter
+            and set(dict(gate_options or ())) <= set(NUMBA_GATE_OPTIONS))
 
 
-def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "em_backend") -> str:
+def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "em_backend",
+                   gate_options=()) -> str:
     """``"numba"`` or ``"jax"`` for fits of ``spec``.
 
     Parameters
     ----------
     spec : MoESpec
     fixed_iter : bool, the fits run a fixed number of iterations (JAX only)
+    gate_options : (name, value) pairs of the gate step
     requested : str, optional
         ``"auto"`` (default; also ``$MOETHEORY_EM_BACKEND``), ``"numba"`` or ``"jax"``. Auto picks
         Numba on a CPU-only JAX where the kernel implements the estimator; asking for ``"numba"``
@@ -62,14 +73,13 @@ def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "
         raise ValueError(f"{what} (or MOETHEORY_EM_BACKEND) must be one of {BACKENDS}; got {req!r}")
     if req == "jax":
         return "jax"
-    ok = numba_implements(spec, fixed_iter)
+    ok = numba_implements(spec, fixed_iter, gate_options)
     if req == "numba":
         if not ok:
-            raise ValueError(f"{what}='numba' implements the softmax gate without fixed_iter; got "
-                             f"gate={spec.gate!r}, fixed_iter={fixed_iter}")
+            raise ValueError(f"{what}='numba' implements the softmax gate without fixed_iter, with "
+                             f"gate options among {NUMBA_GATE_OPTIONS}; got gate={spec.gate!r}, "
+                             f"fixed_iter={fixed_iter}, gate options {sorted(dict(gate_options or ()))}")
         return "numba"
-    import jax
-
     if not ok or jax.default_backend() != "cpu":
         return "jax"
     try:
@@ -102,15 +112,18 @@ def thread_count() -> int:
         return os.cpu_count() or 1
 
 
-def numba_fit(x, y, w, start: MoEParams, *, tol, max_iter, var_floor, max_newton=50,
-              newton_tol=NEWTON_TOL, n_hard=0) -> dict:
+def numba_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floor, max_newton=1,
+              newton_tol=NEWTON_TOL, n_hard=0, fuse_check=True) -> dict:
     """One softmax-gate EM run on the Numba kernel (NumPy in, NumPy out; never raises).
 
     Parameters
     ----------
     x : (n, d); y, w : (n,) float64 C-contiguous
     start : MoEParams (``beta0`` (k,), ``beta1`` (k, d), ...)
-    tol, max_iter, var_floor, max_newton, newton_tol, n_hard : as :func:`moetheory.em.run.run_em`
+    tol_rel, tol_abs, max_iter, var_floor, max_newton, newton_tol, n_hard : as
+        :func:`moetheory.em.run.run_em`
+    fuse_check : the one-pass iteration of ``max_newton=1`` (False: two passes, as needed when
+        a single iteration's end point must be exact, e.g. by SQUAREM)
 
     Returns
     -------
@@ -124,7 +137,8 @@ def numba_fit(x, y, w, start: MoEParams, *, tol, max_iter, var_floor, max_newton
     >>> rng = np.random.default_rng(0)
     >>> x = rng.uniform(-1, 1, (300, 1)); y = np.sign(x[:, 0]) + 0.3 * rng.standard_normal(300)
     >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[0.], [0.]], [1., -1.], [1., 1.])
-    >>> out = numba_fit(x, y, np.ones(300), p, tol=1e-8, max_iter=100, var_floor=1e-10)  # doctest: +SKIP
+    >>> out = numba_fit(x, y, np.ones(300), p, tol_rel=0.0, tol_abs=3e-6, max_iter=100,
+    ...                 var_floor=1e-10)  # doctest: +SKIP
     >>> out["params"].a.shape, out["converged"]  # doctest: +SKIP
     ((2, 1), True)
     """
@@ -137,8 +151,8 @@ def numba_fit(x, y, w, start: MoEParams, *, tol, max_iter, var_floor, max_newton
     try:
         b0, b1, a, b, v, ll, n_iter, conv, floor = em_loop(
             x, y, w, arr(start.beta0), arr(start.beta1), arr(start.a), arr(start.b),
-            arr(start.var), float(tol), int(max_iter), float(var_floor), int(max_newton),
-            float(newton_tol), 1, trace, True, counts, int(n_hard))
+            arr(start.var), float(tol_rel), float(tol_abs), int(max_iter), float(var_floor),
+            int(max_newton), float(newton_tol), 1, trace, bool(fuse_check), counts, int(n_hard))
     except Exception as err:  # recorded, never raised: one broken start must not end a batch
         k, d = np.shape(start.beta1)
         nan = lambda *s: np.full(s, np.nan)  # noqa: E731
@@ -163,3 +177,92 @@ def map_fits(fn, tasks, threads=None) -> list:
         with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             return list(pool.map(fn, tasks))
     return [fn(t) for t in tasks]
+
+
+def _take(tree, i):
+    return jax.tree.map(lambda v: v[i], tree)
+
+
+@partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))
+def run_batch(spec, starts, x, y, w=None, *, tol_rel=0.0, tol_abs=0.0, max_iter=1000,
+              var_floor=1e-10, n_hard=0, gate_options=None, fixed_iter=False, n_steps=None):
+    """:func:`moetheory.em.run.run_em` over a batch of starts (leading axis; an EMResult with
+    that axis): ``vmap`` on accelerators, ``lax.map`` on CPU (a start stops at its own
+    iteration count instead of waiting for the slowest of the batch:
+    ``benchmarks/results/batched.md``). Arguments as ``run_em``; ``w`` its ``weights``."""
+    from moetheory.em.run import run_em
+
+    one = lambda p: run_em(spec, p, x, y, tol_rel=tol_rel, tol_abs=tol_abs,  # noqa: E731
+                           max_iter=max_iter, var_floor=var_floor, weights=w, n_hard=n_hard,
+                           gate_options=gate_options, fixed_iter=fixed_iter, n_steps=n_steps)
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(one, starts)
+    return jax.vmap(one)(starts)
+
+
+def run_starts(spec, starts: MoEParams, x, y, w, *, backend: str, tol_rel, tol_abs, max_iter,
+               var_floor, n_steps=None, n_hard=0, gate_options=(), fixed_iter=False,
+               threads=None):
+    """EM from each start of a batch (leading axis S) on ``backend``; NumPy results.
+
+    Parameters
+    ----------
+    spec : MoESpec
+    starts : MoEParams with a leading start axis: ``beta1``, ``a`` (S, k, d); ``beta0``, ``b``,
+        ``var`` (S, k); ``tau`` (S,)
+    x : (n, d); y, w : (n,) — w the observation weights (0: a padded row)
+    backend : "numba" (one start per thread, :func:`numba_fit`) or "jax" (one compiled program:
+        ``tol_rel``, ``tol_abs``, ``n_hard`` and ``n_steps`` are traced, so short and long runs
+        of one batch size share it)
+    tol_rel, tol_abs : the stopping thresholds (:meth:`moetheory.em.config.EMConfig.stop_thresholds`)
+    max_iter : int, sizes the trace; n_steps : int ≤ max_iter, the iteration limit of this run
+    var_floor, n_hard, gate_options, fixed_iter : as :func:`moetheory.em.run.run_em`
+    threads : Numba threads (default :func:`thread_count`)
+
+    Returns
+    -------
+    dict of NumPy arrays with a leading start axis: ``params`` (MoEParams), ``loglik`` (S,),
+    ``n_iter`` (S,), ``converged`` (S,), ``floor_hit`` (S,), ``trace`` (S, max_iter + 1)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.spec import MoESpec
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(-1, 1, (300, 1)); y = np.sign(x[:, 0]) + 0.3 * rng.standard_normal(300)
+    >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[0.], [0.]], [1., -1.], [1., 1.])
+    >>> starts = MoEParams(*(np.stack([v, v]) for v in p))          # S = 2 starts
+    >>> out = run_starts(MoESpec(2, 1), starts, x, y, np.ones(300), backend="jax",
+    ...                  tol_rel=0.0, tol_abs=3e-6, max_iter=200, var_floor=1e-10)
+    >>> out["loglik"].shape, out["params"].a.shape
+    ((2,), (2, 2, 1))
+    """
+    n_steps = max_iter if n_steps is None else min(int(n_steps), int(max_iter))
+    if backend == "numba":
+        xn = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+        yn = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
+        wn = np.ascontiguousarray(np.asarray(w, dtype=np.float64))
+        starts_np = jax.tree.map(np.asarray, starts)
+        opts = dict(gate_options or ())
+
+        def run(i):
+            return numba_fit(xn, yn, wn, _take(starts_np, i), tol_rel=tol_rel, tol_abs=tol_abs,
+                             max_iter=n_steps, var_floor=var_floor, n_hard=n_hard, **opts)
+
+        outs = map_fits(run, list(range(np.shape(starts_np.beta0)[0])), threads)
+        trace = np.full((len(outs), max_iter + 1), np.nan)
+        for i, o in enumerate(outs):
+            trace[i, : o["trace"].shape[0]] = o["trace"]
+        params = jax.tree.map(lambda *v: np.stack(v), *[o["params"] for o in outs])
+        col = lambda name, dtype: np.array([o[name] for o in outs], dtype=dtype)  # noqa: E731
+        return {"params": params, "loglik": col("loglik", np.float64),
+                "n_iter": col("n_iter", np.int64), "converged": col("converged", bool),
+                "floor_hit": col("floor_hit", bool), "trace": trace}
+    res = run_batch(spec, jax.tree.map(jnp.asarray, starts), jnp.asarray(x), jnp.asarray(y),
+                         jnp.asarray(w), tol_rel=tol_rel, tol_abs=tol_abs, max_iter=int(max_iter),
+                         var_floor=var_floor, n_hard=n_hard,
+                         gate_options=tuple(gate_options) or None, fixed_iter=bool(fixed_iter),
+                         n_steps=n_steps)
+    return {"params": jax.tree.map(np.asarray, res.params), "loglik": np.asarray(res.loglik),
+            "n_iter": np.asarray(res.n_iter), "converged": np.asarray(res.converged),
+            "floor_hit": np.asarray(res.floor_hit), "trace": np.asarray(res.trace)}

@@ -131,7 +131,7 @@ def perturb_init(key, truth: MoEParams, k: int, scale: float = 0.1, spec=None) -
     return _near_truth(key, truth, k, scale, scale, scale * jnp.mean(truth.var), False, spec)
 
 
-def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:
+def params_from_resp(spec, x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
     """One exact M-step from responsibilities ``resp`` (n, k): experts, then gate from zero.
 
     Parameters
@@ -161,7 +161,7 @@ def params_from_resp(spec, x, y, resp, var_floor=1e-10) -> MoEParams:
     dtype = x.dtype
     base = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), jnp.zeros((k, d), dtype),
                      jnp.full(k, jnp.mean(y), dtype), jnp.full(k, jnp.var(y) + var_floor, dtype),
-                     jnp.asarray(1.0, dtype))
+                     jnp.asarray(tau, dtype))
     params, _ = expert_m_step(base, x, y, resp, var_floor)
     return gate_m_step(spec, params, x, resp)
 
@@ -235,55 +235,60 @@ def kmeans_labels(key, z, k: int, n_iter: int = 25) -> jnp.ndarray:
     return jax.nn.one_hot(lab, k, dtype=z.dtype)
 
 
-def standardise_xy(x, y):
+def standardise_xy(x, y, weights=None):
     """Columns of (x, y) centred and scaled to unit sd, shape (n, d+1) (for k-means).
+
+    Rows with weight 0 (padding) take no part in the mean and sd, and are replaced by the
+    first row so that they cannot form a cluster of their own.
 
     Parameters
     ----------
-    x : array (n, d); y : array (n,)
+    x : array (n, d); y : array (n,); weights : array (n,), optional
 
     Examples
     --------
     >>> from moetheory._jax import ensure_x64; ensure_x64()
-    >>> import jax
     >>> import jax.numpy as jnp
-    >>> from moetheory.params import MoEParams
-    >>> from moetheory.spec import MoESpec
     >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
     >>> z = standardise_xy(x, y)
     >>> z.shape, bool(jnp.allclose(z.std(0), 1.0)), bool(jnp.allclose(z.mean(0), 0.0))
     ((4, 2), True, True)
     """
     z = jnp.concatenate([x, y[:, None]], axis=1)
-    sd = jnp.std(z, axis=0)
-    return (z - z.mean(0)) / jnp.where(sd > 0, sd, 1.0)
+    w = jnp.ones(z.shape[0], z.dtype) if weights is None else (weights > 0).astype(z.dtype)
+    mean = (w[:, None] * z).sum(0) / w.sum()
+    sd = jnp.sqrt((w[:, None] * (z - mean) ** 2).sum(0) / w.sum())
+    z = (z - mean) / jnp.where(sd > 0, sd, 1.0)
+    return jnp.where(w[:, None] > 0, z, z[0])
 
 
-def data_partition(key, x, y, k: int, kind: str) -> jnp.ndarray:
-    """One-hot responsibilities (n, k) of a data-driven start: ``kind`` in {"random", "kmeans"}.
+def data_partition(key, x, y, k: int, kind: str, weights=None) -> jnp.ndarray:
+    """Responsibilities (n, k) of a data-driven start: ``kind`` in {"random", "kmeans"}, a
+    one-hot partition times the observation weights (0 on padded rows).
 
     Parameters
     ----------
     key : jax.random.PRNGKey
     x : array (n, d); y : array (n,)
     k : int, experts; kind : {"random", "kmeans"}
+    weights : array (n,), optional observation weights
 
     Examples
     --------
     >>> from moetheory._jax import ensure_x64; ensure_x64()
     >>> import jax
     >>> import jax.numpy as jnp
-    >>> from moetheory.params import MoEParams
-    >>> from moetheory.spec import MoESpec
     >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
     >>> data_partition(jax.random.PRNGKey(0), x, y, 2, "random").shape
     (4, 2)
     """
     if kind == "random":
-        return random_partition(key, x.shape[0], k, x.dtype)
-    if kind == "kmeans":
-        return kmeans_labels(key, standardise_xy(x, y), k)
-    raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
+        resp = random_partition(key, x.shape[0], k, x.dtype)
+    elif kind == "kmeans":
+        resp = kmeans_labels(key, standardise_xy(x, y, weights), k)
+    else:
+        raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
+    return resp if weights is None else resp * weights[:, None]
 
 
 def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:

@@ -17,12 +17,6 @@ from moetheory.em.gate_steps import needs_observed_likelihood
 from moetheory.em.mstep import expert_m_step, gate_m_step
 from moetheory.params import MoEParams
 
-#: The stopping rule's |ℓ| is at least this many nats per (weighted) observation: a relative
-#: change of a log-likelihood near 0 would otherwise demand ever smaller absolute changes, and
-#: where ℓ is near 0 depends on the units of y.
-LL_FLOOR_PER_OBS = 0.01
-
-
 class EMResult(NamedTuple):
     """Output of :func:`run_em` (a pytree; batched under vmap).
 
@@ -31,7 +25,7 @@ class EMResult(NamedTuple):
     params : MoEParams, the final estimate
     loglik : scalar, observed log-likelihood at ``params``
     n_iter : int, EM iterations performed
-    converged : bool, relative log-likelihood change fell below ``tol``
+    converged : bool, the stopping test |Δℓ| ≤ max(tol_rel·|ℓ|, tol_abs) was met
     trace : (max_iter + 1,), log-likelihood after each iteration (entry 0: at the start);
         NaN beyond ``n_iter``
     floor_hit : bool, the variance floor was active at some iteration
@@ -44,7 +38,7 @@ class EMResult(NamedTuple):
     >>> from moetheory.spec import MoESpec
     >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
     >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
-    >>> res = run_em(MoESpec(2, 1), p, x, y, max_iter=20)
+    >>> res = run_em(MoESpec(2, 1), p, x, y, tol_abs=1e-8, max_iter=20)
     >>> res.trace.shape, res.params.a.shape
     ((21,), (2, 1))
     """
@@ -102,17 +96,19 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
 
 
 @partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))
-def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weights=None,
-           n_hard=0, gate_options=None, fixed_iter=False, n_steps=None) -> EMResult:
-    """Run EM from ``params`` until the relative log-likelihood change is below ``tol``.
+def run_em(spec, params, x, y, *, tol_rel=0.0, tol_abs=0.0, max_iter=1000, var_floor=1e-10,
+           weights=None, n_hard=0, gate_options=None, fixed_iter=False, n_steps=None) -> EMResult:
+    """Run EM from ``params`` until |ℓ_t − ℓ_{t−1}| ≤ max(tol_rel·|ℓ_{t−1}|, tol_abs).
+
+    The two thresholds come from :meth:`moetheory.em.config.EMConfig.stop_thresholds`, where the
+    stopping rule is defined; this loop only applies them.
 
     Parameters
     ----------
     spec : MoESpec (static)
     params : MoEParams, the start
     x : (n, d); y : (n,)
-    tol : relative tolerance |ℓ_t − ℓ_{t−1}| ≤ tol·max(|ℓ_{t−1}|, 0.01·Σw) (|ℓ| floored at
-        :data:`LL_FLOOR_PER_OBS` nats per observation)
+    tol_rel, tol_abs : the stopping test's relative and absolute (nats) thresholds (traced)
     max_iter : int (static), maximum EM iterations
     var_floor : minimum variance; hitting it is reported in ``floor_hit``
     weights : (n,), optional observation weights (0 drops padded rows)
@@ -133,10 +129,6 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     trace0 = jnp.full((max_iter + 1,), jnp.nan, dtype=x.dtype)
 
     limit = max_iter if n_steps is None else jnp.minimum(n_steps, max_iter)
-    # |ℓ| is floored at LL_FLOOR_PER_OBS nats per observation: ℓ near 0 (which depends on the
-    # units of y) must not demand ever smaller absolute changes
-    n_w = x.shape[0] if weights is None else jnp.sum(weights)
-    ll_floor = LL_FLOOR_PER_OBS * n_w
 
     def body(state):
         p, prev, it, done, n_iter, trace, floor = state
@@ -146,7 +138,7 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
                                  gate_options=opts)
         # ll_t is the log-likelihood of p = p_it; compare with ℓ(p_{it-1}).
         trace = jnp.where(done, trace, trace.at[it].set(ll_t))
-        small = jnp.abs(ll_t - prev) <= tol * jnp.maximum(jnp.abs(prev), ll_floor)
+        small = jnp.abs(ll_t - prev) <= jnp.maximum(tol_rel * jnp.abs(prev), tol_abs)
         now = (~done) & (it > n_hard) & small
         n_iter = jnp.where(now, it, n_iter)
         stop = done | now
@@ -167,7 +159,7 @@ def run_em(spec, params, x, y, *, tol=1e-8, max_iter=1000, var_floor=1e-10, weig
     # Without convergence the loop ends on `limit` updates whose last ℓ was not yet evaluated.
     _, ll_final = e_step(spec, p, x, y, weights)
     trace = jnp.where(done, trace, trace.at[it].set(ll_final))
-    small = jnp.abs(ll_final - prev) <= tol * jnp.maximum(jnp.abs(prev), ll_floor)
+    small = jnp.abs(ll_final - prev) <= jnp.maximum(tol_rel * jnp.abs(prev), tol_abs)
     late = (~done) & (it > 0) & small
     converged = done | late
     n_iter = jnp.where(done, n_iter, it)

@@ -20,8 +20,6 @@ from scipy.special import erf, logsumexp
 
 from moetheory.params import MoEParams
 
-#: The stopping rule's floor on |ℓ| per observation (as ``moetheory.em.run.LL_FLOOR_PER_OBS``).
-LL_FLOOR_PER_OBS = 0.01
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -458,13 +456,14 @@ def softmax_gate_m_step(x, resp, beta0=None, beta1=None, max_newton: int = 100,
     return unpack(theta)
 
 
-def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor: float = 1e-10,
-               max_newton: int = 100):
+def em_softmax(params, x, y, tol_rel: float = 0.0, tol_abs: float = 0.0, max_iter: int = 1000,
+               var_floor: float = 1e-10, max_newton: int = 100):
     """Plain NumPy EM for the softmax-gated Gaussian MoE (the benchmark baseline).
 
     Each iteration: E-step at the current parameters (which gives their log-likelihood ℓ_t),
     expert M-step, gate M-step warm-started at the current gate. Stops when
-    |ℓ_t − ℓ_{t−1}| ≤ tol·|ℓ_{t−1}| or after ``max_iter`` iterations.
+    |ℓ_t − ℓ_{t−1}| ≤ max(tol_rel·|ℓ_{t−1}|, tol_abs) (the thresholds of
+    :meth:`moetheory.em.config.EMConfig.stop_thresholds`) or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -484,7 +483,7 @@ def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor:
     >>> start = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
     >>> x = np.linspace(-1, 1, 40)[:, None]
     >>> y = 2 * np.abs(x[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
-    >>> out = em_softmax(start, x, y, max_iter=50)
+    >>> out = em_softmax(start, x, y, tol_abs=4e-7, max_iter=50)
     >>> sorted(out), out["params"].a.shape
     (['converged', 'loglik', 'n_iter', 'params', 'trace'], (2, 1))
     >>> bool(np.all(np.diff(out["trace"]) >= -1e-9))  # EM never lowers the log-likelihood
@@ -503,8 +502,7 @@ def em_softmax(params, x, y, tol: float = 1e-8, max_iter: int = 1000, var_floor:
         resp = responsibilities(spec, p, x, y)
         ll = log_likelihood(spec, p, x, y)
         trace.append(ll)
-        # the stopping rule of moetheory.em.run.run_em (|ℓ| floored per observation)
-        if it > 0 and abs(ll - trace[-2]) <= tol * max(abs(trace[-2]), LL_FLOOR_PER_OBS * x.shape[0]):
+        if it > 0 and abs(ll - trace[-2]) <= max(tol_rel * abs(trace[-2]), tol_abs):
             converged = True
             break
         if it == max_iter:

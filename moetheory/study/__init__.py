@@ -2,9 +2,10 @@
 
 >>> from moetheory.study import StudySpec, FitSpec, run_study   # doctest: +SKIP
 """
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec
+from moetheory.em.config import EMConfig
+from moetheory.study.spec import DesignSpec, FitSpec, StudySpec
 
-__all__ = ["StudySpec", "FitSpec", "DesignSpec", "EstimatorSpec", "run_study", "load_results",
+__all__ = ["StudySpec", "FitSpec", "DesignSpec", "EMConfig", "run_study", "load_results",
            "compute_cell", "summarize"]
 
 

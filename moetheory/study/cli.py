@@ -110,7 +110,7 @@ def _list(args) -> int:
         mark = "" if name in avail else "  (declaration module not found)"
         print(f"{name:<12} {e.description}{mark}")
         if name in avail and not e.external:
-            for preset in registry.PRESETS:
+            for preset in registry.presets(name):
                 for spec in registry.studies(name, preset):
                     cells = len(spec.cells())
                     fits = ", ".join(f"{f.label}({len(f.sizes)} sizes x {spec.replicates_of(f.label)})"

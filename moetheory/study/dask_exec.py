@@ -1,12 +1,13 @@
 """Run the cells of a study on a Dask cluster (imported only when asked for).
 
-Each missing cell is one task ``_cell_task(study_json, label, n, vectorize, ..., em_backend)``: the worker rebuilds
+Each missing cell is one task ``_cell_task(study_json, label, n, ..., em_backend)``: the worker rebuilds
 the :class:`StudySpec` from its JSON, computes the cell with exactly the same code as the local
 runner (:func:`moetheory.study.runner.compute_cell`) and returns plain NumPy arrays. The client
 writes each result to the cache as it arrives (atomically; the manifest is only ever written by
-the client), so an interrupted distributed run resumes like a local one. The ``vectorize`` mode and
-the EM backend (:mod:`moetheory.study.numba_cells`) are decided once on the client and sent with every task, so local and distributed runs of the same
-study produce the same numbers on the same kind of machine.
+the client), so an interrupted distributed run resumes like a local one. The EM backend
+(:func:`moetheory.study.runner.cell_backend`) is decided once on the client and sent with every
+task, so local and distributed runs of the same study produce the same numbers on the same kind
+of machine.
 
 Usage: ``scheduler="tcp://host:8786"`` connects to a running cluster; ``workers=N`` starts a
 local cluster of N single-threaded worker processes for the duration of the run; or pass an
@@ -19,8 +20,7 @@ import time
 from moetheory.study.spec import _check_int
 
 
-def _cell_task(study_json: str, label: str, n: int, vectorize: str, compile_cache=None,
-               em_backend: str = "auto"):
+def _cell_task(study_json: str, label: str, n: int, compile_cache=None, em_backend: str = "auto"):
     import os
 
     if compile_cache and "MOETHEORY_COMPILE_CACHE" not in os.environ:
@@ -34,8 +34,7 @@ def _cell_task(study_json: str, label: str, n: int, vectorize: str, compile_cach
     # One task slot of a worker is one thread: the cluster, not the cell, runs things in parallel
     # (unless $MOETHEORY_THREADS says otherwise on the worker).
     threads = None if os.environ.get("MOETHEORY_THREADS") else 1
-    arrays = compute_cell(study, label, n, vectorize=vectorize, em_backend=em_backend,
-                          threads=threads)
+    arrays = compute_cell(study, label, n, em_backend=em_backend, threads=threads)
     return arrays, time.perf_counter() - t0
 
 
@@ -91,8 +90,7 @@ def run_cells_dask(study, todo, cache, *, scheduler=None, workers=None, client=N
     from dask.distributed import as_completed
 
     from moetheory.study.progress import CellProgress
-    from moetheory.study.numba_cells import choose_backend
-    from moetheory.study.runner import _cell_delay, cell_config, default_vectorize
+    from moetheory.study.runner import _cell_delay, cell_backend
 
     if not todo:
         return
@@ -102,12 +100,11 @@ def run_cells_dask(study, todo, cache, *, scheduler=None, workers=None, client=N
         client, own_cluster = _client(scheduler, workers, processes)
     compile_cache = os.environ.get("MOETHEORY_COMPILE_CACHE") or str(cache.root / "jax-compile")
     try:
-        vectorize = default_vectorize()
         spec_json = study.to_json()
         futures = {}
         for label, n in todo:
-            backend = choose_backend(cell_config(study, label, n))  # decided here, as vectorize
-            fut = client.submit(_cell_task, spec_json, label, int(n), vectorize,
+            backend = cell_backend(study, label)  # decided here, sent to the worker
+            fut = client.submit(_cell_task, spec_json, label, int(n),
                                  os.path.abspath(compile_cache), backend, pure=False,
                                  key=f"moetheory-{study.name}-{label}-{int(n)}-{time.time_ns()}")
             futures[fut] = (label, int(n))

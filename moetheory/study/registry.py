@@ -27,7 +27,9 @@ from pathlib import Path
 
 from moetheory.study.spec import StudySpec
 
-PRESETS = ("quick", "full")
+#: every preset name a registered study may declare (``quick`` and ``full`` always; the softmax
+#: study adds ``official``, the paper's protocol on the paper's grids)
+PRESETS = ("quick", "full", "official")
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def check_preset(preset: str) -> str:
     >>> check_preset("huge")
     Traceback (most recent call last):
     ...
-    ValueError: unknown preset 'huge'; choose one of ['quick', 'full']
+    ValueError: unknown preset 'huge'; choose one of ['quick', 'full', 'official']
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
@@ -156,8 +158,24 @@ def studies(name: str, preset: str = "quick") -> tuple:
     if e.external:
         return ()
     mod = _import(e.module)
+    if preset not in mod.STUDY:
+        raise ValueError(f"study {name!r} has no preset {preset!r}; choose one of {list(mod.STUDY)}")
     specs = mod.STUDY[preset]
     return (specs,) if isinstance(specs, StudySpec) else tuple(specs)
+
+
+def presets(name: str) -> tuple:
+    """The presets study ``name`` declares.
+
+    Examples
+    --------
+    >>> presets("softmax")
+    ('quick', 'full', 'official')
+    """
+    e = entry(name)
+    if e.external:
+        return ("quick", "full")
+    return tuple(_import(e.module).STUDY)
 
 
 def _external_dir(name, cache_dir, preset) -> Path:

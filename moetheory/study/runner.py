@@ -1,27 +1,29 @@
-"""Run a study: one ``jit(vmap(one_replicate))`` per cell (fitted model × sample size).
+"""Run a study: every cell (fitted model × sample size) through the one estimator pipeline.
 
-One replicate is a pure function of its key (DESIGN.md §3.4, §6):
+A cell is computed as keys → data → :func:`moetheory.em.pipeline.run_pipeline` → losses:
 
     key(seed, n, r) = fold_in(fold_in(key(seed), n), r)
-    (k_x, k_y, k_init) = split(key, 3)
-    x ~ design, y ~ p(y | x; truth), EM from ``n_starts`` starts (vmapped), keep the best
-    log-likelihood, then every loss and per-parameter error of the fit.
+    (k_x, k_y, k_starts) = split(key, 3)
+    x = make_design(k_x, design, n)  (moetheory.designs), y ~ p(y | x; truth)  (moetheory.model)
+    the estimate: run_pipeline(k_starts, fitted spec, x, y, study.estimator) — starts, EM,
+    polish, certificate, best start, exactly as moetheory.fit computes it
+    then every loss and per-parameter error of the estimate (one compiled loss kernel per fit).
 
 The key depends on the *value* n and the replicate index r only, so adding sample sizes or
 replicates never changes an existing cell or replicate. All fitted models of a study see the same
 data at the same (n, r) (common random numbers across panels).
 
-Avoiding recompilation: x and y are padded to a *bucket* length N(n) ≥ n from a fixed geometric
-ladder (ratio ``estimator.bucket_ratio``, default 1.5), and rows ≥ n carry weight 0 in EM
-(``run_em(weights=...)``). n itself is a traced argument, so one compiled executable serves every
-n of a bucket; the data of a replicate are drawn at length N(n), which is a function of n alone,
-so results stay a deterministic function of (seed, n, r). A persistent XLA compilation cache
-(``$MOETHEORY_COMPILE_CACHE``, default ``<cache dir>/jax-compile``) makes re-runs and worker
-processes skip compilation entirely.
+Replicates run on a thread pool when the pipeline's backend is the Numba kernel (it releases
+the GIL). On the JAX backend the data are padded to a *bucket* length N(n) ≥ n from a geometric
+ladder (``StudySpec.bucket_ratio``, or the explicit ``StudySpec.buckets``) with zero weights on
+the padding, so one compiled program serves every n of a bucket; padding changes no number
+beyond rounding. A persistent XLA compilation cache (``$MOETHEORY_COMPILE_CACHE``) lets re-runs
+and worker processes skip compilation.
 
 Failures are recorded per replicate (``status`` bit field, see :data:`STATUS_BITS`) and never
 averaged silently: ``failed`` replicates keep their raw numbers in the cache and are excluded
-(and counted) by :func:`summarize`.
+(and counted) by :func:`summarize`; every replicate carries its convergence certificate
+(``certified``, ``cert_gap``, ``cert_reason``, ...), and summaries count the certified ones.
 """
 from __future__ import annotations
 
@@ -36,16 +38,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from moetheory._jax import ensure_x64
-from moetheory.em.multistart import TIE_RTOL
-from moetheory.em.run import LL_FLOOR_PER_OBS
+from moetheory.em.certify import REASONS
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.spec import DesignSpec, EstimatorSpec, FitSpec, StudySpec, _check_int
+from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, _check_int
 
 #: replicate status bits (``status`` column). ``failed`` = the *fit* failed (non-finite, variance
 #: collapse): the replicate is excluded from every mean. ``loss_undefined`` (some loss is NaN, e.g.
-#: D_2 needing an unknown r̄(m)) only removes that loss value; ``not_converged`` is informational.
-STATUS_BITS = {"nonfinite": 1, "variance_collapse": 2, "loss_undefined": 4, "not_converged": 8}
+#: D_2 needing an unknown r̄(m)) only removes that loss value; ``not_converged`` (EM's stopping
+#: rule not met) and ``not_certified`` (the estimate's certificate failed) are informational.
+STATUS_BITS = {"nonfinite": 1, "variance_collapse": 2, "loss_undefined": 4, "not_converged": 8,
+               "not_certified": 16}
 FAILURE_MASK = 1 | 2
 
 #: test hook: seconds to sleep after each computed cell (lets a test interrupt a study midway)
@@ -123,179 +126,113 @@ def ladder_sizes(lo: float, hi: float, count: int, ratio: float) -> tuple:
     return tuple(rungs[i] for i in idx)
 
 
-# ---------------------------------------------------------------------------- the cell kernel
-@dataclass(frozen=True)
-class CellConfig:
-    """Everything static about one fitted model of a study (a jit static argument).
-
-    ``n_pad`` is the padded data length N(n) (:func:`bucket_length`): x is drawn with shape
-    (n_pad, d) and y with shape (n_pad,), rows ≥ n having weight 0.
-
-    Examples
-    --------
-    >>> from moetheory.params import MoEParams
-    >>> from moetheory.spec import MoESpec
-    >>> from moetheory.study.spec import FitSpec, StudySpec
-    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
-    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
-    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
-    >>> cfg = cell_config(study, "k2", 100)
-    >>> cfg.n_pad, cfg.fit.label
-    (144, 'k2')
-    """
-
-    truth_spec: MoESpec
-    fit: FitSpec
-    design: DesignSpec
-    estimator: EstimatorSpec
-    n_pad: int
-
-
-_BLOCK = 256
-
-
-def _block_draw(draw, key, N, tail=()):
-    """Draw N rows in fixed blocks of 256 keyed by block index, so the first n rows do not
-    depend on the padded length N (the sample at (seed, n, r) is the same in any bucket)."""
-    nb = -(-N // _BLOCK)
-    keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(nb, dtype=jnp.uint32))
-    rows = jax.vmap(lambda kk: draw(kk, (_BLOCK,) + tuple(tail)))(keys)
-    return rows.reshape((nb * _BLOCK,) + tuple(tail))[:N]
-
-
-def _design(cfg: CellConfig, key, n):
-    """x padded to length N (rows >= n are zero), and the weights (1 real, 0 padding)."""
-    N, d, des = cfg.n_pad, cfg.truth_spec.dim, cfg.design
-    idx = jnp.arange(N)
-    w = (idx < n).astype(jnp.float64)
-    if des.name == "grid":
-        t = idx.astype(jnp.float64) / jnp.maximum(n - 1, 1).astype(jnp.float64)
-        x = (des.low + (des.high - des.low) * t)[:, None]
-    elif des.name == "uniform":
-        x = _block_draw(lambda kk, s: jax.random.uniform(kk, s, minval=des.low, maxval=des.high,
-                                                          dtype=jnp.float64), key, N, (d,))
-    else:
-        z = _block_draw(lambda kk, s: jax.random.normal(kk, s, dtype=jnp.float64), key, N, (d,))
-        if des.name == "gaussian":
-            x = des.scale * z
-        else:
-            x = des.radius * z / jnp.linalg.norm(z, axis=1, keepdims=True)
-    return x * w[:, None], w
-
-
-def _sample_y(spec, params, key, x):
-    """y ~ p(y | x; params) by inverse-CDF expert choice and a normal draw, block-keyed."""
-    from moetheory.gates import log_gate_weights
-    from moetheory.model import expert_means
-
-    kz, ke = jax.random.split(key)
-    N = x.shape[0]
-    u = _block_draw(lambda kk, s: jax.random.uniform(kk, s, dtype=jnp.float64), kz, N)
-    e = _block_draw(lambda kk, s: jax.random.normal(kk, s, dtype=jnp.float64), ke, N)
-    cdf = jnp.cumsum(jnp.exp(log_gate_weights(spec, params, x)), axis=-1)
-    z = jnp.minimum(jnp.sum(cdf < u[:, None] * cdf[:, -1:], axis=-1), cdf.shape[-1] - 1)
-    mu = jnp.take_along_axis(expert_means(params, x), z[:, None], axis=-1)[:, 0]
-    return mu + jnp.sqrt(params.var[z]) * e
-
-
-def _start(cfg: CellConfig, key, truth, n, x, y, w):
-    from moetheory.em.init import (kmeans_labels, paper_init, params_from_resp, perturb_init,
-                                   random_partition, standardise_xy)
-
-    est, k, spec = cfg.estimator, cfg.fit.spec.n_experts, cfg.fit.spec
-    if est.init == "paper":
-        p = paper_init(key, truth, k, n, var_from_sd=est.var_from_sd, spec=spec)
-    elif est.init == "perturb":
-        p = perturb_init(key, truth, k, est.perturb_scale, spec=spec)
-    else:
-        if est.init == "random":
-            resp = random_partition(key, x.shape[0], k, x.dtype)
-        else:  # kmeans on the real rows: padded rows copy row 0 so they do not form clusters
-            z = standardise_xy(x, y)
-            z = jnp.where(w[:, None] > 0, z, z[0])
-            resp = kmeans_labels(key, z, k)
-        p = params_from_resp(spec, x, y, resp * w[:, None], est.var_floor)
-    return _to_fit_structure(cfg, p, truth)
-
-
-def _to_fit_structure(cfg, p, truth):
-    """Starts near a truth of another gate family: give them the fitted gate's τ."""
-    keep = cfg.fit.spec.has_tau and cfg.truth_spec.has_tau
-    return p._replace(tau=p.tau if keep else jnp.ones_like(p.tau))
-
-
-def replicate_inputs(cfg: CellConfig, truth: MoEParams, n, key):
-    """The data and the EM starts of one replicate: a pure function of its key.
+# ---------------------------------------------------------------------------- one replicate
+def replicate_data(study: StudySpec, n: int, key):
+    """The data of one replicate and the key of its starts: a pure function of the key.
 
     Returns
     -------
-    x : (n_pad, d); y : (n_pad,); w : (n_pad,) — rows ≥ n are padding (weight 0, x = y = 0)
-    starts : MoEParams with a leading starts axis (``fit.n_starts``, k, ...)
+    x : (n, d); y : (n,) NumPy float64; k_starts : the key :func:`run_pipeline` draws starts from
 
     Examples
     --------
-    >>> import jax, jax.numpy as jnp
     >>> from moetheory.params import MoEParams
     >>> from moetheory.spec import MoESpec
     >>> from moetheory.study.spec import FitSpec, StudySpec
     >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
     >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
-    ...                   fits=(FitSpec("k3", MoESpec(3, 1), sizes=(100,), n_starts=2),))
-    >>> x, y, w, starts = replicate_inputs(cell_config(study, "k3", 100),
-    ...                                    jax.tree.map(jnp.asarray, truth), 100,
-    ...                                    replicate_keys(study.seed, 100, [0])[0])
-    >>> x.shape, int(w.sum()), starts.a.shape   # padded to 144 rows; 2 starts of 3 experts
-    ((144, 1), 100, (2, 3, 1))
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100,)),))
+    >>> x, y, _ = replicate_data(study, 100, replicate_keys(study.seed, 100, [0])[0])
+    >>> x.shape, y.shape
+    ((100, 1), (100,))
     """
+    from moetheory.designs import make_design
+    from moetheory.model import sample
+
+    ensure_x64()
     kx, ky, ki = jax.random.split(key, 3)
-    x, w = _design(cfg, kx, n)
-    y = _sample_y(cfg.truth_spec, truth, ky, x) * w
-    if cfg.fit.n_starts == 1:  # one start: drawn from ki itself (no split), as always
-        starts = jax.tree.map(lambda v: v[None], _start(cfg, ki, truth, n, x, y, w))
-    else:
-        starts = jax.vmap(lambda kk: _start(cfg, kk, truth, n, x, y, w))(
-            jax.random.split(ki, cfg.fit.n_starts))
-    return x, y, w, starts
+    des = study.design
+    x = make_design(kx, des.name, int(n), study.truth_spec.dim, low=des.low, high=des.high,
+                    scale=des.scale, radius=des.radius)
+    y = sample(ky, study.truth_spec, study.truth_params, x)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), ki
 
 
-def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
-    from moetheory.em.run import run_em
+def cell_backend(study: StudySpec, label: str, requested=None) -> str:
+    """The pipeline backend of fit ``label``'s cells: ``"numba"`` or ``"jax"``
+    (:func:`moetheory.em.backend.choose_backend`; ``requested`` as its argument).
 
-    x, y, w, starts = replicate_inputs(cfg, truth, n, key)
-    est, fit = cfg.estimator, cfg.fit
-    gate_options = (("max_newton", est.max_newton),) if fit.spec.gate == "softmax" else None
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100,)),))
+    >>> cell_backend(study, "k2", "jax")
+    'jax'
+    """
+    from moetheory.em.backend import choose_backend
 
-    def em(p):
-        return run_em(fit.spec, p, x, y, tol=est.tol, max_iter=est.max_iter,
-                      var_floor=est.var_floor, weights=w, fixed_iter=est.fixed_iter,
-                      gate_options=gate_options)
+    est = study.estimator_of(label)
+    return choose_backend(study.fit(label).spec, est.fixed_iter, requested,
+                          gate_options=est.gate_step_options())
 
-    if fit.n_starts == 1:  # no starts axis: a smaller program to compile
-        res = jax.tree.map(lambda v: v[None], em(jax.tree.map(lambda v: v[0], starts)))
-    else:
-        res = jax.vmap(em)(starts)
-    finite_start = jnp.isfinite(res.loglik) & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(v.reshape(fit.n_starts, -1)), axis=1) for v in res.params]),
-        axis=0)
-    # moetheory.em.multistart.pick_best: ties at rounding level go to the first start (the
-    # window floored per observation, as the stopping rule)
-    score = jnp.where(finite_start, res.loglik, -jnp.inf)
-    top = score.max()
-    window = TIE_RTOL * jnp.maximum(jnp.abs(top), LL_FLOOR_PER_OBS * n)
-    best = jnp.where(jnp.isfinite(top), jnp.argmax(score >= top - window), jnp.argmax(score))
-    r = jax.tree.map(lambda v: v[best], res)
-    fitted = r.params
 
-    out = {"loglik": r.loglik, "n_iter": r.n_iter, "converged": r.converged,
-           "floor_hit": r.floor_hit, "best_start": best.astype(jnp.int32),
-           "n_starts_finite": finite_start.sum().astype(jnp.int32)}
-    for name, v in fitted._asdict().items():
-        out[f"fit_{name}"] = v
+def fit_replicate(study: StudySpec, label: str, n: int, key, backend: str, threads=1) -> dict:
+    """Data, estimate and certificate of one replicate (before its losses) as a dict of NumPy
+    scalars and arrays (the columns of a cell, without the replicate axis).
+
+    Parameters
+    ----------
+    study : StudySpec; label : str, the fitted model; n : int, the sample size
+    key : the replicate's key (:func:`replicate_keys`)
+    backend : "numba" or "jax" (:func:`cell_backend`); threads : Numba threads for its starts
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200,)),))
+    >>> row = fit_replicate(study, "k2", 200, replicate_keys(study.seed, 200, [0])[0], "jax")
+    >>> row["fit_a"].shape, bool(row["certified"])
+    ((2, 1), True)
+    """
+    fit, est = study.fit(label), study.estimator_of(label)
+    x, y, k_starts = replicate_data(study, n, key)
+    weights = None
+    if backend == "jax":  # pad to the bucket: one compiled program per bucket, not per n
+        N = bucket_length(n, study.bucket_ratio, study.buckets)
+        w = np.zeros(N)
+        w[:n] = 1.0
+        x = np.concatenate([x, np.zeros((N - n, x.shape[1]))])
+        y = np.concatenate([y, np.zeros(N - n)])
+        weights = w
+    from moetheory.em.pipeline import run_pipeline
+
+    res = run_pipeline(k_starts, fit.spec, x, y, est, weights=weights,
+                       truth=study.truth_params if est.near_truth else None, n_obs=n,
+                       n_init=fit.n_starts, em_backend=backend, threads=threads)
+    cert = res.certificate
+    out = {"loglik": res.loglik, "n_iter": res.n_iter, "converged": res.converged,
+           "floor_hit": res.floor_hit, "best_start": res.best_start,
+           "n_starts_finite": int(np.isfinite(res.start_logliks).sum()),
+           "certified": cert.certified, "cert_reason": REASONS.index(cert.reason),
+           "cert_gap": cert.gap, "cert_score": cert.score_norm, "cert_min_eig": cert.min_eig,
+           "n_polish": cert.n_polish, "n_certified_starts": int(res.final_certified.sum()),
+           "var_floor": res.var_floor}
+    for name, v in res.params._asdict().items():
+        out[f"fit_{name}"] = np.asarray(v, dtype=np.float64)
     return out
 
 
+# ---------------------------------------------------------------------------- losses
 def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, loglik, converged,
-                      floor_hit):
+                      floor_hit, certified):
     """Every loss and per-parameter error of one fit (independent of n: compiled once per fit)."""
     from moetheory.losses import cell_errors, matched_errors, voronoi_loss
     from moetheory.study.density import design_nodes, hellinger_distance
@@ -337,7 +274,8 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     status = (nonfinite.astype(jnp.int32) * STATUS_BITS["nonfinite"]
               + floor_hit.astype(jnp.int32) * STATUS_BITS["variance_collapse"]
               + loss_bad.astype(jnp.int32) * STATUS_BITS["loss_undefined"]
-              + (~converged).astype(jnp.int32) * STATUS_BITS["not_converged"])
+              + (~converged).astype(jnp.int32) * STATUS_BITS["not_converged"]
+              + (~certified).astype(jnp.int32) * STATUS_BITS["not_certified"])
     out["status"] = status
     out["failed"] = (status & FAILURE_MASK) > 0
     return out
@@ -371,38 +309,9 @@ class LossConfig:
 
 @partial(jax.jit, static_argnames=("cfg",))
 def _loss_kernel(cfg: LossConfig, truth: MoEParams, fitted: MoEParams, loglik, converged,
-                 floor_hit):
-    return jax.vmap(lambda f, l, c, h: _replicate_losses(cfg, truth, f, l, c, h))(
-        fitted, loglik, converged, floor_hit)
-
-
-@partial(jax.jit, static_argnames=("cfg", "vectorize"))
-def _cell_kernel(cfg: CellConfig, truth: MoEParams, n, keys, vectorize="vmap"):
-    fn = lambda kk: _one_replicate(cfg, truth, n, kk)  # noqa: E731
-    if vectorize == "vmap":
-        return jax.vmap(fn)(keys)
-    # "map": replicates one after another; each EM loop stops at its own convergence instead of
-    # waiting for the slowest replicate of the batch (faster on CPU; vmap is for accelerators)
-    return jax.lax.map(fn, keys)
-
-
-def default_vectorize() -> str:
-    """``$MOETHEORY_VECTORIZE`` if set ("vmap" or "map"), else vmap on accelerators, map on CPU.
-
-    Examples
-    --------
-    >>> import os
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"MOETHEORY_VECTORIZE": "vmap"}):
-    ...     print(default_vectorize())
-    vmap
-    """
-    v = os.environ.get("MOETHEORY_VECTORIZE")
-    if v:
-        if v not in ("vmap", "map"):
-            raise ValueError(f"MOETHEORY_VECTORIZE must be 'vmap' or 'map'; got {v!r}")
-        return v
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+                 floor_hit, certified):
+    return jax.vmap(lambda f, l, c, h, z: _replicate_losses(cfg, truth, f, l, c, h, z))(
+        fitted, loglik, converged, floor_hit, certified)
 
 
 # ---------------------------------------------------------------------------- public
@@ -471,39 +380,19 @@ def configure_compile_cache(cache_dir=None) -> str | None:
     return path
 
 
-def cell_config(study: StudySpec, label: str, n: int) -> CellConfig:
-    """The static configuration (and padded length) of the cell (fit ``label``, n).
-
-    Examples
-    --------
-    >>> from moetheory.params import MoEParams
-    >>> from moetheory.spec import MoESpec
-    >>> from moetheory.study.spec import FitSpec, StudySpec
-    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
-    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
-    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
-    >>> cell_config(study, "k2", 100).n_pad   # data padded to shape (144, d)
-    144
-    """
-    return CellConfig(study.truth_spec, study.fit(label), study.design, study.estimator,
-                      bucket_length(n, study.estimator.bucket_ratio,
-                                    study.estimator.buckets))
-
-
-def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectorize=None,
-                 em_backend=None, threads=None) -> dict:
+def compute_cell(study: StudySpec, label: str, n: int, replicates=None, em_backend=None,
+                 threads=None) -> dict:
     """All replicates of one cell as a dict of NumPy arrays (no cache involved).
 
     ``replicates``: indices to compute (default: all replicates of the fit);
-    ``vectorize``: "vmap" (one batched program: the EM loop runs until the slowest replicate
-    stops) or "map" (replicates in sequence); default :func:`default_vectorize`.
-    ``em_backend``: "auto" (default, or ``$MOETHEORY_EM_BACKEND``), "numba" (the fused CPU
-    kernel on a thread pool, :mod:`moetheory.study.numba_cells`) or "jax" (the cell kernel).
-    The same data and starts either way; ``arrays["em_backend"]`` says which ran.
-    ``threads``: threads of the Numba path (default ``$MOETHEORY_THREADS`` or every CPU).
+    ``em_backend``: "auto" (default, or ``$MOETHEORY_EM_BACKEND``), "numba" or "jax" — who runs
+    the pipeline's EM (:func:`cell_backend`); the same data and starts either way, and
+    ``arrays["em_backend"]`` says which ran. ``threads``: replicates run at once on the Numba
+    backend (default ``$MOETHEORY_THREADS`` or every CPU).
 
     Returns a dict of arrays with a leading replicate axis, shape (R, ...): e.g. ``loss_voronoi``
-    (R,), ``fit_beta1`` (R, k, d), ``failed`` (R,) bool, ``replicate``/``n``/``n_pad`` (R,).
+    (R,), ``fit_beta1`` (R, k, d), ``certified`` (R,) bool, ``cert_gap`` (R,), ``failed`` (R,)
+    bool, ``replicate``/``n`` (R,).
 
     Examples
     --------
@@ -514,41 +403,34 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, vectoriz
     >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,  # doctest: +SKIP
     ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)  # doctest: +SKIP
     >>> arrays = compute_cell(study, "k2", 100)  # doctest: +SKIP
-    >>> arrays["loss_voronoi"].shape, arrays["fit_beta1"].shape  # doctest: +SKIP
-    ((2,), (2, 2, 1))
+    >>> arrays["loss_voronoi"].shape, arrays["fit_beta1"].shape, arrays["certified"].all()  # doctest: +SKIP
+    ((2,), (2, 2, 1), True)
     """
     ensure_x64()
-    from moetheory.em.mstep import GATE_MSTEPS
+    from moetheory.em.backend import map_fits
 
     fit = study.fit(label)
-    if fit.spec.gate not in GATE_MSTEPS:
-        raise ValueError(f"study {study.name!r}, fit {label!r}: no EM gate M-step is registered for "
-                         f"gate={fit.spec.gate!r} yet (available: {sorted(GATE_MSTEPS)})")
     n = int(n)
     if n not in fit.sizes:
         raise ValueError(f"n={n} is not a sample size of fit {label!r}; sizes: {list(fit.sizes)}")
-    cfg = cell_config(study, label, n)
     idx = np.arange(study.replicates_of(label)) if replicates is None else np.asarray(replicates)
     keys = replicate_keys(study.seed, n, idx)
+    backend = cell_backend(study, label, em_backend)
+    one = lambda r: fit_replicate(study, label, n, keys[r], backend, threads=1)  # noqa: E731
+    # Numba releases the GIL: replicates run side by side; the JAX loop runs them in turn.
+    rows = map_fits(one, list(range(idx.size)), threads if backend == "numba" else 1)
+    out = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
     truth = jax.tree.map(jnp.asarray, study.truth_params)
-    from moetheory.study import numba_cells
-
-    backend = numba_cells.choose_backend(cfg, em_backend)
-    if backend == "numba":
-        out = numba_cells.fit_cell(cfg, truth, n, keys, threads=threads)
-    else:
-        out = _cell_kernel(cfg, truth, jnp.asarray(n), keys, vectorize or default_vectorize())
-    fitted = MoEParams(*(out[f"fit_{name}"] for name in MoEParams._fields))
+    fitted = MoEParams(*(jnp.asarray(out[f"fit_{name}"]) for name in MoEParams._fields))
     lcfg = LossConfig(study.truth_spec, fit, study.design, study.losses)
-    out.update(_loss_kernel(lcfg, truth, fitted, out["loglik"], out["converged"], out["floor_hit"]))
+    out.update(_loss_kernel(lcfg, truth, fitted, jnp.asarray(out["loglik"]),
+                            jnp.asarray(out["converged"]), jnp.asarray(out["floor_hit"]),
+                            jnp.asarray(out["certified"])))
     arrays = {k: np.asarray(v) for k, v in out.items()}
     arrays["replicate"] = idx.astype(np.int64)
     arrays["n"] = np.full(idx.shape, n, dtype=np.int64)
-    arrays["n_pad"] = np.full(idx.shape, cfg.n_pad, dtype=np.int64)
     arrays["em_backend"] = np.full(idx.shape, backend)  # a fixed-width unicode array
     for k, v in arrays.items():
-        if v.dtype == np.bool_:
-            continue
         if v.dtype.kind == "O":  # never happens; guards the no-pickle cache
             raise TypeError(f"cell array {k!r} has object dtype")
     return arrays
@@ -667,12 +549,31 @@ def run_cells_local(study, todo, cache, progress=True):
 
 
 # ---------------------------------------------------------------------------- summaries
-def summarize(df, loss: str = "loss_voronoi"):
-    """Per (fit, n): mean and sd of ``loss`` over non-failed replicates, with counts.
+def excluded(df):
+    """(failed, not certified) boolean arrays (len(df),) of result rows: a study number counts
+    only at a certified estimate (caches written before certificates have no ``certified``
+    column: every row counts).
 
-    Columns: fit, n, mean, sd, n_ok, n_failed, n_undefined, n_not_converged. Failed replicates
-    (NaN/inf fit, variance collapse) and replicates where this loss is undefined (NaN) are
-    excluded from the mean and counted.
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"failed": [False, True, False], "certified": [True, True, False]})
+    >>> [v.tolist() for v in excluded(df)]
+    [[False, True, False], [False, False, True]]
+    """
+    failed = df["failed"].to_numpy(bool)
+    cert = df["certified"].to_numpy(bool) if "certified" in df.columns else np.ones(len(df), bool)
+    return failed, ~failed & ~cert
+
+
+def summarize(df, loss: str = "loss_voronoi"):
+    """Per (fit, n): mean and sd of ``loss`` over the certified, non-failed replicates, with
+    counts.
+
+    Columns: fit, n, mean, sd, n_ok, n_failed, n_not_certified, n_undefined, n_not_converged.
+    Failed replicates (NaN/inf fit, variance collapse), replicates whose estimate is not
+    certified as a maximum, and replicates where this loss is undefined (NaN) are excluded from
+    the mean and counted.
 
     Parameters
     ----------
@@ -693,7 +594,7 @@ def summarize(df, loss: str = "loss_voronoi"):
     >>> df = pd.DataFrame({"fit": ["k2"] * 4, "n": [100, 100, 200, 200], "replicate": [0, 1, 0, 1],
     ...                    "failed": [False, True, False, False], "converged": [True] * 4,
     ...                    "loss_voronoi": [0.4, 9.0, 0.2, 0.3]})
-    >>> summarize(df)[["fit", "n", "mean", "n_ok", "n_failed"]].values.tolist()
+    >>> summarize(df)[["fit", "n", "mean", "n_ok", "n_failed"]].values.tolist()  # no certificates: all count
     [['k2', 100, 0.4, 1, 1], ['k2', 200, 0.25, 2, 0]]
     """
     import pandas as pd
@@ -702,21 +603,24 @@ def summarize(df, loss: str = "loss_voronoi"):
         raise KeyError(f"no column {loss!r}; loss columns: {[c for c in df.columns if c.startswith('loss_')]}")
     rows = []
     for (fit, n), g in df.groupby(["fit", "n"], sort=True):
-        failed = g["failed"].to_numpy(bool)
+        failed, uncertified = excluded(g)
         vals = g[loss].to_numpy(float)
-        undefined = ~failed & ~np.isfinite(vals)
-        ok = ~failed & ~undefined
+        undefined = ~failed & ~uncertified & ~np.isfinite(vals)
+        ok = ~failed & ~uncertified & ~undefined
         v = vals[ok]
         rows.append({"fit": fit, "n": int(n), "mean": float(v.mean()) if v.size else float("nan"),
                      "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"),
                      "n_ok": int(ok.sum()), "n_failed": int(failed.sum()),
+                     "n_not_certified": int(uncertified.sum()),
                      "n_undefined": int(undefined.sum()),
                      "n_not_converged": int((~g["converged"].to_numpy(bool)).sum())})
     return pd.DataFrame(rows)
 
 
-def loss_matrix(df, fit: str, loss: str = "loss_voronoi"):
-    """(sizes, losses (m, R)) for :func:`moetheory.rates.fit_rate`; failed replicates are NaN.
+def loss_matrix(df, fit: str, loss: str = "loss_voronoi", certified_only: bool = True):
+    """(sizes, losses (m, R)) for :func:`moetheory.rates.fit_rate`; failed and (unless
+    ``certified_only=False``, for an estimator that is meant to stop early, such as the paper's
+    protocol) uncertified replicates are NaN.
 
     Parameters
     ----------
@@ -726,6 +630,8 @@ def loss_matrix(df, fit: str, loss: str = "loss_voronoi"):
         The fitted-model label.
     loss : str
         The loss column.
+    certified_only : bool
+        Leave out replicates whose estimate is not certified (default).
 
     Returns
     -------
@@ -749,7 +655,9 @@ def loss_matrix(df, fit: str, loss: str = "loss_voronoi"):
     R = int(g["replicate"].max()) + 1 if len(g) else 0
     mat = np.full((sizes.size, R), np.nan)
     pos = {n: i for i, n in enumerate(sizes)}
-    vals = np.where(g["failed"].to_numpy(bool), np.nan, g[loss].to_numpy(float))
+    failed, uncertified = excluded(g)
+    drop = failed | uncertified if certified_only else failed
+    vals = np.where(drop, np.nan, g[loss].to_numpy(float))
     for n, r, v in zip(g["n"].to_numpy(), g["replicate"].to_numpy(), vals):
         mat[pos[n], r] = v if (np.isfinite(v) and v > 0) else np.nan
     return sizes, mat

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from moetheory.designs import DESIGNS
-from moetheory.em.init import INIT_MODES
+from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams, check_params
 from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
 
@@ -43,7 +43,9 @@ from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
 LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "hellinger")
 COORDS = ("raw", "identified")
 
-SPEC_VERSION = 2  # bump when the meaning of a field changes: invalidates every cache
+#: bump when the meaning of a field changes: invalidates every cache. 3: the estimator is an
+#: EMConfig (certified MLE pipeline); padding options moved to the study.
+SPEC_VERSION = 3
 #: Bump when the computation of a stored metric changes (cells' identity; old cells are
 #: recomputed, never mixed in). 2: matched errors pin only what the fit's translation frees.
 METRICS_VERSION = 2
@@ -167,68 +169,13 @@ class DesignSpec:
 
 
 @dataclass(frozen=True)
-class EstimatorSpec:
-    """EM options shared by every fitted model of a study.
-
-    init : start mode (``paper``: near truth, noise shrinking with n; ``perturb``; ``random``;
-        ``kmeans``); tol : relative log-likelihood tolerance; max_iter : EM iterations;
-    var_floor : variance floor (hitting it flags the replicate as failed: variance collapse);
-    fixed_iter : run exactly max_iter iterations (no data-dependent loop under vmap);
-    perturb_scale : noise of ``perturb`` starts; var_from_sd : the official code's slip of
-    starting the variance at the true standard deviation (``paper`` init only);
-    bucket_ratio : padded lengths form a geometric ladder with this ratio (see the runner);
-    buckets : explicit padded lengths, used first (a size above all of them uses the ladder);
-    max_newton : Newton steps per softmax gate M-step.
-
-    Examples
-    --------
-    >>> est = EstimatorSpec(init="perturb", max_iter=500, buckets=(800, 200))
-    >>> est.buckets, est.tol
-    ((200, 800), 1e-06)
-    """
-
-    init: str = "paper"
-    tol: float = 1e-6
-    max_iter: int = 2000
-    var_floor: float = 1e-10
-    fixed_iter: bool = False
-    perturb_scale: float = 0.1
-    var_from_sd: bool = False
-    bucket_ratio: float = 1.5
-    buckets: tuple = ()
-    max_newton: int = 50
-
-    def __post_init__(self):
-        if self.init not in INIT_MODES:
-            raise ValueError(f"estimator init must be one of {INIT_MODES}; got {self.init!r}")
-        object.__setattr__(self, "max_iter", _check_int("max_iter", self.max_iter, 1))
-        object.__setattr__(self, "max_newton", _check_int("max_newton", self.max_newton, 1))
-        for f in ("tol", "var_floor", "perturb_scale", "bucket_ratio"):
-            v = _check_float(f"estimator {f}", getattr(self, f))
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"estimator {f} must be finite and >= 0; got {v}")
-            object.__setattr__(self, f, v)
-        if self.bucket_ratio < 1.0:
-            raise ValueError(f"bucket_ratio must be >= 1 (1 means: no padding); got {self.bucket_ratio}")
-        object.__setattr__(self, "buckets", tuple(sorted(_check_int("buckets entry", b, 1)
-                                                         for b in _as_tuple("buckets", self.buckets))))
-        object.__setattr__(self, "fixed_iter", _check_bool("fixed_iter", self.fixed_iter))
-        object.__setattr__(self, "var_from_sd", _check_bool("var_from_sd", self.var_from_sd))
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["buckets"] = list(self.buckets)
-        return d
-
-
-@dataclass(frozen=True)
 class FitSpec:
     """One fitted model (one panel): its structure, sample sizes and number of EM starts.
 
     label : short name used in paths, tables and legends;
     spec : the fitted :class:`MoESpec`;
     sizes : the sample-size grid (ints, sorted, unique);
-    n_starts : EM starts per replicate, the best final log-likelihood is kept;
+    n_starts : starts per replicate (the estimator's ``n_init``), the best estimate is kept;
     replicates : replicates of this model (default: the study's);
     translation / coords : how the Voronoi loss and the matched errors remove the gate's
         unidentifiable shift (see :func:`moetheory.losses.voronoi_loss`); the default translation
@@ -236,7 +183,10 @@ class FitSpec:
         activation gate, else ``"infimum"``);
     expected_rate : theoretical slope of the loss (drawn in figures; not hashed); None (or NaN,
         as TOML writes it) for no theoretical slope;
-    title : panel title (not hashed).
+    title : panel title (not hashed);
+    estimator : an :class:`~moetheory.em.config.EMConfig` (or a name of one, e.g.
+        ``"official"``) for this model instead of the study's — e.g. the paper's protocol beside
+        the certified MLE on the same data.
 
     Examples
     --------
@@ -254,8 +204,15 @@ class FitSpec:
     coords: str = "raw"
     expected_rate: float | None = -0.5
     title: str = ""
+    estimator: EMConfig | None = None
 
     def __post_init__(self):
+        if isinstance(self.estimator, (str, dict)):
+            object.__setattr__(self, "estimator", EMConfig.from_dict(
+                self.estimator, f"fit {self.label!r} estimator"))
+        if self.estimator is not None and not isinstance(self.estimator, EMConfig):
+            raise TypeError(f"fit estimator must be an EMConfig or a name; got "
+                            f"{type(self.estimator).__name__}")
         if not isinstance(self.label, str) or not self.label or not all(
                 c.isalnum() or c in "-_" for c in self.label):
             raise ValueError(f"fit label must be a non-empty string of letters, digits, '-' or '_'; "
@@ -286,7 +243,8 @@ class FitSpec:
         d = {"label": self.label, "spec": _moespec_dict(self.spec), "n_starts": self.n_starts,
              "replicates": self.replicates,
              "translation": self.translation, "coords": self.coords,
-             "expected_rate": self.expected_rate, "title": self.title}
+             "expected_rate": self.expected_rate, "title": self.title,
+             "estimator": None if self.estimator is None else self.estimator.to_dict()}
         if with_sizes:
             d["sizes"] = list(self.sizes)
         return d
@@ -335,11 +293,13 @@ class StudySpec:
     truth: MoEParams | tuple
     fits: tuple
     design: DesignSpec = field(default_factory=DesignSpec)
-    estimator: EstimatorSpec = field(default_factory=EstimatorSpec)
+    estimator: EMConfig = field(default_factory=EMConfig)
     replicates: int = 10
     seed: int = 0
     losses: tuple = ("voronoi",)
     description: str = ""
+    bucket_ratio: float = 1.5
+    buckets: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(
@@ -384,6 +344,17 @@ class StudySpec:
         if not losses:
             raise ValueError(f"losses must name at least one of {LOSSES}")
         object.__setattr__(self, "losses", losses)
+        if isinstance(self.estimator, (str, dict)):
+            object.__setattr__(self, "estimator", EMConfig.from_dict(self.estimator))
+        if not isinstance(self.estimator, EMConfig):
+            raise TypeError(f"estimator must be an EMConfig (or a name or table of one); got "
+                            f"{type(self.estimator).__name__}")
+        ratio = _check_float("bucket_ratio", self.bucket_ratio)
+        if not (math.isfinite(ratio) and ratio >= 1.0):
+            raise ValueError(f"bucket_ratio must be >= 1 (1 means: no padding); got {ratio}")
+        object.__setattr__(self, "bucket_ratio", ratio)
+        object.__setattr__(self, "buckets", tuple(sorted(_check_int("buckets entry", b, 1)
+                                                         for b in _as_tuple("buckets", self.buckets))))
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -395,6 +366,11 @@ class StudySpec:
             if f.label == label:
                 return f
         raise KeyError(f"study {self.name!r} has no fit {label!r}; fits: {[f.label for f in self.fits]}")
+
+    def estimator_of(self, label: str) -> EMConfig:
+        """The estimator of fit ``label`` (its own, else the study's)."""
+        est = self.fit(label).estimator
+        return self.estimator if est is None else est
 
     def replicates_of(self, label: str) -> int:
         """Replicates of fit ``label`` (its own count, else the study's)."""
@@ -422,6 +398,8 @@ class StudySpec:
             "replicates": self.replicates,
             "seed": self.seed,
             "losses": list(self.losses),
+            "bucket_ratio": self.bucket_ratio,
+            "buckets": list(self.buckets),
         }
 
     @classmethod
@@ -432,7 +410,7 @@ class StudySpec:
             raise ValueError(f"study spec_version {version} is not supported (this package writes "
                              f"{SPEC_VERSION})")
         known = {"name", "description", "truth", "fits", "design", "estimator", "replicates",
-                 "seed", "losses"}
+                 "seed", "losses", "bucket_ratio", "buckets"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown study field(s) {sorted(unknown)}; expected some of {sorted(known)}")
@@ -459,9 +437,10 @@ class StudySpec:
             truth=MoEParams.from_dict(params),
             fits=tuple(FitSpec.from_dict(f) for f in _as_tuple("fits", fits)),
             design=_options(DesignSpec, "design", d.get("design", {})),
-            estimator=_options(EstimatorSpec, "estimator", d.get("estimator", {})),
+            estimator=EMConfig.from_dict(d.get("estimator", {})),
             replicates=d.get("replicates", 10), seed=d.get("seed", 0),
-            losses=tuple(d.get("losses", ("voronoi",))))
+            losses=tuple(d.get("losses", ("voronoi",))),
+            bucket_ratio=d.get("bucket_ratio", 1.5), buckets=d.get("buckets", ()))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -576,20 +555,20 @@ def standard_grid(preset: str):
     """Sizes, replicates, starts and estimator of the topk/temperature presets (our design, OPEN).
 
     ``full``: 20 log-spaced n in [1e3, 1e5], 40 replicates, best of 3 starts; ``quick``: 5 n in
-    [1e3, 8192], 8 replicates, 1 start, one padding bucket.
+    [1e3, 8192], 8 replicates, 1 start. The estimator is the certified MLE from the ``paper``
+    starts.
 
     Examples
     --------
     >>> sizes, reps, starts, est = standard_grid("quick")
-    >>> sizes, reps, starts
-    ((1000, 1692, 2862, 4842, 8192), 8, 1)
+    >>> sizes, reps, starts, est.init
+    ((1000, 1692, 2862, 4842, 8192), 8, 1, 'paper')
     """
     import numpy as np
 
+    est = EMConfig(init="paper")
     if preset == "full":
-        return (integer_sizes(np.geomspace(1000, 1e5, 20)), 40, 3,
-                EstimatorSpec(init="paper", tol=1e-6, max_iter=2000))
+        return integer_sizes(np.geomspace(1000, 1e5, 20)), 40, 3, est
     if preset == "quick":
-        return (integer_sizes(np.geomspace(1000, 8192, 5)), 8, 1,
-                EstimatorSpec(init="paper", tol=1e-6, max_iter=2000, buckets=(8192,)))
+        return integer_sizes(np.geomspace(1000, 8192, 5)), 8, 1, est
     raise ValueError(f"preset must be one of ('quick', 'full'); got {preset!r}")
