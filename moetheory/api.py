@@ -18,7 +18,7 @@ from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
 from moetheory.standardize import (from_fitted_coordinates, identity_standardizer, standardizer,
                                    to_fitted_coordinates)
-from moetheory.validation import check_xy, covariate_names, frozen_copy
+from moetheory.validation import check_scale, check_xy, covariate_names, frozen_copy
 
 
 class ConvergenceWarning(UserWarning):
@@ -163,8 +163,9 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     x, y = frozen_copy(x), frozen_copy(y)
     if names is not None and len(names) != x.shape[1]:
         raise ValueError(f"x_names has {len(names)} name(s) but x has {x.shape[1]} column(s)")
+    check_scale(x, y, names)
     if np.ptp(y) == 0:
-        raise ValueError(f"y is constant (every value is {y[0]!r}): a mixture of Gaussian experts "
+        raise ValueError(f"y is constant (every value is {float(y[0])!r}): a mixture of Gaussian experts "
                          "needs variation in y (its likelihood is unbounded here)")
     if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or n_experts < 1:
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
@@ -178,8 +179,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     if x.shape[0] <= n_free:
         raise ValueError(f"x and y have n={x.shape[0]} rows, but a {spec.n_experts}-expert model with "
                          f"d={spec.dim} has {n_free} free parameters: n must exceed that")
-    if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0; got {tol!r}")
+    if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and 0 <= tol < np.inf):
+        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
     if truth is not None:
@@ -199,13 +200,15 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         raise ValueError(f"n_keep must be a positive integer; got {n_keep!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer; got {seed!r} ({type(seed).__name__})")
+    if not -2**63 <= seed < 2**63:  # JAX keys are made from a 64-bit integer
+        raise ValueError(f"seed must fit in a signed 64-bit integer (-2**63 <= seed < 2**63); got {seed!r}")
 
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
     if var_floor is None:
         var_floor = default_var_floor(y)
-    if not var_floor > 0:
-        raise ValueError(f"var_floor must be > 0; got {var_floor}")
+    if isinstance(var_floor, bool) or not (isinstance(var_floor, numbers.Real) and 0 < var_floor < np.inf):
+        raise ValueError(f"var_floor must be a finite number > 0 (a variance); got {var_floor!r}")
     kinds = _start_kinds(init, int(n_init))
     opts = tuple(sorted(gate_options.items())) or None
     # EM runs on standardised covariates (better conditioned); estimates come back in x's units.

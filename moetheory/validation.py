@@ -25,6 +25,8 @@ def check_x(x, dim: int | None = None, name: str = "x") -> np.ndarray:
         raise ValueError(f"{name} must be a 1-d or 2-d array (n,) or (n, d); got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must have at least one row; got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column; got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} column(s) to match the model's dim; got shape {arr.shape}")
     bad = ~np.isfinite(arr)
@@ -61,11 +63,110 @@ def check_xy(x, y, dim: int | None = None):
 
 
 def _as_float(name, value) -> np.ndarray:
-    """``value`` as a float64 array; a non-numeric value is a ValueError naming ``name``."""
+    """``value`` as a float64 array; a non-numeric value is a ValueError, a complex or date/time
+    one a TypeError naming ``name`` (NumPy would drop an imaginary part with only a warning, and
+    turn dates into day counts)."""
+    expected = f"{name} must be a numeric array (convertible to float64)"
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:  # ragged nested sequences
+        raise ValueError(f"{expected}; {err}") from None
+    if np.iscomplexobj(arr) or (arr.dtype == object and any(isinstance(v, complex) for v in arr.flat)):
+        raise TypeError(f"{name} must hold real numbers; got complex values (dtype {arr.dtype}): "
+                        f"pass {name}.real if the imaginary parts are all zero")
+    if arr.dtype.kind in "mM":
+        raise TypeError(f"{name} must hold numbers; got dates or durations (dtype {arr.dtype}): "
+                        "convert them to numbers in the unit you mean")
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array (convertible to float64); {err}") from None
+        raise ValueError(f"{expected}; {err}") from None
+
+
+#: Scale limits of fit's data, (largest magnitude, smallest non-zero spread max − min), within
+#: which the fit, its standard errors and ``summary()`` stay inside float64's normal range (about
+#: 2.2e-308 .. 1.8e308). Covariates: sums of n squares of x, and squared deviations, must neither
+#: overflow nor underflow (the standardised column would be zero: the covariate silently dropped).
+X_LIMITS = (1e150, 1e-140)
+#: The response: the experts' variances scale as y² and their covariance (standard errors) as
+#: y⁴, so y's limits are the square roots of x's.
+Y_LIMITS = (1e75, 1e-70)
+
+
+def scale_problem(values, limits=X_LIMITS) -> tuple[int | None, str] | None:
+    """Why a finite column cannot be fitted in float64 arithmetic, or None when it can.
+
+    A value beyond ``limits[0]``, a non-zero spread below ``limits[1]``, or a variance that
+    overflows (many values near the limit) make squares and sums of squares overflow or
+    underflow float64 once the data are standardised: fits would drop the column (slopes exactly
+    0), stop on a non-finite log-likelihood, or report infinite or zero standard errors.
+
+    Parameters
+    ----------
+    values : array (n,)
+        Finite numbers.
+    limits : (float, float)
+        (largest magnitude, smallest non-zero spread): :data:`X_LIMITS` for a covariate,
+        :data:`Y_LIMITS` for the response.
+
+    Returns
+    -------
+    None, or (row, reason): the first offending row (None when the whole column is at fault)
+    and a phrase completing "<the column> ...", ending in how to rescale.
+
+    Examples
+    --------
+    >>> scale_problem(np.array([0.5, -1.0, 2.0])) is None
+    True
+    >>> scale_problem(np.array([0.0, 3e200]))
+    (1, 'holds 3e+200: magnitudes above 1e+150 overflow float64 in the fit; rescale it (e.g. divide it by 1e+200)')
+    >>> scale_problem(np.array([1e-200, 2e-200]))[1]
+    'varies by only 1e-200 (max - min): spreads below 1e-140 underflow float64 in the fit; rescale it (e.g. multiply it by 1e+200)'
+    """
+    max_magnitude, min_spread = limits
+    values = np.asarray(values, dtype=np.float64)
+    big = np.abs(values) > max_magnitude
+    if big.any():
+        row = int(np.flatnonzero(big)[0])
+        v = float(values[row])
+        return row, (f"holds {v:.3g}: magnitudes above {max_magnitude:.0e} overflow float64 in the fit; "
+                     f"rescale it (e.g. divide it by {_power_of_ten(abs(v)):.0e})")
+    spread = float(np.ptp(values)) if values.size else 0.0
+    if 0 < spread < min_spread:
+        return None, (f"varies by only {spread:.3g} (max - min): spreads below {min_spread:.0e} "
+                      f"underflow float64 in the fit; rescale it (e.g. multiply it by "
+                      f"{1 / _power_of_ten(spread):.0e})")
+    with np.errstate(over="ignore"):
+        sd = float(np.std(values))
+    if not np.isfinite(sd):
+        return None, (f"has a variance that overflows float64 ({values.size} values up to "
+                      f"{float(np.abs(values).max()):.3g}); rescale it")
+    return None
+
+
+def _power_of_ten(v: float) -> float:
+    return 10.0 ** round(np.log10(v))
+
+
+def check_scale(x: np.ndarray, y: np.ndarray, names=None) -> None:
+    """Raise a ValueError naming the column when x (n, d) or y (n,) (finite, as returned by
+    :func:`check_xy`) cannot be fitted in float64 (:func:`scale_problem`).
+
+    Examples
+    --------
+    >>> check_scale(np.zeros((3, 1)), np.array([1.0, 2.0, 3e100]))
+    Traceback (most recent call last):
+    ValueError: y holds 3e+100 (row 2): magnitudes above 1e+75 overflow float64 in the fit; rescale it (e.g. divide it by 1e+100)
+    """
+    columns = [(f"x column {j + 1}" + (f" ({names[j]!r})" if names is not None else ""), x[:, j], X_LIMITS)
+               for j in range(x.shape[1])] + [("y", y, Y_LIMITS)]
+    for label, values, limits in columns:
+        problem = scale_problem(values, limits)
+        if problem is not None:
+            row, reason = problem
+            head, _, tail = reason.partition(":")
+            where = "" if row is None else f" (row {row})"
+            raise ValueError(f"{label} {head}{where}:{tail}")
 
 
 def frozen_copy(a: np.ndarray) -> np.ndarray:

@@ -178,7 +178,7 @@ def test_constant_y_and_numpy_scalar_tol(data):
     a = mt.fit(x, y, n_experts=2, tol=np.float32(1e-6), n_init=2)
     b = mt.fit(x, y, n_experts=2, tol=float(np.float32(1e-6)), n_init=2)
     assert a.loglik == b.loglik
-    with pytest.raises(ValueError, match="tol must be a number >= 0"):
+    with pytest.raises(ValueError, match="tol must be a finite number >= 0"):
         mt.fit(x, y, n_experts=2, tol=-1.0)
 
 
