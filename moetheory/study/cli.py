@@ -31,7 +31,8 @@ def _common(p, with_exec=True):
     p.add_argument("--preset", default=None,
                    help="quick (minutes on a laptop, the default) or full (the paper's grid); "
                         "registered studies only")
-    p.add_argument("--cache", default=None, type=_directory, help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
+    p.add_argument("--cache", default=None, type=_directory,
+                   help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
     if with_exec:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--workers", type=int, default=None, help="run cells on a local Dask cluster of N workers")
@@ -75,7 +76,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("reproduce", help="run what is missing of a study, then draw its figure")
     _common(p)
-    p.add_argument("--out", default="docs/figures", type=_directory, help="figure directory (default docs/figures)")
+    p.add_argument("--out", default="docs/figures", type=_directory,
+                   help="figure directory (default docs/figures)")
     p.set_defaults(handler=_reproduce)
 
 
