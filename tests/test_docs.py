@@ -194,6 +194,9 @@ def test_rendered_pages_have_no_raw_roles(site):
     assert len(pages) > 20
     raw = {name: _RAW_ROLE.findall(text)[:3] for name, text in pages if _RAW_ROLE.search(text)}
     assert not raw, f"raw Sphinx roles in the rendered pages: {raw}"
+    # nor a converted one shown as text (markup inside a type, which is rendered as code)
+    shown = [name for name, text in pages if "&lt;autoref" in text or "[<code>" in text]
+    assert not shown, f"cross-reference markup shown as text in {shown}"
     # the conversion produces links: the fitting page links to MoESpec's entry on the model page
     fit_page = (out_dir / "api" / "fit" / "index.html").read_text(encoding="utf-8")
     assert 'href="../model/#moetheory.spec.MoESpec"' in fit_page

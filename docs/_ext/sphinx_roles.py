@@ -8,7 +8,9 @@ only. A target that resolves becomes an *optional* reference: a link where the r
 render that object, plain code where they do not (a private helper, a constant without a
 docstring). A target in the documented packages that does not resolve (a typo, a renamed
 function) becomes a plain reference, which the strict build reports. Targets in other packages
-(``numpy.linalg.lstsq``) become plain code.
+(``numpy.linalg.lstsq``) become plain code. In the item lines of a numpydoc section
+(``name : type`` under Parameters, the type under Returns), which are shown as code, a role
+becomes its bare name.
 
 Registered in mkdocs.yml (``plugins.mkdocstrings.handlers.python.options.extensions``).
 """
@@ -29,7 +31,26 @@ class SphinxRoles(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
         for obj in _walk(pkg):
             if obj.docstring is not None and ":" in obj.docstring.value:
-                obj.docstring.value = ROLE.sub(lambda m: _crossref(obj, m.group("body")), obj.docstring.value)
+                obj.docstring.value = _rewrite(obj, obj.docstring.value)
+
+
+#: numpydoc sections of items: their unindented lines (``name : type``, or a bare type under
+#: Returns) are shown as code, where markup would appear literally
+ITEM_SECTIONS = {"Parameters", "Other Parameters", "Returns", "Yields", "Receives", "Raises", "Warns",
+                 "Attributes"}
+
+
+def _rewrite(obj, text: str) -> str:
+    lines = text.split("\n")
+    section = None
+    for i, line in enumerate(lines):
+        if line.strip() and i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1].strip()):
+            section = line.strip()
+        if section in ITEM_SECTIONS and line[:1] not in ("", " ", "\t"):
+            lines[i] = ROLE.sub(lambda m: _split(m.group("body"))[0], line)  # the bare name
+        else:
+            lines[i] = ROLE.sub(lambda m: _crossref(obj, m.group("body")), line)
+    return "\n".join(lines)
 
 
 def _walk(obj):
