@@ -21,21 +21,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-REFERENCE = HERE.parents[1] / "shared" / "reference" / "flexmix"
+REFERENCE = HERE.parent / "tests" / "data" / "flexmix"  # the flexmix reference sets (README there)
 
 if str(HERE.parent) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(HERE.parent))
-
-# Fallback truths (the same values as /work/shared/reference/flexmix/k{2,3}d1.truth.json):
-# gate rows [intercept, slope] with the first component as reference, expert rows
-# [intercept, slope], standard deviations.
-_TRUTHS = {
-    2: {"gate": [[0.0, 0.0], [0.5, 3.0]], "expert": [[1.0, 2.0], [-1.0, -1.5]],
-        "sigma": [0.3, 0.5]},
-    3: {"gate": [[0.0, 0.0], [0.5, 4.0], [0.5, -4.0]],
-        "expert": [[0.0, 1.0], [2.0, -2.0], [-2.0, 0.5]], "sigma": [0.3, 0.4, 0.5]},
-}
-
 
 def ensure_jax():
     from moetheory._jax import ensure_x64
@@ -72,12 +61,8 @@ def truth_params(k: int):
     from moetheory.params import MoEParams
 
     path = REFERENCE / f"k{k}d1.truth.json"
-    src = "builtin"
-    if path.is_file():
-        t = json.loads(path.read_text())
-        src = str(path)
-    else:
-        t = _TRUTHS[k]
+    t = json.loads(path.read_text())
+    src = str(path.relative_to(HERE.parent))
     g = np.asarray(t["gate"], float)
     e = np.asarray(t["expert"], float)
     s = np.asarray(t["sigma"], float)

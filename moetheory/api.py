@@ -19,7 +19,7 @@ from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
 from moetheory.standardize import (from_fitted_coordinates, identity_standardizer, standardizer,
                                    to_fitted_coordinates)
-from moetheory.validation import check_xy, covariate_names, frozen_copy
+from moetheory.validation import check_scale, check_xy, covariate_names, frozen_copy
 
 
 class ConvergenceWarning(UserWarning):
@@ -164,8 +164,9 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     x, y = frozen_copy(x), frozen_copy(y)
     if names is not None and len(names) != x.shape[1]:
         raise ValueError(f"x_names has {len(names)} name(s) but x has {x.shape[1]} column(s)")
+    check_scale(x, y, names)
     if np.ptp(y) == 0:
-        raise ValueError(f"y is constant (every value is {y[0]!r}): a mixture of Gaussian experts "
+        raise ValueError(f"y is constant (every value is {float(y[0])!r}): a mixture of Gaussian experts "
                          "needs variation in y (its likelihood is unbounded here)")
     if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or n_experts < 1:
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
@@ -193,6 +194,8 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer; got {seed!r} ({type(seed).__name__})")
+    if not -2**63 <= seed < 2**63:  # JAX keys are made from a 64-bit integer
+        raise ValueError(f"seed must fit in a signed 64-bit integer (-2**63 <= seed < 2**63); got {seed!r}")
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
     # EM runs on standardised covariates (better conditioned); estimates come back in x's units.
@@ -245,12 +248,6 @@ def _estimator(estimator, gate_options, **given) -> EMConfig:
     else:
         raise TypeError(f"estimator must be an EMConfig or a name; got {type(estimator).__name__}")
     changes = {k: v for k, v in given.items() if v is not None}
-    if "max_iter" in changes and (isinstance(changes["max_iter"], bool)
-                                  or not isinstance(changes["max_iter"], (int, np.integer))):
-        raise ValueError(f"max_iter must be a positive integer; got {changes['max_iter']!r}")
-    if "tol" in changes and (isinstance(changes["tol"], bool)
-                             or not isinstance(changes["tol"], numbers.Real)):
-        raise ValueError(f"tol must be a number >= 0; got {changes['tol']!r}")
     opts = dict(gate_options)
     if "max_newton" in opts:
         changes["max_newton"] = opts.pop("max_newton")

@@ -8,12 +8,78 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import warnings
 
 from moetheory import __version__
 
 #: modules whose ``register(subparsers)`` adds subcommands (imported lazily at parse time)
 COMMAND_MODULES = ("moetheory.cli_fit", "moetheory.cli_theory", "moetheory.study.cli")
+
+#: exceptions that mean bad input (a file, an argument, the data, an unreachable scheduler):
+#: one ``moetheory: error: ...`` line and exit status 2
+BAD_INPUT = (ValueError, TypeError, OSError, KeyError, FloatingPointError, OverflowError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message names the argument and points at ``--help``
+    instead of printing the (many-line) usage. Subcommand parsers inherit the class.
+
+    Examples
+    --------
+    >>> import contextlib, io
+    >>> parser = ArgumentParser(prog="demo")
+    >>> _ = parser.add_argument("--k", type=int)
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     try:
+    ...         parser.parse_args(["--k", "two"])
+    ...     except SystemExit as exc:
+    ...         print(exc.code)
+    2
+    >>> print(err.getvalue(), end="")
+    demo: error: argument --k: invalid int value: 'two' (see: demo --help)
+    """
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see: {self.prog} --help)\n")
+
+
+def one_line(text) -> str:
+    """``text`` with its line breaks and runs of blanks collapsed: an error is one line.
+
+    Examples
+    --------
+    >>> one_line("Error tokenizing data.\\n  Expected 2 fields in line 3, saw 3\\n")
+    'Error tokenizing data. Expected 2 fields in line 3, saw 3'
+    """
+    return " ".join(str(text).split())
+
+
+def error_line(err: BaseException) -> str:
+    """The message of ``err`` as one line: an OSError as ``file: reason``, a KeyError without
+    quotes.
+
+    Examples
+    --------
+    >>> error_line(FileNotFoundError(2, "No such file or directory", "data.csv"))
+    'data.csv: No such file or directory'
+    >>> error_line(KeyError("study 'x' has no fit 'k9'"))
+    "study 'x' has no fit 'k9'"
+    """
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+    elif isinstance(err, KeyError) and len(err.args) == 1:
+        text = str(err.args[0])
+    else:
+        text = str(err) or type(err).__name__
+    return one_line(text)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    # warnings during a command: one line each, without the source line of the library
+    print(f"moetheory: warning: {category.__name__}: {one_line(message)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> parser.prog
     'moetheory'
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="moetheory",
         description="Theory and simulation of parameter estimation in Gaussian mixtures of experts.")
     parser.add_argument("--version", action="version", version=f"moetheory {__version__}")
@@ -60,7 +126,9 @@ def main(argv=None) -> int:
     -------
     int
         Exit status: 0 on success, 2 for bad input (one ``moetheory: error: ...`` line on
-        stderr instead of a traceback). Without a command the help is printed (status 0).
+        stderr naming the file, row or argument, never a traceback), 1 for an internal error
+        (one line too; ``MOETHEORY_TRACEBACK=1`` shows its traceback). Warnings are one
+        ``moetheory: warning: ...`` line each. Without a command the help is printed (status 0).
 
     Examples
     --------
@@ -72,13 +140,19 @@ def main(argv=None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.handler(args) or 0)
-    except (ValueError, TypeError, OSError, KeyError) as err:
-        # Bad input (or an unreachable file or scheduler): one clear line, no traceback from
-        # deep inside the library.
-        print(f"moetheory: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            return int(args.handler(args) or 0)
+        except BAD_INPUT as err:
+            print(f"moetheory: error: {error_line(err)}", file=sys.stderr)
+            return 2
+        except Exception as err:  # a bug, not bad input: still one line, the traceback on request
+            if os.environ.get("MOETHEORY_TRACEBACK"):
+                raise
+            print(f"moetheory: internal error: {type(err).__name__}: {error_line(err)} (please report "
+                  "it; MOETHEORY_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            return 1
 
 
 def print_json(obj) -> None:

@@ -49,8 +49,19 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+#: cells read as missing values (pandas' defaults, and R's NA)
+MISSING = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-NaN", "-nan", "NULL", "null",
+                     "None", "<NA>", "nil"})
+
+
 def read_csv(path, x_cols, y_col):
-    """Read (x, y) from a CSV; a missing column is named in the error.
+    """Read (x, y) from a CSV file; every problem is a ValueError naming the file, and the
+    column and line where it is.
+
+    The file must be UTF-8 (a byte-order mark is allowed; UTF-16 with a byte-order mark is read
+    too), comma-separated, with a header line of distinct column names; every used cell must
+    hold a finite number within the range :func:`moetheory.validation.scale_problem` accepts.
+    Blank lines are skipped.
 
     Parameters
     ----------
@@ -73,33 +84,138 @@ def read_csv(path, x_cols, y_col):
     ...     with open(path, "w") as fh:
     ...         _ = fh.write("x1,x2,y\\n0,1,2\\n3,4,5\\n")
     ...     x, y, cols = read_csv(path, None, "y")
+    ...     with open(path, "a") as fh:
+    ...         _ = fh.write("6,seven,8\\n")
+    ...     try:
+    ...         read_csv(path, None, "y")
+    ...     except ValueError as err:
+    ...         print(str(err).replace(path, "data.csv"))
+    column 'x2' of data.csv is not numeric: line 4 holds 'seven'
     >>> x.shape, y.tolist(), cols
     ((2, 2), [2.0, 5.0], ['x1', 'x2'])
     """
     import numpy as np
     import pandas as pd
 
-    df = pd.read_csv(path)
-    columns = list(df.columns)
-    if y_col not in columns:
-        raise ValueError(f"column {y_col!r} (--y-col) not found in {path}; columns are {columns}")
-    if x_cols is None:
-        x_cols = [c for c in columns if c != y_col]
+    from moetheory.validation import X_LIMITS, Y_LIMITS, scale_problem
+
+    table = _read_table(path)
+    header = [h.strip() if isinstance(h, str) else "" for h in table.iloc[0]]
+    cells = table.iloc[1:].apply(lambda col: col.str.strip())
+    missing = cells.isna() | cells.isin(MISSING)
+    rows = ~missing.all(axis=1)  # blank lines are skipped
+    cells, missing = cells[rows], missing[rows]
+    if cells.empty:
+        raise ValueError(f"{path} has a header line but no data rows")
+    lines = cells.index.to_numpy() + 1  # line of the file (the header is line 1)
+
+    named = [h for h in header if h]
+    if y_col not in header:
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+            hint = " (moetheory reads comma-separated files; this one looks separated otherwise)"
+        raise ValueError(f"column {y_col!r} (--y-col) not found in {path}; columns are {named}{hint}")
+    if x_cols is None:  # every other column; an unnamed one only when it holds data
+        empty = missing.all(axis=0).to_numpy()
+        x_cols = list(dict.fromkeys(h for h, e in zip(header, empty) if h != y_col and (h or not e)))
         if not x_cols:
             raise ValueError(f"{path} has no covariate column besides {y_col!r}")
-    missing = [c for c in x_cols if c not in columns]
-    if missing:
-        raise ValueError(f"column(s) {missing} (--x-cols) not found in {path}; columns are {columns}")
+    twice = sorted({c for c in x_cols if x_cols.count(c) > 1})
+    if twice:
+        raise ValueError(f"--x-cols names {twice} more than once")
+    missing_cols = [c for c in x_cols if c not in header]
+    if missing_cols:
+        raise ValueError(f"column(s) {missing_cols} (--x-cols) not found in {path}; columns are {named}")
     if y_col in x_cols:
         raise ValueError(f"the response column {y_col!r} (--y-col) is also a covariate (--x-cols)")
     for c in [*x_cols, y_col]:
-        values = pd.to_numeric(df[c], errors="coerce")
-        bad = values.isna() & df[c].notna()
+        if header.count(c) > 1:
+            columns = [i + 1 for i, h in enumerate(header) if h == c]
+            raise ValueError(f"{path} has {len(columns)} columns named {c!r} (columns {columns}); "
+                             "rename them")
+        if not c:
+            raise ValueError(f"column {header.index(c) + 1} of {path} has no name in the header line")
+
+    def column(c, limits):
+        i = header.index(c)
+        text, absent = cells.iloc[:, i], missing.iloc[:, i].to_numpy()
+        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~np.isfinite(values)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"column {c!r} of {path} is not numeric: row {row} holds "
-                             f"{df[c].iloc[row]!r}")
-    return df[x_cols].to_numpy(dtype=float), df[y_col].to_numpy(dtype=float), x_cols
+            row = int(np.flatnonzero(bad)[0])
+            count = f" ({bad.sum()} rows like it)" if bad.sum() > 1 else ""
+            raw = text.iloc[row]
+            if absent[row]:
+                shown = f" ({raw!r})" if isinstance(raw, str) and raw else ""  # not '' or an absent field
+                why = f"has a missing value at line {lines[row]}{shown}"
+            elif np.isnan(values[row]):
+                why = f"is not numeric: line {lines[row]} holds {raw!r}"
+            else:
+                why = f"holds {raw!r} at line {lines[row]}: values must be finite numbers"
+            raise ValueError(f"column {c!r} of {path} {why}{count}")
+        problem = scale_problem(f"column {c!r} of {path}", values, limits,
+                                where=lambda row: f"line {lines[row]}")
+        if problem is not None:
+            raise ValueError(problem)
+        return values
+
+    x = np.column_stack([column(c, X_LIMITS) for c in x_cols])
+    return x, column(y_col, Y_LIMITS), x_cols
+
+
+def _read_table(path):
+    """Every cell of a CSV file as a string (NaN for a field a short line lacks); row 0 is the
+    header and row i is line i + 1 of the file. Errors name the file."""
+    import codecs
+    import io
+    from pathlib import Path
+
+    import pandas as pd
+
+    data = Path(path).read_bytes()  # a missing or unreadable file: an OSError naming it
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif b"\x00" in data:
+        raise ValueError(f"{path} is not a text file (it holds NUL bytes); expected comma-separated text")
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text (byte {data[err.start]:#04x} on line {line}); "
+                         "save it as UTF-8 (in a spreadsheet: CSV UTF-8)") from None
+    if not text.strip():
+        raise ValueError(f"{path} is empty; expected a header line and rows of numbers")
+    try:
+        return pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False,
+                           skip_blank_lines=False)
+    except pd.errors.ParserError as err:
+        reason = str(err).strip().split("C error: ")[-1]
+        raise ValueError(f"{path} is not a well-formed CSV file: {reason}") from None
+
+
+#: fit's arguments and the options of ``moetheory fit`` that set them
+OPTIONS = {"n_experts": "--experts", "gate": "--gate", "top_k": "--top-k", "select_by": "--select-by",
+           "activation": "--activation", "tau": "--tau", "tau_value": "--tau-value",
+           "gate_options['method']": "--topk-method", "n_init": "--n-init", "seed": "--seed",
+           "cov_type": "--cov-type"}
+
+
+def _name_the_option(message: str) -> str:
+    """fit's message, its leading argument name followed by the command-line option.
+
+    Examples
+    --------
+    >>> _name_the_option("n_experts must be a positive integer; got 0")
+    'n_experts (--experts) must be a positive integer; got 0'
+    >>> _name_the_option("x and y have n=3 rows")
+    'x and y have n=3 rows'
+    """
+    for name, option in OPTIONS.items():
+        if message.startswith(name + " "):
+            return f"{name} ({option}){message[len(name):]}"
+    return message
 
 
 def run(args) -> int:
@@ -141,12 +257,17 @@ def run(args) -> int:
             try:
                 tau = float(tau)
             except ValueError:
-                raise ValueError(f"--tau must be 'fixed', 'estimated' or a number > 0; got {args.tau!r}") from None
+                tau = None
+            if tau is None or not 0 < tau < float("inf"):
+                raise ValueError(f"--tau must be 'fixed', 'estimated' or a finite number > 0; got {args.tau!r}")
         gate_options = None if args.topk_method is None else {"method": args.topk_method}
-        res = mt.fit(x, y, n_experts=args.experts, gate=args.gate, top_k=args.top_k,
-                     select_by=args.select_by, activation=args.activation, tau=tau,
-                     tau_value=args.tau_value, n_init=args.n_init, seed=args.seed,
-                     cov_type=args.cov_type, gate_options=gate_options, x_names=x_cols)
+        try:
+            res = mt.fit(x, y, n_experts=args.experts, gate=args.gate, top_k=args.top_k,
+                         select_by=args.select_by, activation=args.activation, tau=tau,
+                         tau_value=args.tau_value, n_init=args.n_init, seed=args.seed,
+                         cov_type=args.cov_type, gate_options=gate_options, x_names=x_cols)
+        except (ValueError, TypeError) as err:
+            raise type(err)(_name_the_option(str(err))) from None
         if args.json:
             print_json(res.to_dict())
         else:

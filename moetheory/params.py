@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from moetheory.spec import MoESpec
+from moetheory.validation import as_float
 
 
 class MoEParams(NamedTuple):
@@ -159,7 +160,7 @@ def check_params(spec: MoESpec, params: MoEParams) -> None:
 
 
 def _as_float(name, value, ndim, k=None):
-    arr = np.asarray(value, dtype=np.float64)
+    arr = as_float(name, value)
     if ndim == 2 and arr.ndim == 1 and k is not None and arr.shape[0] == k:
         arr = arr[:, None]
     if arr.ndim != ndim:

@@ -18,13 +18,15 @@ def check_x(x, dim: int | None = None, name: str = "x") -> np.ndarray:
     Traceback (most recent call last):
     ValueError: x contains NaN or inf in 1 row(s), first at row 0
     """
-    arr = _as_float(name, x)
+    arr = as_float(name, x)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 1-d or 2-d array (n,) or (n, d); got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must have at least one row; got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column; got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} column(s) to match the model's dim; got shape {arr.shape}")
     bad = ~np.isfinite(arr)
@@ -46,7 +48,7 @@ def check_xy(x, y, dim: int | None = None):
     ((3, 1), (3,))
     """
     x = check_x(x, dim)
-    yarr = _as_float("y", y)
+    yarr = as_float("y", y)
     if yarr.ndim == 2 and yarr.shape[1] == 1:
         yarr = yarr[:, 0]
     if yarr.ndim != 1:
@@ -60,12 +62,123 @@ def check_xy(x, y, dim: int | None = None):
     return x, yarr
 
 
-def _as_float(name, value) -> np.ndarray:
-    """``value`` as a float64 array; a non-numeric value is a ValueError naming ``name``."""
+def as_float(name, value) -> np.ndarray:
+    """``value`` as a float64 array; a non-numeric value is a ValueError, a complex or date/time
+    one a TypeError naming ``name`` (NumPy would drop an imaginary part with only a warning, and
+    turn dates into day counts).
+
+    Examples
+    --------
+    >>> as_float("beta0", [1, 2]).dtype
+    dtype('float64')
+    >>> as_float("beta0", [1 + 2j])
+    Traceback (most recent call last):
+    TypeError: beta0 must hold real numbers; got complex values (dtype complex128): pass beta0.real if the imaginary parts are all zero
+    """
+    expected = f"{name} must be a numeric array (convertible to float64)"
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:  # ragged nested sequences
+        raise ValueError(f"{expected}; {err}") from None
+    if np.iscomplexobj(arr) or (arr.dtype == object and any(isinstance(v, complex) for v in arr.flat)):
+        raise TypeError(f"{name} must hold real numbers; got complex values (dtype {arr.dtype}): "
+                        f"pass {name}.real if the imaginary parts are all zero")
+    if arr.dtype.kind in "mM":
+        raise TypeError(f"{name} must hold numbers; got dates or durations (dtype {arr.dtype}): "
+                        "convert them to numbers in the unit you mean")
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array (convertible to float64); {err}") from None
+        raise ValueError(f"{expected}; {err}") from None
+
+
+#: Scale limits of fit's data, (largest magnitude, smallest non-zero spread max − min), within
+#: which the fit, its standard errors and ``summary()`` stay inside float64's normal range (about
+#: 2.2e-308 .. 1.8e308). Covariates: sums of n squares of x, and squared deviations, must neither
+#: overflow nor underflow (the standardised column would be zero: the covariate silently dropped).
+X_LIMITS = (1e150, 1e-140)
+#: The response: the experts' variances scale as y² and their covariance (standard errors) as
+#: y⁴, so y's limits are the square roots of x's.
+Y_LIMITS = (1e75, 1e-70)
+
+
+def scale_problem(label: str, values, limits=X_LIMITS, where=lambda row: f"row {row}") -> str | None:
+    """Why a finite column cannot be fitted in float64 arithmetic (a message naming ``label``),
+    or None when it can.
+
+    A value beyond ``limits[0]``, a non-zero spread below ``limits[1]``, or a variance that
+    overflows (many values near the limit) make squares and sums of squares overflow or
+    underflow float64 once the data are standardised: fits would drop the column (slopes exactly
+    0), stop on a non-finite log-likelihood, or report infinite or zero standard errors.
+
+    Parameters
+    ----------
+    label : str
+        The column as the message names it (``"x column 2 ('age')"``, ``"column 'y' of data.csv"``).
+    values : array (n,)
+        Finite numbers.
+    limits : (float, float)
+        (largest magnitude, smallest non-zero spread): :data:`X_LIMITS` for a covariate,
+        :data:`Y_LIMITS` for the response.
+    where : callable
+        Row index → how the message names it (default ``"row i"``).
+
+    Returns
+    -------
+    str or None
+        One line: what is wrong and how to rescale.
+
+    Examples
+    --------
+    >>> scale_problem("x", np.array([0.5, -1.0, 2.0])) is None
+    True
+    >>> scale_problem("x", np.array([0.0, 3e200]))
+    'x holds 3e+200 (row 1): magnitudes above 1e+150 overflow float64 in the fit; rescale it (e.g. divide it by 1e+200)'
+    >>> scale_problem("y", np.array([1e-200, 2e-200]), Y_LIMITS)
+    'y varies by only 1e-200 (max - min): spreads below 1e-70 underflow float64 in the fit; rescale it (e.g. multiply it by 1e+200)'
+    """
+    max_magnitude, min_spread = limits
+    values = np.asarray(values, dtype=np.float64)
+    big = np.abs(values) > max_magnitude
+    if big.any():
+        row = int(np.flatnonzero(big)[0])
+        v = float(values[row])
+        return (f"{label} holds {v:.3g} ({where(row)}): magnitudes above {max_magnitude:.0e} overflow "
+                f"float64 in the fit; rescale it (e.g. divide it by {_power_of_ten(abs(v)):.0e})")
+    spread = float(np.ptp(values)) if values.size else 0.0
+    if 0 < spread < min_spread:
+        return (f"{label} varies by only {spread:.3g} (max - min): spreads below {min_spread:.0e} "
+                f"underflow float64 in the fit; rescale it (e.g. multiply it by "
+                f"{1 / _power_of_ten(spread):.0e})")
+    with np.errstate(over="ignore"):
+        sd = float(np.std(values))
+    if not np.isfinite(sd):
+        return (f"{label} has a variance that overflows float64 ({values.size} values up to "
+                f"{float(np.abs(values).max()):.3g}); rescale it")
+    return None
+
+
+def _power_of_ten(v: float) -> float:
+    return 10.0 ** round(np.log10(v))
+
+
+def check_scale(x: np.ndarray, y: np.ndarray, names=None) -> None:
+    """Raise a ValueError naming the column when x (n, d) or y (n,) (finite, as returned by
+    :func:`check_xy`) cannot be fitted in float64 (:func:`scale_problem`).
+
+    Examples
+    --------
+    >>> check_scale(np.zeros((3, 1)), np.array([1.0, 2.0, 3e100]))
+    Traceback (most recent call last):
+    ValueError: y holds 3e+100 (row 2): magnitudes above 1e+75 overflow float64 in the fit; rescale it (e.g. divide it by 1e+100)
+    """
+    columns = [(f"x column {j + 1}" + (f" ({names[j]!r})" if names is not None else ""), x[:, j], X_LIMITS)
+               for j in range(x.shape[1])] + [("y", y, Y_LIMITS)]
+    for label, values, limits in columns:
+        problem = scale_problem(label, values, limits)
+        if problem is not None:
+            raise ValueError(problem)
+
 
 
 def frozen_copy(a: np.ndarray) -> np.ndarray:

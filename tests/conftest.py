@@ -10,14 +10,12 @@ import pytest  # noqa: E402
 
 from moetheory.params import MoEParams  # noqa: E402
 
-#: /work/shared/reference/flexmix beside the checkout (also true in CI: shared/ sits next to it).
-FLEXMIX_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "flexmix"
+#: The R flexmix reference fits and their data (made by the scripts in that folder; README there).
+FLEXMIX_DIR = Path(__file__).resolve().parent / "data" / "flexmix"
 
 
 @pytest.fixture(scope="session")
 def flexmix_dir() -> Path:
-    if not FLEXMIX_DIR.is_dir():
-        pytest.skip(f"flexmix reference data not found at {FLEXMIX_DIR}")
     return FLEXMIX_DIR
 
 

@@ -1,7 +1,9 @@
 """The documentation site: it builds in strict mode, and its examples run.
 
-* ``test_mkdocs_build_strict`` runs ``mkdocs build --strict`` into a temporary directory (skipped
-  with a reason when the ``docs`` extra is not installed: ``pip install -e ".[docs]"``).
+* ``test_mkdocs_build_strict`` runs ``mkdocs build --strict`` (warnings visible: any warning
+  fails it) into a temporary directory (skipped with a reason when the ``docs`` extra is not
+  installed: ``pip install -e ".[docs]"``). The rendered site is then checked: no raw Sphinx role
+  (``:func:`...```) on any page, and nothing loaded from another host (MathJax is vendored).
 * ``test_page_examples[...]`` executes the fenced ``python`` blocks of ``docs/quickstart.md`` and
   ``docs/tutorials/*.md`` in order, one fresh namespace per page, in a temporary working
   directory. A block preceded by ``<!-- no-test ... -->`` is skipped (only for blocks that need
@@ -147,19 +149,80 @@ def test_local_links_resolve(page):
     assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
 
 
-def test_mkdocs_build_strict(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site built by ``mkdocs build --strict`` with its warnings visible (no ``--quiet``):
+    (completed process, site directory)."""
     missing = [m for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python",
                            "pymdownx") if _find_spec(m) is None]
     if missing:
         pytest.skip(f"the docs extra is not installed (missing {missing}); "
                     "install it with  pip install -e \".[docs]\"")
+    out_dir = tmp_path_factory.mktemp("docs") / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-                          "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
+                          "-f", str(ROOT / "mkdocs.yml"), "-d", str(out_dir)],
                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
-    assert out.returncode == 0, f"mkdocs build --strict failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}"
-    assert (tmp_path / "site" / "index.html").exists()
-    assert (tmp_path / "site" / "api" / "fit" / "index.html").exists()
+    return out, out_dir
+
+
+def test_mkdocs_build_strict(site):
+    out, out_dir = site
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, f"mkdocs build --strict failed:\n{log[-5000:]}"
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert not warnings, "the docs build warns:\n" + "\n".join(warnings)
+    assert (out_dir / "index.html").exists()
+    assert (out_dir / "api" / "fit" / "index.html").exists()
+
+
+def _rendered(out_dir: Path):
+    """(relative path, text) of every rendered page and of the search index."""
+    paths = sorted(out_dir.rglob("*.html")) + [out_dir / "search" / "search_index.json"]
+    return [(str(p.relative_to(out_dir)), p.read_text(encoding="utf-8")) for p in paths if p.exists()]
+
+
+#: a Sphinx role as it shows when nothing converts it: :func:`fit` or :func:<code>fit</code>
+_RAW_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|data|meth|attr|obj|exc|const|type):(?:`|<code>)")
+
+
+def test_rendered_pages_have_no_raw_roles(site):
+    """Docstrings' Sphinx roles render as links or code (docs/_ext/sphinx_roles.py), never raw."""
+    out, out_dir = site
+    assert out.returncode == 0, "the build failed (see test_mkdocs_build_strict)"
+    pages = _rendered(out_dir)
+    assert len(pages) > 20
+    raw = {name: _RAW_ROLE.findall(text)[:3] for name, text in pages if _RAW_ROLE.search(text)}
+    assert not raw, f"raw Sphinx roles in the rendered pages: {raw}"
+    # nor a converted one shown as text (markup inside a type, which is rendered as code)
+    shown = [name for name, text in pages if "&lt;autoref" in text or "[<code>" in text]
+    assert not shown, f"cross-reference markup shown as text in {shown}"
+    # the conversion produces links: the fitting page links to MoESpec's entry on the model page
+    fit_page = (out_dir / "api" / "fit" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../model/#moetheory.spec.MoESpec"' in fit_page
+
+
+#: anything a page would load from another host: <script src>, <link href>, <img src>, url(...)
+_REMOTE_LOAD = re.compile(r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']?(?:https?:)?//[^\s\"'>]+"
+                          r"|<link\b[^>]*\bhref=[\"']?(?:https?:)?//[^\s\"'>]+"
+                          r"|@import\s+(?:url\()?[\"']?(?:https?:)?//|url\([\"']?(?:https?:)?//", re.I)
+
+
+def test_pages_load_nothing_from_a_cdn(site):
+    """Maths renders offline: MathJax is shipped with the site, and no page loads a script,
+    stylesheet or font from another host (links to other sites are fine)."""
+    out, out_dir = site
+    assert out.returncode == 0, "the build failed (see test_mkdocs_build_strict)"
+    remote = {name: _REMOTE_LOAD.findall(text)[:3] for name, text in _rendered(out_dir)
+              if _REMOTE_LOAD.search(text)}
+    assert not remote, f"pages load from other hosts: {remote}"
+    theory = (out_dir / "theory" / "softmax" / "index.html").read_text(encoding="utf-8")
+    assert 'class="arithmatex"' in theory  # the page has maths for MathJax to typeset ...
+    scripts = re.findall(r'<script src="([^"]+)"', theory)
+    mathjax = [src for src in scripts if "mathjax" in src.lower()]
+    assert any(src.endswith("tex-svg-full.js") for src in mathjax), scripts
+    for src in mathjax:  # ... with a script that is in the site itself
+        assert (out_dir / "theory" / "softmax" / src).resolve().is_file(), src
 
 
 def _find_spec(name):

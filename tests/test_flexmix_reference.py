@@ -1,10 +1,12 @@
 """moetheory.fit with default settings against R flexmix's fits of the same data.
 
-The reference (shared/reference/flexmix/README.md): flexmix 2.3-18, FLXMRglm experts with an
-FLXPmultinom(~x) concomitant gate, k-means starts, 5 starts, tolerance 1e-12. flexmix divides
+The reference (tests/data/flexmix/README.md, made by make_data.py and make_reference.R there):
+flexmix 2.3-18, FLXMRglm experts with an FLXPmultinom(~x) concomitant gate, 5 k-means starts,
+tolerance 1e-12. flexmix divides
 the Gaussian variance by n − p, so its ``sigma`` and ``loglik`` are slightly off the exact MLE:
 an exact MLE reaches a log-likelihood at least as high, and its σ equals ``sigma_mle``.
 """
+import importlib.util
 import json
 import math
 
@@ -84,3 +86,13 @@ def test_information_criteria_consistent_with_flexmix(case):
     # (≈ 100 here) is evaluated at slightly different parameters (flexmix's σ is not the MLE,
     # ~1e-3 apart), so it agrees to ~1e-3 relative: allow 0.1 absolute.
     assert res.icl - res.bic == pytest.approx(fx["ICL"] - fx["BIC"], abs=0.1)
+
+
+def test_data_match_generator(flexmix_dir):
+    """The committed CSV and truth files are, byte for byte, what make_data.py writes."""
+    spec = importlib.util.spec_from_file_location("make_data", flexmix_dir / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    for name in SETS:
+        for fname, text in make_data.files(name).items():
+            assert (flexmix_dir / fname).read_text(encoding="utf-8") == text, fname

@@ -384,8 +384,8 @@ def test_cli_bad_tau(tmp_path, capsys):
     csv = tmp_path / "d.csv"
     x = np.linspace(-1, 1, 50)
     csv.write_text("x,y\n" + "\n".join(f"{a},{a * a}" for a in x) + "\n")
-    for argv, msg in ((["--tau", "-1"], "finite number > 0; got -1.0"),
-                      (["--tau", "warm"], "--tau must be 'fixed', 'estimated' or a number > 0; got 'warm'"),
+    for argv, msg in ((["--tau", "-1"], "--tau must be 'fixed', 'estimated' or a finite number > 0; got '-1'"),
+                      (["--tau", "warm"], "--tau must be 'fixed', 'estimated' or a finite number > 0; got 'warm'"),
                       (["--tau-value", "0"], "finite number > 0; got 0.0")):
         code = main(["fit", str(csv), "-k", "2", "--gate", "temperature", *argv])
         assert code == 2

@@ -149,7 +149,7 @@ def test_declaration_mistakes_are_named_not_ignored(tmp_path):
         StudySpec.from_toml(base.replace("sizes = [200, 300, 400]", "sizes = 200"))
     with pytest.raises(ValueError, match="buckets must be a list"):
         tiny_study(buckets=512)
-    with pytest.raises(ValueError, match="estimator var_floor must be a finite number > 0; got True"):
+    with pytest.raises(ValueError, match=r"estimator var_floor must be a finite number > 0 \(a variance\); got True"):
         EMConfig(var_floor=True)
     with pytest.raises(ValueError, match="design scale must be a number"):
         DesignSpec("gaussian", scale="1")

@@ -64,7 +64,7 @@ def test_too_few_observations():
     (dict(n_experts=2, tol=-1.0), r"tol must be a finite number >= 0; got -1.0"),
     (dict(n_experts=2, max_iter=0), r"max_iter must be an integer >= 1; got 0"),
     (dict(n_experts=2, n_init=0), r"n_init must be a positive integer; got 0"),
-    (dict(n_experts=2, var_floor=0.0), r"var_floor must be a finite number > 0; got 0.0"),
+    (dict(n_experts=2, var_floor=0.0), r"var_floor must be a finite number > 0 \(a variance\); got 0.0"),
     (dict(n_experts=2, cov_type="robust"), r"cov_type must be one of .*; got 'robust'"),
     (dict(n_experts=2, n_keep=0), r"n_keep must be an integer >= 1; got 0"),
     (dict(n_experts=2, n_keep=2.5), r"n_keep must be an integer >= 1; got 2.5"),
@@ -134,3 +134,112 @@ def test_regressor_bad_options_fail_at_fit():
     est = mt.MoERegressor(n_experts=2, gate="sofmax")  # scikit-learn: no validation in __init__
     with pytest.raises(ValueError, match=r"gate must be one of"):
         est.fit(X, Y)
+
+
+@pytest.mark.parametrize("x,y,exc,match", [
+    (X + 1j * X, Y, TypeError, r"x must hold real numbers; got complex values \(dtype complex128\)"),
+    (X.astype(complex), Y, TypeError, r"x must hold real numbers"),  # zero imaginary parts too
+    (X, list(Y[:-1]) + [1 + 2j], TypeError, r"y must hold real numbers"),
+    (np.array([*X[:-1], 2j], dtype=object), Y, TypeError, r"x must hold real numbers; .*dtype object"),
+    (np.arange(50).astype("datetime64[D]"), Y, TypeError, r"x must hold numbers; got dates"),
+    (np.zeros((50, 0)), Y, ValueError, r"x must have at least one column; got shape \(50, 0\)"),
+], ids=["x-complex", "x-complex-real", "y-complex", "x-object-complex", "x-dates", "x-no-columns"])
+def test_non_real_data(x, y, exc, match):
+    with pytest.raises(exc, match=match):
+        mt.fit(x, y, n_experts=2)
+
+
+@pytest.mark.parametrize("x,y,match", [
+    # |x| ≳ 1e153 made np.std overflow: the covariate was dropped (slopes exactly 0)
+    (X * 1e200, Y, r"x column 1 holds -?[\d.]+e\+199 \(row \d+\): magnitudes above 1e\+150 overflow "
+                   r"float64 in the fit; rescale it \(e.g. divide it by 1e\+199\)"),
+    (np.c_[X, X * 1e154], Y, r"x column 2 holds .*e\+153 \(row \d+\)"),
+    (X * 1e-200, Y, r"x column 1 varies by only [\d.]+e-200 \(max - min\): spreads below 1e-140 "
+                    r"underflow .*multiply it by 1e\+200"),
+    # y ≈ 1e300 ran 17 s and stopped on a non-finite log-likelihood
+    (X, Y * 1e300, r"y holds .*e\+29\d \(row \d+\): magnitudes above 1e\+75"),
+    (X, Y * 1e-100, r"y varies by only .*e-100 \(max - min\): spreads below 1e-70"),
+], ids=["x-huge", "x2-huge", "x-tiny", "y-huge", "y-tiny"])
+def test_data_beyond_float64_scale(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        mt.fit(x, y, n_experts=2)
+
+
+def test_scale_error_names_the_dataframe_column():
+    import pandas as pd
+
+    with pytest.raises(ValueError, match=r"x column 2 \('income'\) holds"):
+        mt.fit(pd.DataFrame({"age": X, "income": X * 1e160}), Y, n_experts=2)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(var_floor=np.inf), ValueError, r"var_floor must be a finite number > 0 \(a variance\); got inf"),
+    (dict(var_floor=np.nan), ValueError, r"var_floor must be a finite number > 0 .*; got nan"),
+    (dict(var_floor=True), ValueError, r"var_floor must be a finite number > 0 .*; got True"),
+    (dict(var_floor="1e-8"), ValueError, r"var_floor must be a finite number > 0 .*; got '1e-8'"),
+    (dict(tol=np.inf), ValueError, r"tol must be a finite number >= 0; got inf"),
+    (dict(tol=np.nan), ValueError, r"tol must be a finite number >= 0; got nan"),
+    (dict(seed=2**70), ValueError, r"seed must fit in a signed 64-bit integer"),
+], ids=["var_floor-inf", "var_floor-nan", "var_floor-bool", "var_floor-str", "tol-inf", "tol-nan",
+        "seed-huge"])
+def test_non_finite_options(kwargs, exc, match):
+    # var_floor=inf ran 17 s of EM before failing; a huge seed was an OverflowError inside JAX
+    with pytest.raises(exc, match=match):
+        mt.fit(X, Y, n_experts=2, **kwargs)
+
+
+def _se_units(res, c):
+    """The factor each free parameter's standard error scales by when y is multiplied by c:
+    c for expert intercepts and slopes, c² for variances, 1 for the gate."""
+    names = list(res.param_names)
+    return np.array([c**2 if name.endswith(":var") else c if name.startswith("expert") else 1.0
+                     for name in names])
+
+
+def _fit300(x, y):
+    return mt.fit(x, y, n_experts=2, n_init=2)
+
+
+@pytest.fixture(scope="module")
+def scale_data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 300)
+    y = np.where(x > 0, 2 * x, -x) + 0.2 * rng.standard_normal(300)
+    return x, y, _fit300(x, y)
+
+
+@pytest.mark.parametrize("edge", ["max", "min"])
+def test_covariates_at_the_scale_limits_fit_exactly(scale_data, edge):
+    """x rescaled to the accepted limits (|x| up to 1e150, a spread down to 1e-140) gives the
+    same fit in x's units: EM runs on standardised covariates, identical up to rounding, so
+    the log-likelihood agrees to round-off (measured 3e-13) and the slopes scale exactly."""
+    from moetheory.validation import X_LIMITS
+
+    x, y, base = scale_data
+    c = X_LIMITS[0] / np.abs(x).max() if edge == "max" else X_LIMITS[1] / np.ptp(x) * 1.001
+    res = _fit300(x * c, y)
+    assert res.loglik == pytest.approx(base.loglik, abs=1e-8)
+    np.testing.assert_allclose(res.params.a * c, base.params.a, rtol=1e-7)
+    np.testing.assert_allclose(res.params.beta1 * c, base.params.beta1, rtol=1e-7)
+    se = res.bse()
+    assert np.all(np.isfinite(se)) and np.all(se > 0)
+
+
+@pytest.mark.parametrize("edge", ["max", "min"])
+def test_response_at_the_scale_limits_keeps_finite_standard_errors(scale_data, edge):
+    """y rescaled to its limits (|y| up to 1e75, a spread down to 1e-70): the variances scale
+    as c² and their standard errors (from a covariance that scales as c⁴) stay finite and
+    non-zero. EM's path is not exactly equivariant in y's scale (its stopping rule): the
+    log-likelihood agrees to 5e-6 and the standard errors to 1e-3 relative (measured), so the
+    tolerances are 1e-4 and 1e-2 — this checks for overflow and underflow, not for EM."""
+    from moetheory.validation import Y_LIMITS
+
+    x, y, base = scale_data
+    c = Y_LIMITS[0] / np.abs(y).max() if edge == "max" else Y_LIMITS[1] / np.ptp(y) * 1.001
+    res = _fit300(x, y * c)
+    assert res.loglik + y.size * np.log(c) == pytest.approx(base.loglik, abs=1e-4)
+    assert np.sort(res.params.var / c**2) == pytest.approx(np.sort(base.params.var), rel=1e-2)
+    se, se_base = np.sort(res.bse() / _se_units(res, c)), np.sort(base.bse())
+    assert np.all(np.isfinite(se)) and np.all(se > 0)
+    np.testing.assert_allclose(se, se_base, rtol=1e-2)
+

@@ -165,7 +165,8 @@ class EMConfig:
         if self.var_floor is not None:
             v = self.var_floor
             if not _is_real(v) or not (math.isfinite(v) and v > 0):
-                raise ValueError(f"estimator var_floor must be a finite number > 0; got {v!r}")
+                raise ValueError(f"estimator var_floor must be a finite number > 0 (a variance); "
+                                 f"got {v!r}")
             object.__setattr__(self, "var_floor", float(v))
         for name in ("var_from_sd", "fixed_iter"):
             v = getattr(self, name)

@@ -13,7 +13,17 @@ them as one ``moetheory: error: ...`` line, exit code 2).
 """
 from __future__ import annotations
 
+import argparse
 import sys
+
+
+def _directory(value: str) -> str:
+    """argparse type of --cache and --out: a folder, or a path where one can be made."""
+    from pathlib import Path
+
+    if Path(value).exists() and not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file, not a directory")
+    return value
 
 
 def _common(p, with_exec=True):
@@ -21,7 +31,8 @@ def _common(p, with_exec=True):
     p.add_argument("--preset", default=None,
                    help="quick (minutes on a laptop, the default) or full (the paper's grid); "
                         "registered studies only")
-    p.add_argument("--cache", default=None, help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
+    p.add_argument("--cache", default=None, type=_directory,
+                   help="cache directory (default $MOETHEORY_CACHE or ./.moetheory-cache)")
     if with_exec:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--workers", type=int, default=None, help="run cells on a local Dask cluster of N workers")
@@ -65,7 +76,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("reproduce", help="run what is missing of a study, then draw its figure")
     _common(p)
-    p.add_argument("--out", default="docs/figures", help="figure directory (default docs/figures)")
+    p.add_argument("--out", default="docs/figures", type=_directory,
+                   help="figure directory (default docs/figures)")
     p.set_defaults(handler=_reproduce)
 
 

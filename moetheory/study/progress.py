@@ -11,6 +11,9 @@ import sys
 class CellProgress:
     """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``.
 
+    ``done(label, n, arrays, wall_s)`` advances the bar after a cell; ``arrays["failed"]`` (shape
+    (replicates,), bool) gives the failure count shown.
+
     Parameters
     ----------
     study : StudySpec
@@ -20,9 +23,6 @@ class CellProgress:
         False (or an empty ``todo``) makes every call a no-op.
     desc : str, optional
         Bar label (default: the study name).
-
-    ``done(label, n, arrays, wall_s)`` advances the bar after a cell; ``arrays["failed"]`` (shape
-    (replicates,), bool) gives the failure count shown.
 
     Examples
     --------

@@ -404,6 +404,9 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudySpec":
+        if not isinstance(d, dict):
+            raise TypeError(f"a study declaration must be a table of fields (name, truth, fits, ...); "
+                            f"got a {type(d).__name__}")
         d = dict(d)
         version = d.pop("spec_version", SPEC_VERSION)
         if version != SPEC_VERSION:
@@ -466,7 +469,10 @@ class StudySpec:
         path = Path(path)
         if path.suffix not in (".toml", ".json"):
             raise ValueError(f"study file must end in .toml or .json; got {path.name!r}")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         try:
             return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
