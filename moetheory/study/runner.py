@@ -16,7 +16,7 @@ ladder (ratio ``estimator.bucket_ratio``, default 1.5), and rows ≥ n carry wei
 (``run_em(weights=...)``). n itself is a traced argument, so one compiled executable serves every
 n of a bucket; the data of a replicate are drawn at length N(n), which is a function of n alone,
 so results stay a deterministic function of (seed, n, r). A persistent XLA compilation cache
-(``$MOETHEORY_COMPILE_CACHE``, default ``<cache dir>/jax-compile``) makes re-runs and worker
+(per user: :func:`moetheory.study.cache.default_compile_cache_dir`) makes re-runs and worker
 processes skip compilation entirely.
 
 Failures are recorded per replicate (``status`` bit field, see :data:`STATUS_BITS`) and never
@@ -440,34 +440,33 @@ _COMPILE_CACHE_SET = False
 def configure_compile_cache(cache_dir=None) -> str | None:
     """Turn on JAX's persistent compilation cache once per process (idempotent).
 
-    Directory: ``$MOETHEORY_COMPILE_CACHE``, else ``<cache_dir>/jax-compile``; set
-    ``MOETHEORY_COMPILE_CACHE=off`` to disable.
+    Directory: :func:`moetheory.study.cache.default_compile_cache_dir` (``$MOETHEORY_COMPILE_CACHE``,
+    else ``$XDG_CACHE_HOME/moetheory/jax-compile``; ``off`` disables), created private to the user.
+    It holds native code that later runs execute, so it never lives inside a results cache;
+    ``cache_dir`` is accepted for compatibility and ignored.
 
-    Returns the directory it configured, or None (already configured, disabled, or no directory).
+    Returns the directory it configured, or None (already configured, or disabled).
 
     Examples
     --------
-    >>> configure_compile_cache(".moetheory-cache")  # doctest: +SKIP
-    '/abs/path/.moetheory-cache/jax-compile'
-    >>> configure_compile_cache(".moetheory-cache") is None  # doctest: +SKIP
+    >>> configure_compile_cache()  # doctest: +SKIP
+    '/home/me/.cache/moetheory/jax-compile'
+    >>> configure_compile_cache() is None  # doctest: +SKIP
     True
     """
     global _COMPILE_CACHE_SET
     if _COMPILE_CACHE_SET:
         return None
-    path = os.environ.get("MOETHEORY_COMPILE_CACHE")
-    if path == "off":
-        _COMPILE_CACHE_SET = True
-        return None
+    from moetheory.study.cache import default_compile_cache_dir
+
+    _COMPILE_CACHE_SET = True
+    path = default_compile_cache_dir()
     if path is None:
-        if cache_dir is None:
-            return None
-        path = os.path.join(os.fspath(cache_dir), "jax-compile")
+        return None
     path = os.path.abspath(path)  # the process may change directory later
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    _COMPILE_CACHE_SET = True
     return path
 
 
@@ -583,6 +582,10 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
               workers=None, fits=None):
     """Compute every missing cell of ``study``, caching each as it completes.
 
+    Damaged cells are named (:class:`~moetheory.study.store.DamagedCellWarning`) and recomputed;
+    processes running the same study on one cache compute each cell once
+    (:mod:`moetheory.study.claims`); Ctrl-C (KeyboardInterrupt) keeps every completed cell.
+
     Parameters
     ----------
     cache_dir : path, default ``$MOETHEORY_CACHE`` or ``./.moetheory-cache``
@@ -616,7 +619,7 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
     if fits is not None:
         for label in fits:
             study.fit(label)
-    cache.reconcile(study)
+    cache.reconcile(study)  # damaged cells: named, set aside, recomputed below
     todo = [(lab, n) for lab, n in missing_cells(study, cache) if fits is None or lab in fits]
     if scheduler is not None or workers is not None:
         from moetheory.study.dask_exec import run_cells_dask
@@ -653,11 +656,14 @@ def run_cells_local(study, todo, cache, progress=True):
     >>> missing_cells(study, cache)  # doctest: +SKIP
     []
     """
+    from contextlib import closing
+
     from moetheory.study.progress import CellProgress
 
-    configure_compile_cache(cache.root)
-    with CellProgress(study, todo, enabled=progress) as bar:
-        for label, n in todo:
+    configure_compile_cache()
+    with CellProgress(study, todo, enabled=progress) as bar, \
+            closing(cache.share(study, todo, on_other=bar.skip)) as cells:
+        for label, n in cells:  # each cell once, however many processes run the study
             t0 = time.perf_counter()
             arrays = compute_cell(study, label, n)
             wall = time.perf_counter() - t0
