@@ -99,11 +99,17 @@ def main(argv=None) -> int:
         from moetheory.study.registry import print_study_rates
         from moetheory.study.runner import run_study
 
+        from moetheory.study.cli import interruptible
+
         cache = argv[argv.index("--cache") + 1] if "--cache" in argv else None
-        for spec in EXTENDED:
-            run_study(spec, cache, progress="--quiet" not in argv)
-            print_study_rates(spec, cache)
-        return 0
+
+        def go():
+            for spec in EXTENDED:
+                run_study(spec, cache, progress="--quiet" not in argv)
+                print_study_rates(spec, cache)
+            return 0
+
+        return interruptible(go)
     from moetheory.study.registry import simulation_main
 
     return simulation_main("softmax", argv)
