@@ -212,8 +212,10 @@ def _status(args) -> int:
                   + (f"; missing {what}{_some(s['missing'])}" if missing else "")
                   + (f"; DAMAGED {what}{_some(s['damaged'])}" if damaged else ""))
     if n_damaged:
-        print(f"damaged: {n_damaged} cell{'s' if n_damaged > 1 else ''} failed the checksum or "
-              "cannot be read; the next run sets them aside and recomputes them")
+        one = n_damaged == 1
+        print(f"damaged: {n_damaged} cell{'' if one else 's'} failed the checksum or cannot be "
+              f"read; the next run sets {'it' if one else 'them'} aside and recomputes "
+              f"{'it' if one else 'them'}")
     elif n_missing:
         print("incomplete")
     else:
