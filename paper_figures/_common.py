@@ -170,7 +170,8 @@ def figure_main(name: str, plot, doc: str, argv=None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m paper_figures.{name}", description=doc.splitlines()[0])
     ap.add_argument("--preset", default="quick", choices=("quick", "full"))
     ap.add_argument("--cache", default=None)
-    ap.add_argument("--out", default="docs/figures")
+    ap.add_argument("--out", default="results/figures",
+                    help="figure directory (default results/figures; docs/figures to redraw the docs)")
     args = ap.parse_args(argv)
     for p in plot(args.cache, args.out, args.preset):
         print(f"wrote {p}")

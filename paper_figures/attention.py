@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m paper_figures.attention",
                                  description="Plot the attention experiment results.")
     ap.add_argument("--results", required=True, help="folder with results.json")
-    ap.add_argument("--out", default="docs/figures")
+    ap.add_argument("--out", default="results/figures", help="output folder (default results/figures)")
     args = ap.parse_args(argv)
     for p in plot_attention(args.results, args.out):
         print(p)

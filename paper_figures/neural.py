@@ -34,7 +34,7 @@ METHODS = {"em": ("EM (paper start)", dict(color="k", marker="o")),
            "adam_random": ("Adam, softmax layer (random start)", dict(color="C1", marker="^", ls=":"))}
 
 
-def plot_neural(results_dir, out_dir="docs/figures", name: str = "neural") -> list[Path]:
+def plot_neural(results_dir, out_dir="results/figures", name: str = "neural") -> list[Path]:
     """Draw the neural-study figure from saved results; returns the written paths.
 
     Parameters
@@ -122,7 +122,7 @@ def plot_neural(results_dir, out_dir="docs/figures", name: str = "neural") -> li
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m paper_figures.neural", description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/neural", help="folder with results.json")
-    ap.add_argument("--out", default="docs/figures", help="output folder")
+    ap.add_argument("--out", default="results/figures", help="output folder (default results/figures)")
     args = ap.parse_args(argv)
     for p in plot_neural(args.results, args.out):
         print(p)

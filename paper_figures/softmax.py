@@ -9,7 +9,8 @@ polish — not certified, it measures where EM stopped).
 Bottom row: per-parameter errors — after matching for k = 2; within the Voronoi cells holding
 several fitted atoms for k = 3, 4 — with the theoretical slopes of DESIGN.md §4.1.
 
-``python -m paper_figures.softmax --preset quick [--cache DIR] [--out docs/figures]``
+``python -m paper_figures.softmax --preset quick [--cache DIR] [--out DIR]`` (default
+``results/figures``; ``--out docs/figures`` redraws the documentation's figure)
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def _matched(df, label, param):
     return sizes, mat
 
 
-def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
+def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
     from moetheory.study.runner import loss_matrix
 

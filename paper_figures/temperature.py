@@ -7,7 +7,8 @@ mean ± 1 sd, fitted power-law slope with 95% CI, and which law (power n^s or lo
 (log n)^s) AIC prefers; the dashed lines are the activation gates' theoretical slope −1/2 (the
 temperature gate's theory promises no polynomial rate, so none is drawn for it). Second row: the Hellinger distance of the conditional densities.
 
-``python -m paper_figures.temperature --preset quick [--cache DIR] [--out docs/figures]``
+``python -m paper_figures.temperature --preset quick [--cache DIR] [--out DIR]`` (default
+``results/figures``; ``--out docs/figures`` redraws the documentation's figure)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ STYLE = {("temperature", "loss_voronoi"): (COLORS[0], "o"),
          ("sigmoid", "loss_voronoi"): (COLORS[3], "v")}
 
 
-def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
+def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
     from moetheory.study.runner import loss_matrix
 

@@ -8,7 +8,8 @@ converge; for the over-specified fits the density curve is also split by which t
 Voronoi cell holds the extra fitted expert (middle or outer expert). Bottom row: per-parameter errors within the Voronoi cells (single-atom cells for the
 exact fit, cells of ≥ 2 atoms for the over-specified fits).
 
-``python -m paper_figures.topk --preset quick [--cache DIR] [--out docs/figures]``
+``python -m paper_figures.topk --preset quick [--cache DIR] [--out DIR]`` (default
+``results/figures``; ``--out docs/figures`` redraws the documentation's figure)
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from paper_figures._common import (COLORS, figure_main, PARAM_LABELS, PARAM_RATE
 NAME = "topk"
 
 
-def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
+def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
     from moetheory.study.runner import loss_matrix
 

@@ -4,8 +4,8 @@ Declares :data:`STUDY` (the presets) and runs them::
 
     python -m simulations.attention --preset quick --out results/attention_quick
 
-Results go to ``OUT/results.json`` (plus one ``cell_XXX.json`` per replicate, written
-atomically; an interrupted run resumes).  Plot them with
+Results go to ``OUT/results.json`` (plus one ``cells-<hash>/cell_XXX.json`` per replicate in
+the study cache's store: written atomically with a checksum; an interrupted run resumes).  Plot them with
 ``python -m paper_figures.attention --results OUT --out docs/figures``.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from moetheory.attention.experiment import PRESETS, run_attention_experiment
+from moetheory.attention.experiment import PRESETS, cache_status, run_attention_experiment
 
 #: The declared study: name -> AttentionConfig (see moetheory.attention.experiment).
 STUDY = PRESETS
 
-__all__ = ["STUDY", "run_attention_experiment", "main"]
+__all__ = ["STUDY", "run_attention_experiment", "cache_status", "main"]
 
 
 def main(argv=None) -> int:
@@ -30,12 +30,17 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     args = ap.parse_args(argv)
     kw = {} if args.seeds is None else {"n_seeds": args.seeds}
-    res = run_attention_experiment(args.preset, args.out, progress=not args.quiet, **kw)
-    summary = {m: {t: res["mean"][m][t][-1] for t in res["targets"]} for m in res["models"]}
-    print(json.dumps({"n_max": res["n_grid"][-1], "relative_test_error_at_n_max": summary,
-                      "wall_time_s": round(res["wall_time_s"], 1),
-                      "failures": len(res["failures"])}, indent=1))
-    return 0
+    from moetheory.study.cli import interruptible
+
+    def go():
+        res = run_attention_experiment(args.preset, args.out, progress=not args.quiet, **kw)
+        summary = {m: {t: res["mean"][m][t][-1] for t in res["targets"]} for m in res["models"]}
+        print(json.dumps({"n_max": res["n_grid"][-1], "relative_test_error_at_n_max": summary,
+                          "wall_time_s": round(res["wall_time_s"], 1),
+                          "failures": len(res["failures"])}, indent=1))
+        return 0
+
+    return interruptible(go)
 
 
 if __name__ == "__main__":

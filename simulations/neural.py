@@ -19,26 +19,29 @@ Run::
 
     python -m simulations.neural --preset quick --out results/neural_quick
 
-Each finished cell is written atomically to ``OUT/cells-<hash>/<cell>.json`` (JSON only, no
-pickle); ``<hash>`` is that of the preset's configuration, so a cache written by a different
-configuration is never reused, and an interrupted run resumes. The summary goes to
-``OUT/results.json``; plot it with ``python -m paper_figures.neural --results OUT``.
+Each finished cell is written to ``OUT/cells-<hash>/<cell>.json`` by the study cache's store
+(:class:`moetheory.study.store.CellStore`: atomic writes, the cell's sha256 in
+``manifest.json``, JSON only, no pickle); ``<hash>`` is that of the preset's configuration (the
+hash of every study), so a cache written by a different configuration is never reused, an
+interrupted run resumes, a damaged cell is named and recomputed, and concurrent runs on one
+folder compute each cell once (claim files). The summary goes to ``OUT/results.json``; plot it
+with ``python -m paper_figures.neural --results OUT``.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+import platform
 import sys
-import tempfile
 import time
 import zlib
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRESETS", "STUDY", "TRUTH", "run_neural_experiment", "main"]
+__all__ = ["PRESETS", "STUDY", "TRUTH", "run_neural_experiment", "cache_status", "main"]
 
 #: The softmax truth of DESIGN.md §5 item 1 (variances, not standard deviations).
 TRUTH = {"beta0": [-8.0, 0.0], "beta1": [[25.0], [0.0]], "a": [[-20.0], [20.0]], "b": [15.0, -5.0],
@@ -71,21 +74,9 @@ STUDY = PRESETS
 
 
 def _config_hash(cfg: dict) -> str:
-    blob = json.dumps({"study": "neural", "version": 1, "truth": TRUTH, "config": cfg}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    from moetheory.study.store import content_hash
 
-
-def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return content_hash({"study": "neural", "version": 1, "truth": TRUTH, "config": cfg})[:16]
 
 
 def _slug(label: str) -> str:
@@ -256,6 +247,49 @@ def run_neural_experiment(preset: str = "quick", out_dir="results/neural", progr
     -------
     dict, the content of ``results.json``
     """
+    from moetheory.study.claims import shared
+    from moetheory.study.store import json_bytes
+
+    cfg = _config(preset, overrides)
+    store = _store(preset, cfg, out_dir)
+    keys = _cell_keys(cfg)
+    store.reconcile(keys, recovered_entry=lambda cell: {})  # damaged cells: named, set aside
+    todo = [k for k in keys if store.state(k) != "done"]
+    t_start, done_now = time.perf_counter(), 0
+    with closing(shared(todo, done=lambda k: store.state(k) == "done", claim=store.claim)) as work:
+        for slug in work:  # each cell once, however many processes run the study
+            t0 = time.perf_counter()
+            kind, a, rep = keys[slug]
+            cell = _curve_cell(cfg, a, rep) if kind == "curve" else _vs_n_cell(cfg, a, rep)
+            cell["cell_wall_s"] = time.perf_counter() - t0
+            cell["hash"] = store.header["hash"]
+            store.write(slug, json_bytes(cell), {
+                "wall_s": cell["cell_wall_s"], "pid": os.getpid(), "host": platform.node(),
+                "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            done_now += 1
+            if progress:
+                el = time.perf_counter() - t_start
+                print(f"[neural {preset}] cell {slug}: {cell['cell_wall_s']:.1f}s, "
+                      f"{len(todo) - done_now} to go, ETA {el / done_now * (len(todo) - done_now):.0f}s",
+                      file=sys.stderr, flush=True)
+    cells = [store.read(k) for k in keys]
+    chash = store.header["hash"]
+    curves, vs_n = _aggregate(cfg, cells)
+    import torch
+
+    import moetheory
+    result = {"study": "neural", "preset": preset, "hash": chash, "config": cfg, "truth": TRUTH,
+              "curves": curves, "vs_n": vs_n,
+              "wall_time_s": time.perf_counter() - t_start,
+              "cell_wall_s_total": float(sum(c.get("cell_wall_s", 0.0) for c in cells)),
+              "versions": {"moetheory": moetheory.__version__, "torch": torch.__version__}}
+    from moetheory.study.store import write_json_atomic
+
+    write_json_atomic(Path(out_dir) / "results.json", result)
+    return result
+
+
+def _config(preset, overrides) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
     cfg = dict(PRESETS[preset])
@@ -266,43 +300,49 @@ def run_neural_experiment(preset: str = "quick", out_dir="results/neural", progr
     unknown = [g for g in cfg["gates"] if g not in GATES]
     if unknown:
         raise ValueError(f"unknown gates {unknown}; valid: {list(GATES)}")
-    chash = _config_hash(cfg)
-    out = Path(out_dir)
-    cell_dir = out / f"cells-{chash}"
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_json(cell_dir / "config.json", {"study": "neural", "preset": preset, "config": cfg,
-                                                  "truth": TRUTH, "hash": chash})
-    todo = [("curve", g, r) for g in cfg["gates"] for r in range(cfg["curve_reps"])]
-    todo += [("vs_n", n, r) for n in cfg["n_grid"] for r in range(cfg["reps"])]
-    cells, t_start, done_now = [], time.perf_counter(), 0
-    for i, (kind, a, rep) in enumerate(todo):
-        slug = (f"curve-{_slug(a)}-r{rep}" if kind == "curve" else f"vs_n-n{a}-r{rep}")
-        path = cell_dir / f"{slug}.json"
-        if path.exists():
-            cells.append(json.loads(path.read_text()))
-            continue
-        t0 = time.perf_counter()
-        cell = _curve_cell(cfg, a, rep) if kind == "curve" else _vs_n_cell(cfg, a, rep)
-        cell["cell_wall_s"] = time.perf_counter() - t0
-        _atomic_write_json(path, cell)
-        cells.append(cell)
-        done_now += 1
-        if progress:
-            el = time.perf_counter() - t_start
-            left = len(todo) - i - 1
-            print(f"[neural {preset}] cell {i + 1}/{len(todo)} {slug}: {cell['cell_wall_s']:.1f}s, "
-                  f"ETA {el / done_now * left:.0f}s", file=sys.stderr, flush=True)
-    curves, vs_n = _aggregate(cfg, cells)
-    import torch
+    return cfg
 
-    import moetheory
-    result = {"study": "neural", "preset": preset, "hash": chash, "config": cfg, "truth": TRUTH,
-              "curves": curves, "vs_n": vs_n,
-              "wall_time_s": time.perf_counter() - t_start,
-              "cell_wall_s_total": float(sum(c.get("cell_wall_s", 0.0) for c in cells)),
-              "versions": {"moetheory": moetheory.__version__, "torch": torch.__version__}}
-    _atomic_write_json(out / "results.json", result)
-    return result
+
+def _cell_keys(cfg) -> dict:
+    """``{cell key (its file stem): (kind, gate or n, replicate)}`` in run order."""
+    keys = {f"curve-{_slug(g)}-r{r}": ("curve", g, r)
+            for g in cfg["gates"] for r in range(cfg["curve_reps"])}
+    keys.update({f"vs_n-n{n}-r{r}": ("vs_n", n, r) for n in cfg["n_grid"] for r in range(cfg["reps"])})
+    return keys
+
+
+def _store(preset, cfg, out_dir):
+    """The cell store of configuration ``cfg`` under ``out_dir`` (one JSON file per cell)."""
+    from moetheory.study.store import CellStore
+
+    chash = _config_hash(cfg)
+
+    def decode(data: bytes) -> dict:
+        cell = json.loads(data)
+        if cell.get("hash") != chash:
+            raise ValueError("written by another configuration (config hash)")
+        return cell
+
+    return CellStore(Path(out_dir) / f"cells-{chash}",
+                     {"study": "neural", "preset": preset, "config": cfg, "truth": TRUTH,
+                      "hash": chash},
+                     decode=decode, filename=lambda key: f"{key}.json")
+
+
+def cache_status(preset: str = "quick", out_dir="results/neural", **overrides) -> dict:
+    """Which cells are cached: ``{"done", "missing", "damaged"}`` lists of cell keys.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> st = cache_status("quick", tempfile.mkdtemp())
+    >>> len(st["missing"]), st["done"], st["damaged"]
+    (23, [], [])
+    """
+    cfg = _config(preset, overrides)
+    store = _store(preset, cfg, out_dir)
+    states = {k: store.state(k) for k in _cell_keys(cfg)}
+    return {s: [k for k, v in states.items() if v == s] for s in ("done", "missing", "damaged")}
 
 
 def main(argv=None) -> int:
@@ -312,16 +352,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/neural", help="output folder")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     args = ap.parse_args(argv)
-    res = run_neural_experiment(args.preset, args.out, progress=not args.quiet)
-    summary = {
-        "final_loss_by_gate": {g: float(np.nanmean([v for v in c["final"]["loss"] if v is not None]))
-                               for g, c in res["curves"].items()},
-        "loss_vs_n": {m: dict(zip(res["vs_n"]["n"], res["vs_n"][m]["loss_mean"]))
-                      for m in ("em", "adam_paper", "adam_random")},
-        "wall_time_s": round(res["wall_time_s"], 1),
-    }
-    print(json.dumps(summary, indent=1))
-    return 0
+    from moetheory.study.cli import interruptible
+
+    def go():
+        res = run_neural_experiment(args.preset, args.out, progress=not args.quiet)
+        summary = {
+            "final_loss_by_gate": {g: float(np.nanmean([v for v in c["final"]["loss"] if v is not None]))
+                                   for g, c in res["curves"].items()},
+            "loss_vs_n": {m: dict(zip(res["vs_n"]["n"], res["vs_n"][m]["loss_mean"]))
+                          for m in ("em", "adam_paper", "adam_random")},
+            "wall_time_s": round(res["wall_time_s"], 1),
+        }
+        print(json.dumps(summary, indent=1))
+        return 0
+
+    return interruptible(go)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
 """Shared fixtures: float64 JAX, the flexmix reference data, small simulated datasets."""
+import os
+import signal
+import threading
 from pathlib import Path
 
 import jax
@@ -56,3 +59,13 @@ def data_k2d1():
     truth = TRUTHS[(2, 1)]
     x, y = simulate_softmax(truth, 400, seed=11)
     return truth, x, y
+
+
+def pytest_sessionfinish(session):
+    # A pytest-xdist worker whose tests are done still tears down (its last garbage collection
+    # walks a large JAX/SymPy heap); when that takes more than 5 s, execnet sends the worker a
+    # SIGINT, which lands in JAX's gc callback and prints a KeyboardInterrupt traceback at the
+    # end of a passing run. Nothing is left to interrupt: ignore it (execnet still ends a worker
+    # that hangs, 10 s later).
+    if os.environ.get("PYTEST_XDIST_WORKER") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -215,6 +215,25 @@ def test_experiment_runs_resumes_and_is_deterministic(tmp_path):
     assert fresh["errors"] == res["errors"]
 
 
+def test_damaged_cell_is_named_and_recomputed(tmp_path):
+    # the attention study keeps its cells in the study cache's store: sha256 per cell
+    from moetheory.attention.experiment import cache_status, config_hash
+    from moetheory.study.store import DamagedCellWarning
+
+    cfg = _tiny_cfg()
+    res = run_attention_experiment(cfg, tmp_path, progress=False)
+    path = tmp_path / f"cells-{config_hash(cfg)}" / "cell_001.json"
+    text = path.read_text()
+    value = repr(res["errors"]["rfa"]["cos_index"][1][0])
+    assert value in text
+    path.write_text(text.replace(value, value[:-1] + str((int(value[-1]) + 1) % 10), 1))
+    assert cache_status(cfg, tmp_path) == {"done": [0], "missing": [], "damaged": [1]}
+    with pytest.warns(DamagedCellWarning, match=r"cell_001\.json \(its sha256 differs"):
+        again = run_attention_experiment(cfg, tmp_path, progress=False)
+    assert again["errors"] == res["errors"]
+    assert cache_status(cfg, tmp_path) == {"done": [0, 1], "missing": [], "damaged": []}
+
+
 def test_cells_do_not_depend_on_grid_or_other_targets():
     # with label noise: growing the n grid keeps the existing sizes' numbers, and a target's
     # numbers do not depend on which other targets are listed or in which order

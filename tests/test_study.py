@@ -313,7 +313,7 @@ def test_changed_spec_never_reuses_cells(reference, tmp_path):
     assert not cache.has_cell(changed, "k2", 200)
     # ... while adding a sample size reuses the existing cells
     more = tiny_study(fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300, 350, 400)),))
-    assert cache.status(more)["k2"] == {"done": [200, 300, 400], "missing": [350]}
+    assert cache.status(more)["k2"] == {"done": [200, 300, 400], "missing": [350], "damaged": []}
 
 
 def test_keys_depend_only_on_seed_n_replicate(reference):
@@ -353,13 +353,16 @@ def test_dask_local_cluster_gives_identical_results(reference, tmp_path):
 
 
 # ------------------------------------------------------------------------------ interruption
-def _start_subprocess(spec_path, cache_dir, delay):
+def _start_subprocess(spec_path, cache_dir, delay, cli=False):
     # Ctrl-C semantics even when this test runs under a shell that ignores SIGINT for background
     # jobs (a child inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler).
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from moetheory.study.spec import StudySpec; "
-            "from moetheory.study.runner import run_study; "
-            f"run_study(StudySpec.load({str(spec_path)!r}), {str(cache_dir)!r}, progress=False)")
+    # cli=True runs exactly what the `moetheory` console script runs.
+    run = (f"from moetheory.cli import main; sys.exit(main(['study', 'run', {str(spec_path)!r}, "
+           f"'--cache', {str(cache_dir)!r}, '--quiet']))" if cli else
+           "from moetheory.study.spec import StudySpec; "
+           "from moetheory.study.runner import run_study; "
+           f"run_study(StudySpec.load({str(spec_path)!r}), {str(cache_dir)!r}, progress=False)")
+    code = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); " + run
     env = dict(os.environ, MOETHEORY_STUDY_CELL_DELAY=str(delay), JAX_PLATFORMS="cpu")
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -381,8 +384,9 @@ def test_interrupted_study_resumes_without_recomputing(reference, tmp_path, sig)
         return first.exists() and "200" in cache.read_manifest(s, "k2").get("cells", {})
 
     # A long pause after each cell: the signal lands in it however slowly this process polls
-    # (the pause is interrupted, so it costs nothing when things go well).
-    proc = _start_subprocess(spec_path, cache.root, delay=30)
+    # (the pause is interrupted, so it costs nothing when things go well). SIGINT goes to the
+    # command line (the Ctrl-C of a user), SIGKILL to a bare run_study.
+    proc = _start_subprocess(spec_path, cache.root, delay=30, cli=sig == signal.SIGINT)
     try:
         deadline = time.monotonic() + 240
         while not first_cached():
@@ -392,25 +396,184 @@ def test_interrupted_study_resumes_without_recomputing(reference, tmp_path, sig)
                 raise AssertionError("the first cell was never written")
             time.sleep(0.2)
         proc.send_signal(sig)
-        proc.wait(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0, ("the study subprocess was not interrupted; its stderr:\n"
-                                  + proc.stderr.read().decode()[-3000:])
+    if sig == signal.SIGINT:  # one line, exit status 130, no traceback
+        assert proc.returncode == 130, err.decode()[-3000:]
+        assert err.decode() == "interrupted; 1 cell kept, rerun to resume\n", err.decode()[-3000:]
+        assert out.decode() == ""
+    else:
+        assert proc.returncode == -signal.SIGKILL
     done = cache.status(s)["k2"]["done"]
     assert 200 in done and len(done) < 3, done
     stamps = {n: cache.cell_path(s, "k2", n).stat().st_mtime_ns for n in done}
     walls = {n: cache.read_manifest(s, "k2")["cells"][str(n)]["completed_utc"] for n in done}
 
-    df = run_study(s, cache.root, progress=False)  # resume in-process
+    df = run_study(s, cache.root, progress=False)  # resume in-process (a SIGKILL leaves a claim)
     assert cache.status(s)["k2"]["missing"] == []
     for n in done:  # finished cells were not recomputed
         assert cache.cell_path(s, "k2", n).stat().st_mtime_ns == stamps[n]
         assert cache.read_manifest(s, "k2")["cells"][str(n)]["completed_utc"] == walls[n]
     assert not list(cache.panel_dir(s, "k2").glob("*.tmp"))
+    assert not list(cache.panel_dir(s, "k2").glob("*.claim"))
+    _assert_same_results(ref_df, df)  # bit-identical to the uninterrupted run
+
+
+# ------------------------------------------------------------------------------ integrity
+def _copy_reference(reference, dst):
+    import shutil
+
+    from moetheory.study.cache import StudyCache
+
+    cache_dir, _ = reference
+    shutil.copytree(Path(cache_dir) / "tiny", Path(dst) / "tiny")
+    return StudyCache(dst)
+
+
+def test_a_flipped_byte_is_detected_named_and_recomputed(reference, tmp_path, capsys):
+    from moetheory.cli import main
+    from moetheory.study.runner import run_study
+    from moetheory.study.store import DamagedCellError, DamagedCellWarning
+
+    _, ref_df = reference
+    s = tiny_study()
+    cache = _copy_reference(reference, tmp_path / "c")
+    path = cache.cell_path(s, "k2", 300)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte, inside the zip
+    path.write_bytes(bytes(data))
+    assert cache.status(s)["k2"] == {"done": [200, 400], "missing": [], "damaged": [300]}
+    with pytest.raises(DamagedCellError, match="n=0000000300.npz"):
+        cache.read_cell(s, "k2", 300)
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(s.to_toml())
+    assert main(["study", "status", str(spec_path), "--cache", str(cache.root)]) == 0
+    out = capsys.readouterr().out
+    assert "DAMAGED n = [300]" in out and "complete" not in out.splitlines()[-1]
+    stamps = {n: cache.cell_path(s, "k2", n).stat().st_mtime_ns for n in (200, 400)}
+
+    with pytest.warns(DamagedCellWarning, match=r"n=0000000300\.npz \(its sha256 differs"):
+        df = run_study(s, cache.root, progress=False)
+    _assert_same_results(ref_df, df)  # recomputed, bit-identical
+    assert cache.status(s)["k2"] == {"done": [200, 300, 400], "missing": [], "damaged": []}
+    for n in (200, 400):  # the sound cells were not touched
+        assert cache.cell_path(s, "k2", n).stat().st_mtime_ns == stamps[n]
+    [aside] = path.parent.glob("n=0000000300.npz.damaged-*")  # kept for inspection
+    assert aside.read_bytes() == bytes(data)
+
+
+def test_a_cache_without_checksums_is_still_read_and_gets_them(reference, tmp_path):
+    # caches written before checksums: a cell that decodes completely is used, and the next run
+    # records its checksum; one whose array bytes are damaged fails the npz's CRC-32 instead
+    from moetheory.study.runner import run_study
+    from moetheory.study.store import DamagedCellWarning
+
+    _, ref_df = reference
+    s = tiny_study()
+    cache = _copy_reference(reference, tmp_path / "c")
+    man_path = cache.manifest_path(s, "k2")
+    man = json.loads(man_path.read_text())
+    for entry in man["cells"].values():
+        del entry["sha256"]
+    man_path.write_text(json.dumps(man))
+    assert cache.status(s)["k2"]["done"] == [200, 300, 400]
+    path = cache.cell_path(s, "k2", 400)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(cache.read_cell(s, "k2", 400)["loglik"].tobytes())
+    assert at > 0
+    data[at + 3] ^= 0x10  # a digit of a stored log-likelihood
+    path.write_bytes(bytes(data))
+    assert cache.status(s)["k2"]["damaged"] == [400]
+    with pytest.warns(DamagedCellWarning, match=r"n=0000000400\.npz \(unreadable: BadZipFile"):
+        df = run_study(s, cache.root, progress=False)
     _assert_same_results(ref_df, df)
+    cells = cache.read_manifest(s, "k2")["cells"]
+    assert all("sha256" in c for c in cells.values())
+    assert cells["200"]["checksum_recorded_later"] and cells["300"]["checksum_recorded_later"]
+    assert "checksum_recorded_later" not in cells["400"]  # recomputed: checksummed on write
+
+
+# ------------------------------------------------------------------------------ concurrency
+def test_concurrent_runs_compute_each_cell_once(reference, tmp_path):
+    from moetheory.study.cache import StudyCache
+
+    _, ref_df = reference
+    s = tiny_study()
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(s.to_toml())
+    cache_dir = tmp_path / "shared"
+    # Each process logs the cells it writes; both start run_study at the same moment (a file
+    # barrier), so without claims both would compute every cell (6 writes instead of 3).
+    code = f"""
+import sys, time
+from pathlib import Path
+from moetheory.study import cache as C
+from moetheory.study.runner import run_study
+from moetheory.study.spec import StudySpec
+real = C.StudyCache.write_cell
+def logged(self, study, label, n, arrays, wall_s=None):
+    print("computed", label, n, flush=True)
+    return real(self, study, label, n, arrays, wall_s)
+C.StudyCache.write_cell = logged
+spec = StudySpec.load({str(spec_path)!r})
+Path({str(tmp_path)!r}, "ready-" + sys.argv[1]).touch()
+while len(list(Path({str(tmp_path)!r}).glob("ready-*"))) < 2:
+    time.sleep(0.01)
+run_study(spec, {str(cache_dir)!r}, progress=False)
+"""
+    env = dict(os.environ, MOETHEORY_STUDY_CELL_DELAY="0.5", JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, cwd=str(REPO),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err.decode()[-3000:]
+            outs.append(out.decode().split("\n")[:-1])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    computed = [line for lines in outs for line in lines]
+    assert sorted(computed) == ["computed k2 200", "computed k2 300", "computed k2 400"], outs
+    cache = StudyCache(cache_dir)
+    pids = {c["pid"] for c in cache.read_manifest(s, "k2")["cells"].values()}
+    assert pids <= {p.pid for p in procs}
+    assert not list(cache.panel_dir(s, "k2").glob("*.claim"))
+    _assert_same_results(ref_df, cache.load_results(s))
+
+
+def test_claims_of_dead_or_expired_processes_are_taken_over(tmp_path, monkeypatch):
+    import platform
+
+    from moetheory.study.claims import Claim, is_stale
+    from moetheory.study.store import directory_lock
+
+    def lock():
+        return directory_lock(tmp_path)
+
+    path = tmp_path / "n=0000000200.npz.claim"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path.write_text(json.dumps({"pid": sleeper.pid, "host": platform.node()}))
+        assert not Claim(path, lock).acquire()  # its process runs: the cell is left to it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    mine = Claim(path, lock)
+    assert mine.acquire()  # the process is gone: taken over
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    mine.release()
+    assert not path.exists()
+    # another host's claim: only its age can make it stale
+    other = {"pid": 1, "host": platform.node() + "-elsewhere"}
+    assert not is_stale(other, 3600.0)
+    monkeypatch.setenv("MOETHEORY_CLAIM_TTL", "600")
+    assert is_stale(other, 601.0) and not is_stale(other, 599.0)
 
 
 # ------------------------------------------------------------------------------ registry / CLI
@@ -467,6 +630,47 @@ def test_cli_runs_a_toml_declaration(reference, tmp_path, capsys):
     for bad in ("0", "-3"):  # checked for declaration files too (it used to hang at -3)
         assert main(["study", "run", str(path), "--cache", str(cache_dir), "--workers", bad]) == 2
         assert "workers must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_rate_table_has_a_title_headers_and_pinned_rows_only_when_asked(tmp_path):
+    import io
+
+    from moetheory.study.cache import StudyCache
+    from moetheory.study.registry import print_study_rates
+
+    spec = tiny_study(fits=(FitSpec("k3", MoESpec(3, 1), sizes=(100, 400, 1600), expected_rate=-0.5,
+                                    title="over-fitted k = 3"),),
+                      losses=("voronoi", "voronoi_pinned"))
+    cache = StudyCache(tmp_path)
+    for n in (100, 400, 1600):  # fake cells: D_2 = 2 n^-1/2, the pinned loss explodes
+        failed = np.array([False, True, False])
+        cache.write_cell(spec, "k3", n, {
+            "n": np.full(3, n), "replicate": np.arange(3), "failed": failed,
+            "converged": np.ones(3, bool), "loss_voronoi": np.full(3, 2 / n ** 0.5),
+            "loss_voronoi_pinned": np.full(3, n ** 8.0)})
+    out = io.StringIO()
+    print_study_rates(spec, tmp_path, file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Convergence rates of tiny:")
+    assert lines[1].split() == ["fit", "model", "loss", "slope", "95%", "CI", "theory", "n", "range",
+                                "sizes", "excluded", "AIC", "prefers"]
+    assert len(lines) == 4 and lines[2].split()[:6] == ["k3", "over-fitted", "k", "=", "3", "D_2"]
+    assert lines[2].split()[-2:] == ["3", "power"]  # 3 failed replicates excluded
+    assert lines[3].startswith("excluded: replicates left out") and "--pinned" in lines[3]
+    assert "pinned" not in "".join(lines[:3]) and "+8.000" not in out.getvalue()
+    out = io.StringIO()
+    print_study_rates(spec, tmp_path, file=out, pinned=True)
+    [row] = [line for line in out.getvalue().splitlines() if "D_2 pinned" in line]
+    assert "+8.000" in row
+
+
+def test_reproduce_draws_outside_the_checkout_unless_asked():
+    from moetheory.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["reproduce", "softmax"]).out == "results/figures"
+    assert parser.parse_args(["reproduce", "softmax", "--out", "docs/figures"]).out == "docs/figures"
+    assert parser.parse_args(["reproduce", "softmax", "--pinned"]).pinned is True
 
 
 def test_local_execution_imports_no_dask():

@@ -19,21 +19,25 @@ parameters (the same target for all replicates). Sample ``i`` of the pool and it
 not depend on ``max(n_grid)``, a target's parameters and noise do not depend on which other
 targets are listed (one stream per name), and adding replicates never changes existing ones.
 
-Cells are written atomically (``cell_XXX.json``: temp file + ``os.replace``) as soon as
-they finish, with a hash of the configuration; a run resumes from the cells whose hash
-matches and recomputes the others.  ``results.json`` aggregates them.  No pickle.
+Cells live in the study cache (:class:`moetheory.study.store.CellStore`, the store of every
+study): ``OUT/cells-<config hash>/cell_XXX.json`` plus a ``manifest.json`` with each cell's
+sha256, written atomically as soon as the replicate finishes and carrying the configuration
+hash. A run resumes from the cells of its configuration, recomputes damaged ones (named in a
+warning) and leaves cells that another process is computing to it (claim files), so concurrent
+runs on one folder compute each replicate once.  ``OUT/results.json`` aggregates them.  No pickle.
+(Folders written before this layout hold ``OUT/cell_XXX.json``; they are not read: their
+replicates are recomputed once, with the same numbers.)
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import zlib
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +50,7 @@ from .ridge import (choose_solver, ridge_path_dual, ridge_path_primal, ridge_sol
 from .targets import TARGETS, make_target
 
 __all__ = ["AttentionConfig", "PRESETS", "MODELS", "run_attention_experiment", "run_cell",
-           "build_model", "write_json_atomic", "config_hash"]
+           "build_model", "config_hash", "cache_status"]
 
 MODELS = ("rfa", "biased_rfa", "rfmlp")
 RESULTS_FILE = "results.json"
@@ -177,7 +181,8 @@ def _name_code(name: str) -> int:
 
 
 def config_hash(cfg: AttentionConfig) -> str:
-    """SHA-256 (first 16 hex digits) of the configuration's canonical JSON and the stream layout.
+    """The configuration's hash: :func:`moetheory.study.store.content_hash` (the hash of every
+    study) of its JSON and the stream layout, first 16 hex digits.
 
     Parameters
     ----------
@@ -194,41 +199,52 @@ def config_hash(cfg: AttentionConfig) -> str:
     >>> len(h), h == config_hash(AttentionConfig()), h == config_hash(AttentionConfig(d=4))
     (16, True, False)
     """
-    key = {**cfg.to_dict(), "stream_layout": STREAM_LAYOUT}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    from moetheory.study.store import content_hash
+
+    return content_hash({**cfg.to_dict(), "stream_layout": STREAM_LAYOUT})[:16]
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder + ``os.replace``).
+def _store(cfg: AttentionConfig, out_dir):
+    """The cell store of ``cfg`` under ``out_dir`` (one JSON cell per replicate, key ``str(r)``)."""
+    from moetheory.study.store import CellStore
 
-    Parameters
-    ----------
-    path : str or path
-        Target file; missing parent folders are created.
-    obj : JSON-serialisable object
-        Written with ``indent=1`` (NaN allowed).
+    h = config_hash(cfg)
+
+    def decode(data: bytes) -> dict:
+        cell = json.loads(data)
+        if cell.get("config_hash") != h:
+            raise ValueError("written by another configuration (config hash)")
+        return cell
+
+    return CellStore(Path(out_dir) / f"cells-{h}",
+                     {"study": "attention", "config": cfg.to_dict(), "config_hash": h,
+                      "stream_layout": STREAM_LAYOUT},
+                     decode=decode, filename=lambda key: f"cell_{int(key):03d}.json")
+
+
+def _config(preset, overrides) -> AttentionConfig:
+    if isinstance(preset, AttentionConfig):
+        cfg = preset
+    else:
+        check_choice("preset", preset, tuple(PRESETS))
+        cfg = PRESETS[preset]
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def cache_status(preset="quick", out_dir="results/attention", **overrides) -> dict:
+    """Which replicates of the experiment are cached: ``{"done", "missing", "damaged"}`` lists
+    of replicate indices (damaged: failing its checksum or unreadable; a run recomputes it).
 
     Examples
     --------
     >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     write_json_atomic(Path(tmp) / "sub" / "cell.json", {"a": [1, 2]})
-    ...     json.loads((Path(tmp) / "sub" / "cell.json").read_text())
-    {'a': [1, 2]}
+    >>> cache_status(AttentionConfig(n_seeds=2), tempfile.mkdtemp())
+    {'done': [], 'missing': [0, 1], 'damaged': []}
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    cfg = _config(preset, overrides)
+    store = _store(cfg, out_dir)
+    states = {r: store.state(str(r)) for r in range(cfg.n_seeds)}
+    return {s: [r for r, v in states.items() if v == s] for s in ("done", "missing", "damaged")}
 
 
 def build_model(cfg: AttentionConfig, model: str, rng: np.random.Generator):
@@ -442,40 +458,36 @@ def run_attention_experiment(preset="quick", out_dir="results/attention", progre
     --------
     >>> res = run_attention_experiment("quick", "/tmp/att", progress=False)  # doctest: +SKIP
     """
-    if isinstance(preset, AttentionConfig):
-        cfg = preset
-    else:
-        check_choice("preset", preset, tuple(PRESETS))
-        cfg = PRESETS[preset]
-    if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+    from moetheory.study.claims import shared
+    from moetheory.study.store import json_bytes, write_json_atomic
+
+    cfg = _config(preset, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     h = config_hash(cfg)
+    store = _store(cfg, out)
+    keys = [str(r) for r in range(cfg.n_seeds)]
+    store.reconcile(keys, recovered_entry=lambda cell: {})  # damaged cells: named, set aside
     log = (lambda msg: print(f"[attention] {msg}", file=sys.stderr, flush=True)) if progress else None
     t0 = time.perf_counter()
-    cells, done_new = [], 0
-    for r in range(cfg.n_seeds):
-        path = out / f"cell_{r:03d}.json"
-        if path.exists():
-            try:
-                cached = json.loads(path.read_text())
-            except (OSError, ValueError):
-                cached = None
-            if cached and cached.get("config_hash") == h:
-                cells.append(cached)
-                if log:
-                    log(f"replicate {r + 1}/{cfg.n_seeds}: cached")
-                continue
-        cell = run_cell(cfg, r, log)
-        cell["config_hash"] = h
-        write_json_atomic(path, cell)
-        cells.append(cell)
-        done_new += 1
-        if log:
-            el = time.perf_counter() - t0
-            eta = el / done_new * (cfg.n_seeds - r - 1)
-            log(f"replicate {r + 1}/{cfg.n_seeds} done, elapsed {el:.0f}s, ETA {eta:.0f}s")
+    todo = [k for k in keys if store.state(k) != "done"]
+    if log and len(todo) < len(keys):
+        log(f"{len(keys) - len(todo)}/{cfg.n_seeds} replicates cached")
+    done_new = 0
+    with closing(shared(todo, done=lambda k: store.state(k) == "done", claim=store.claim)) as work:
+        for key in work:  # each replicate once, however many processes run the experiment
+            r = int(key)
+            cell = run_cell(cfg, r, log)
+            cell["config_hash"] = h
+            store.write(key, json_bytes(cell), {
+                "wall_s": cell["time_s"]["total"], "pid": os.getpid(), "host": platform.node(),
+                "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            done_new += 1
+            if log:
+                el = time.perf_counter() - t0
+                eta = el / done_new * (len(todo) - done_new)
+                log(f"replicate {r + 1}/{cfg.n_seeds} done, elapsed {el:.0f}s, ETA {eta:.0f}s")
+    cells = [store.read(k) for k in keys]
     res = _aggregate(cfg, cells, time.perf_counter() - t0)
     write_json_atomic(out / RESULTS_FILE, res)
     return res

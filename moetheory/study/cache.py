@@ -4,36 +4,48 @@ Layout under the cache root (``$MOETHEORY_CACHE`` or ``./.moetheory-cache``)::
 
     <root>/<study name>/<fit label>-<panel hash[:16]>/
         n=0000001000.npz      one completed cell (all replicates), numeric/bool/str arrays only
-        manifest.json         provenance: the study spec, spec and panel hashes, and per cell
-                              the package versions, git revision, device, x64 and wall time
-                              of the run that computed it
+        manifest.json         the study spec, spec and panel hashes, and per cell its sha256,
+                              the package versions, git revision, device, x64, pid and wall
+                              time of the run that computed it
+        .lock                 the panel's lock file (held for milliseconds by writers)
+        n=...npz.claim        while a process computes that cell (pid, host, start time)
+    <root>/attention-<preset>/, <root>/neural-<preset>/
+        the attention and neural studies: JSON cells in the same kind of panel
+        (:mod:`moetheory.attention.experiment`, ``simulations/neural.py``)
+
+The panels are :class:`~moetheory.study.store.CellStore` objects, so every study shares one hash
+scheme, one atomic writer, the per-cell checksums and the claims:
 
 * A cell's directory is named by the hash of everything that determines its numbers
   (:meth:`StudySpec.panel_hash`), and each npz also stores that hash and is checked on load, so
   a changed spec never reuses a stale cell.
-* Writes are atomic: a temporary file in the same directory, then ``os.replace``. An interrupted
-  run leaves complete cells and at worst a stray ``.*.tmp`` file, which nothing reads (it is
-  not removed automatically: another process may be writing it). A re-run skips every
-  completed cell.
-* The manifest is an index: a cell missing from it is re-entered (``recovered``) on the next
-  run, and an unreadable manifest is set aside as ``manifest.json.corrupt-<time>`` (with a
-  warning) and rebuilt from the cells.
+* Writes are atomic (temporary file, then ``os.replace``); a re-run skips every completed cell.
+* A cell that fails its sha256 or does not decode is *damaged*: ``study status`` lists it, and
+  the next run names it in a warning, moves it aside (``<file>.damaged-<time>``) and recomputes it.
+  A cell without a recorded checksum (caches written before checksums, or a cell whose manifest
+  entry was lost to a kill) is used when every array decodes, and the next run records its
+  checksum (and, for a cell the manifest lacks, marks it ``recovered``).
+* An unreadable manifest is set aside as ``manifest.json.corrupt-<time>`` (with a warning) and
+  rebuilt from the cells.
+* Processes running the same study on one cache share the work through claim files
+  (:mod:`moetheory.study.claims`): each cell is computed once.
 * No pickle anywhere: ``np.savez`` of non-object arrays, read with ``allow_pickle=False``; JSON.
+  Nothing in a results cache is executed. JAX's compilation cache (native code) lives elsewhere:
+  :func:`default_compile_cache_dir`.
 """
 from __future__ import annotations
 
-import json
+import io
 import os
 import platform
 import subprocess
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from moetheory.study.spec import StudySpec
+from moetheory.study.store import CellStore
 
 _HASH_KEY = "__panel_hash__"
 
@@ -52,21 +64,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MOETHEORY_CACHE") or ".moetheory-cache")
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def default_compile_cache_dir() -> Path | None:
+    """JAX's persistent compilation cache: ``$MOETHEORY_COMPILE_CACHE``, else
+    ``$XDG_CACHE_HOME/moetheory/jax-compile`` (``~/.cache/...``); None when the variable is ``off``.
+
+    It holds native code that later runs execute, so it is per user and never inside a results
+    cache that others may write to.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": "/home/me/.cache",
+    ...                                   "MOETHEORY_COMPILE_CACHE": ""}):   # "" = unset
+    ...     print(default_compile_cache_dir())
+    /home/me/.cache/moetheory/jax-compile
+    >>> with mock.patch.dict(os.environ, {"MOETHEORY_COMPILE_CACHE": "off"}):
+    ...     print(default_compile_cache_dir())
+    None
+    """
+    path = os.environ.get("MOETHEORY_COMPILE_CACHE")
+    if path == "off":
+        return None
+    if path:
+        return Path(path).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "moetheory" / "jax-compile"
 
 
 def _git_revision():
@@ -143,34 +166,46 @@ class StudyCache:
     >>> cache.read_cell(study, "k2", 100)["loss_voronoi"].tolist()
     [0.25, 0.5]
     >>> cache.status(study)
-    {'k2': {'done': [100], 'missing': [200]}}
+    {'k2': {'done': [100], 'missing': [200], 'damaged': []}}
     """
 
     def __init__(self, root=None):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._stores = {}
 
     # ------------------------------------------------------------------ paths
     def panel_dir(self, study: StudySpec, label: str) -> Path:
         return self.root / study.name / f"{label}-{study.panel_hash(label)[:16]}"
 
     def cell_path(self, study: StudySpec, label: str, n: int) -> Path:
-        return self.panel_dir(study, label) / f"n={int(n):010d}.npz"
+        return self.panel_dir(study, label) / _cell_name(n)
 
     def manifest_path(self, study: StudySpec, label: str) -> Path:
         return self.panel_dir(study, label) / "manifest.json"
 
+    def store(self, study: StudySpec, label: str) -> CellStore:
+        """The :class:`~moetheory.study.store.CellStore` of the panel (fit ``label`` of ``study``)."""
+        panel_hash = study.panel_hash(label)
+        key = (study.hash(), label)
+        store = self._stores.get(key)
+        if store is None:
+            reps = study.replicates_of(label)
+            header = {"study": study.name, "fit": label, "panel_hash": panel_hash,
+                      "panel_spec": study.panel_dict(label), "study_spec": study.to_dict(),
+                      "spec_hash": study.hash()}
+            store = self._stores[key] = CellStore(
+                self.panel_dir(study, label), header,
+                decode=lambda data: _decode_cell(data, panel_hash, reps),
+                filename=lambda key: _cell_name(int(key)))
+        return store
+
     # ------------------------------------------------------------------ cells
+    def cell_state(self, study: StudySpec, label: str, n: int) -> str:
+        """``"done"`` (verified), ``"missing"`` or ``"damaged"`` (see :mod:`moetheory.study.store`)."""
+        return self.store(study, label).state(str(int(n)))
+
     def has_cell(self, study: StudySpec, label: str, n: int) -> bool:
-        path = self.cell_path(study, label, n)
-        if not path.exists():
-            return False
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                ok = str(z[_HASH_KEY]) == study.panel_hash(label)
-                reps = z["replicate"]
-                return ok and reps.shape[0] == study.replicates_of(label)
-        except Exception:  # unreadable/corrupt: recompute
-            return False
+        return self.cell_state(study, label, n) == "done"
 
     def write_cell(self, study: StudySpec, label: str, n: int, arrays: dict, wall_s=None) -> Path:
         for key, v in arrays.items():
@@ -178,87 +213,60 @@ class StudyCache:
                 raise TypeError(f"cell array {key!r} has object dtype; the cache stores no pickles")
         payload = {k: np.asarray(v) for k, v in arrays.items()}
         payload[_HASH_KEY] = np.array(study.panel_hash(label))
-        path = self.cell_path(study, label, n)
-        _atomic_write_bytes(path, lambda fh: np.savez(fh, **payload))
-        self._record(study, label, n, arrays, wall_s)
-        return path
+        buf = io.BytesIO()
+        np.savez(buf, **payload)
+        entry = _entry(arrays, wall_s)
+        entry["provenance"] = provenance()
+        return self.store(study, label).write(str(int(n)), buf.getvalue(), entry)
 
     def read_cell(self, study: StudySpec, label: str, n: int) -> dict:
-        path = self.cell_path(study, label, n)
-        with np.load(path, allow_pickle=False) as z:
-            if str(z[_HASH_KEY]) != study.panel_hash(label):
-                raise ValueError(f"cell {path} was written by a different study spec")
-            return {k: z[k] for k in z.files if k != _HASH_KEY}
+        """The cell's arrays (shape (replicates, ...)); :class:`~moetheory.study.store.DamagedCellError`
+        naming the file if it fails its checksum or does not decode."""
+        return self.store(study, label).read(str(int(n)))
+
+    def claim(self, study: StudySpec, label: str, n: int):
+        """The :class:`~moetheory.study.claims.Claim` of a cell (see :meth:`share`)."""
+        return self.store(study, label).claim(str(int(n)))
+
+    def share(self, study: StudySpec, todo, on_other=None):
+        """The cells of ``todo`` this process is to compute, each yielded while it holds the
+        cell's claim: cells being computed by another process on this cache are left to it
+        (:func:`moetheory.study.claims.shared`). Use it under ``contextlib.closing``."""
+        from moetheory.study.claims import shared
+
+        return shared(todo, done=lambda cell: self.has_cell(study, *cell),
+                      claim=lambda cell: self.claim(study, *cell), on_other=on_other)
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self, study: StudySpec, label: str, repair: bool = False) -> dict:
         """The panel's manifest ({} if there is none yet, or it is unreadable: with ``repair``,
         as the writers call it, the unreadable file is first set aside; a plain read changes
         nothing on disk)."""
-        path = self.manifest_path(study, label)
-        if not path.exists():
-            return {}
-        try:
-            man = json.loads(path.read_text())
-            if isinstance(man, dict) and isinstance(man.get("cells"), dict):
-                return man
-            problem = "not a manifest"
-        except (ValueError, UnicodeDecodeError) as err:
-            problem = str(err)
-        if not repair:
-            warnings.warn(f"unreadable study manifest {path} ({problem}); the next run sets it "
-                          "aside and rebuilds it from the cached cells", RuntimeWarning,
-                          stacklevel=2)
-            return {}
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-        os.replace(path, aside)
-        warnings.warn(f"unreadable study manifest {path} ({problem}): moved to {aside.name}; "
-                      "it is rebuilt from the cached cells (their provenance is marked "
-                      "'recovered')", RuntimeWarning, stacklevel=2)
-        return {}
+        return self.store(study, label).manifest(repair)
 
-    def _record(self, study, label, n, arrays, wall_s, recovered=False):
-        man = self.read_manifest(study, label, repair=True)
-        if not man:
-            man = {"study": study.name, "fit": label, "panel_hash": study.panel_hash(label),
-                   "panel_spec": study.panel_dict(label), "cells": {}}
-        man["study_spec"] = study.to_dict()
-        man["spec_hash"] = study.hash()
-        man.pop("provenance", None)  # (older manifests: one run's provenance for all cells)
-        failed = int(np.asarray(arrays.get("failed", np.zeros(0, bool))).sum())
-        man["cells"][str(int(n))] = {
-            "file": self.cell_path(study, label, n).name, "wall_s": wall_s,
-            "provenance": None if recovered else provenance(),
-            "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "replicates": int(np.asarray(arrays["replicate"]).shape[0]), "n_failed": failed,
-            "n_pad": int(np.asarray(arrays["n_pad"])[0]) if "n_pad" in arrays else None,
-        }
-        if recovered:
-            man["cells"][str(int(n))]["recovered"] = True  # provenance of that cell not recorded
-        text = json.dumps(man, indent=1, sort_keys=True, allow_nan=True)
-        _atomic_write_bytes(self.manifest_path(study, label), lambda fh: fh.write(text.encode()))
-
-    def reconcile(self, study: StudySpec) -> list:
-        """Record in the manifest every completed cell it lacks (a run killed between writing a
-        cell and its manifest entry); returns the (label, n) pairs added (wall time unknown)."""
+    def reconcile(self, study: StudySpec, damaged: list | None = None) -> list:
+        """Check every cell of ``study`` on disk: damaged cells are set aside with a warning naming
+        them (and appended to ``damaged`` as (label, n)); cells the manifest lacks (a run killed
+        between writing a cell and its manifest entry) are entered as ``recovered``, and readable
+        cells without a checksum (older caches) get theirs. Returns the (label, n) pairs entered."""
         added = []
         for f in study.fits:
-            man = self.read_manifest(study, f.label, repair=True)
-            known = set(man.get("cells", {}))
-            for n in f.sizes:
-                if str(n) not in known and self.has_cell(study, f.label, n):
-                    arrays = self.read_cell(study, f.label, n)
-                    self._record(study, f.label, n, arrays, None, recovered=True)
-                    added.append((f.label, n))
+            new, bad = self.store(study, f.label).reconcile(
+                [str(n) for n in f.sizes], lambda arrays: {**_entry(arrays, None), "provenance": None})
+            added += [(f.label, int(n)) for n in new]
+            if damaged is not None:
+                damaged += [(f.label, int(n)) for n in bad]
         return added
 
     # ------------------------------------------------------------------ status / results
     def status(self, study: StudySpec) -> dict:
-        """``{fit label: {"done": [...], "missing": [...]}}``."""
+        """``{fit label: {"done": [...], "missing": [...], "damaged": [...]}}`` (damaged: on disk
+        but failing its checksum or unreadable; the next run sets it aside and recomputes it)."""
         out = {}
         for f in study.fits:
-            done = [n for n in f.sizes if self.has_cell(study, f.label, n)]
-            out[f.label] = {"done": done, "missing": [n for n in f.sizes if n not in set(done)]}
+            states = {n: self.cell_state(study, f.label, n) for n in f.sizes}
+            out[f.label] = {s: [n for n in f.sizes if states[n] == s]
+                            for s in ("done", "missing", "damaged")}
         return out
 
     def load_results(self, study: StudySpec, fits=None, allow_missing: bool = True):
@@ -275,15 +283,43 @@ class StudyCache:
             if fits is not None and f.label not in fits:
                 continue
             for n in f.sizes:
-                if not self.has_cell(study, f.label, n):
+                state, arrays = self.store(study, f.label).check(str(n))
+                if state == "damaged" and not allow_missing:
+                    self.read_cell(study, f.label, n)  # raises, naming the file
+                if state != "done":
                     if not allow_missing:
                         raise FileNotFoundError(f"cell {f.label} n={n} of study {study.name!r} "
                                                 f"is not in the cache {self.root}")
                     continue
-                frames.append(_frame(self.read_cell(study, f.label, n), study.name, f.label))
+                frames.append(_frame(arrays, study.name, f.label))
         if not frames:
             return pd.DataFrame(columns=["study", "fit", "n", "replicate", "failed", "converged"])
         return pd.concat(frames, ignore_index=True)
+
+
+def _cell_name(n) -> str:
+    return f"n={int(n):010d}.npz"
+
+
+def _decode_cell(data: bytes, panel_hash: str, replicates: int) -> dict:
+    """Every array of an npz cell (reading each checks its CRC-32), after the panel hash and the
+    replicate count."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if str(arrays.pop(_HASH_KEY, None)) != panel_hash:
+        raise ValueError("written by a different study spec (panel hash)")
+    if arrays["replicate"].shape[0] != replicates:
+        raise ValueError(f"holds {arrays['replicate'].shape[0]} replicates, not {replicates}")
+    return arrays
+
+
+def _entry(arrays, wall_s) -> dict:
+    """The manifest entry of a cell, less its file, checksum and provenance."""
+    failed = int(np.asarray(arrays.get("failed", np.zeros(0, bool))).sum())
+    return {"wall_s": wall_s, "completed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "replicates": int(np.asarray(arrays["replicate"]).shape[0]), "n_failed": failed,
+            "n_pad": int(np.asarray(arrays["n_pad"])[0]) if "n_pad" in arrays else None,
+            "pid": os.getpid()}
 
 
 def _frame(arrays: dict, study_name: str, label: str):

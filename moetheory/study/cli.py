@@ -6,7 +6,11 @@
     moetheory study run NAME [--preset quick|full] [--workers N | --scheduler ADDR] [--cache DIR] [--quiet]
     moetheory study status NAME [--preset quick|full] [--cache DIR]
     moetheory study run my_study.toml          # NAME may also be a .toml/.json declaration file
-    moetheory reproduce NAME [--preset quick|full] [--out docs/figures] [--cache DIR] [--quiet] [--fit LABEL]
+    moetheory reproduce NAME [--preset quick|full] [--out DIR] [--cache DIR] [--quiet] [--fit LABEL] [--pinned]
+
+``reproduce`` writes its figures to ``./results/figures`` unless ``--out`` says otherwise (the
+documentation's figures are redrawn only on request: ``--out docs/figures``). Ctrl-C stops a run
+between cells with one line (``interrupted; N cells kept, rerun to resume``) and exit status 130.
 
 Unknown study names and presets raise ``ValueError`` listing the valid choices (``main`` prints
 them as one ``moetheory: error: ...`` line, exit code 2).
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from moetheory.study.registry import DEFAULT_FIGURES
 
 
 def _directory(value: str) -> str:
@@ -40,6 +46,9 @@ def _common(p, with_exec=True):
         p.add_argument("--quiet", action="store_true", help="no progress output")
         p.add_argument("--fit", action="append", default=None, metavar="LABEL",
                        help="only this fitted model (repeatable), e.g. --fit k2")
+        p.add_argument("--pinned", action="store_true",
+                       help="also print the official code's pinned-gate Voronoi loss rates "
+                            "(they explode for over-fitted models)")
 
 
 def register(subparsers) -> None:
@@ -76,8 +85,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("reproduce", help="run what is missing of a study, then draw its figure")
     _common(p)
-    p.add_argument("--out", default="docs/figures", type=_directory,
-                   help="figure directory (default docs/figures)")
+    p.add_argument("--out", default=DEFAULT_FIGURES, type=_directory,
+                   help=f"figure directory (default {DEFAULT_FIGURES}; `--out docs/figures` "
+                        "redraws the documentation's figures)")
     p.set_defaults(handler=_reproduce)
 
 
@@ -131,7 +141,51 @@ def _list(args) -> int:
     return 0
 
 
+def interruptible(run) -> int:
+    """``run()`` (returning an exit code); Ctrl-C instead prints one line and returns 130.
+
+    Cells finish atomically and the partial cell is discarded, so a rerun resumes where this one
+    stopped with the same numbers as an uninterrupted run.
+
+    Examples
+    --------
+    >>> def stopped():
+    ...     raise KeyboardInterrupt
+    >>> interruptible(stopped)   # the line goes to stderr
+    130
+    >>> interruptible(lambda: 0)
+    0
+    """
+    import warnings
+
+    from moetheory.study.store import CELLS_WRITTEN, DamagedCellWarning
+
+    before = CELLS_WRITTEN[0]
+    shown = warnings.showwarning
+
+    def one_line(message, category, *args, **kw):  # a damaged cell: one line, no source echo
+        if issubclass(category, DamagedCellWarning):
+            print(f"moetheory: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, *args, **kw)
+
+    warnings.showwarning = one_line
+    try:
+        return run()
+    except KeyboardInterrupt:
+        kept = CELLS_WRITTEN[0] - before
+        print(f"interrupted; {kept} cell{'' if kept == 1 else 's'} kept, rerun to resume",
+              file=sys.stderr, flush=True)
+        return 130
+    finally:
+        warnings.showwarning = shown
+
+
 def _run(args) -> int:
+    return interruptible(lambda: _run_study(args))
+
+
+def _run_study(args) -> int:
     spec = _file_study(args)
     if spec is not None:
         from moetheory.study.runner import run_study, summarize
@@ -145,7 +199,7 @@ def _run(args) -> int:
     registry.run(args.name, args.preset, args.cache, progress=not args.quiet,
                  scheduler=args.scheduler, workers=args.workers, fits=args.fit)
     if not args.quiet:
-        registry.print_rates(args.name, args.preset, args.cache)
+        registry.print_rates(args.name, args.preset, args.cache, pinned=args.pinned)
     return 0
 
 
@@ -158,28 +212,43 @@ def _status(args) -> int:
     else:
         registry = _check(args)
         st = registry.status(args.name, args.preset, args.cache)
-    complete = True
+    n_missing = n_damaged = 0
     for spec_name, fits in st.items():
-        if "results" in fits:
-            print(f"{spec_name}: {'complete' if fits['complete'] else 'incomplete'} ({fits['results']})")
-            complete &= bool(fits["complete"])
-            continue
         for label, s in fits.items():
-            done, missing = len(s["done"]), len(s["missing"])
-            complete &= missing == 0
-            print(f"{spec_name:<26} {label:<12} {done}/{done + missing} cells cached"
-                  + (f"; missing n = {s['missing'][:6]}{' ...' if missing > 6 else ''}" if missing else ""))
-    print("complete" if complete else "incomplete")
+            done, missing, damaged = len(s["done"]), len(s["missing"]), len(s["damaged"])
+            n_missing += missing
+            n_damaged += damaged
+            what = "n = " if label != "cells" else ""
+            print(f"{spec_name:<26} {label:<12} {done}/{done + missing + damaged} cells cached"
+                  + (f"; missing {what}{_some(s['missing'])}" if missing else "")
+                  + (f"; DAMAGED {what}{_some(s['damaged'])}" if damaged else ""))
+    if n_damaged:
+        one = n_damaged == 1
+        print(f"damaged: {n_damaged} cell{'' if one else 's'} failed the checksum or cannot be "
+              f"read; the next run sets {'it' if one else 'them'} aside and recomputes "
+              f"{'it' if one else 'them'}")
+    elif n_missing:
+        print("incomplete")
+    else:
+        print("complete")
     return 0
 
 
+def _some(items, shown=6) -> str:
+    return f"{list(items[:shown])}{' ...' if len(items) > shown else ''}"
+
+
 def _reproduce(args) -> int:
+    return interruptible(lambda: _reproduce_study(args))
+
+
+def _reproduce_study(args) -> int:
     registry = _check(args)
     registry.run(args.name, args.preset, args.cache, progress=not args.quiet,
                  scheduler=args.scheduler, workers=args.workers, fits=args.fit)
     paths = registry.draw(args.name, args.preset, args.cache, args.out)
     if not registry.entry(args.name).external:
-        registry.print_rates(args.name, args.preset, args.cache)
+        registry.print_rates(args.name, args.preset, args.cache, pinned=args.pinned)
     for p in paths:
         print(f"wrote {p}", file=sys.stdout)
     return 0

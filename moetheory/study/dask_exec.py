@@ -4,10 +4,11 @@ Each missing cell is one task ``_cell_task(study_json, label, n, ..., em_backend
 the :class:`StudySpec` from its JSON, computes the cell with exactly the same code as the local
 runner (:func:`moetheory.study.runner.compute_cell`) and returns plain NumPy arrays. The client
 writes each result to the cache as it arrives (atomically; the manifest is only ever written by
-the client), so an interrupted distributed run resumes like a local one. The EM backend
-(:func:`moetheory.study.runner.cell_backend`) is decided once on the client and sent with every
-task, so local and distributed runs of the same study produce the same numbers on the same kind
-of machine.
+the client), so an interrupted distributed run resumes like a local one; the client claims the
+cells it submits (:mod:`moetheory.study.claims`), so concurrent runs on one cache share the work.
+The EM backend (:func:`moetheory.study.runner.cell_backend`) is decided once on the client and
+sent with every task, so local and distributed runs of the same study produce the same numbers
+on the same kind of machine.
 
 Usage: ``scheduler="tcp://host:8786"`` connects to a running cluster; ``workers=N`` starts a
 local cluster of N single-threaded worker processes for the duration of the run; or pass an
@@ -86,6 +87,7 @@ def run_cells_dask(study, todo, cache, *, scheduler=None, workers=None, client=N
     []
     """
     import os
+    from contextlib import closing
 
     from dask.distributed import as_completed
 
@@ -98,24 +100,47 @@ def run_cells_dask(study, todo, cache, *, scheduler=None, workers=None, client=N
     own_client = client is None
     if client is None:
         client, own_cluster = _client(scheduler, workers, processes)
-    compile_cache = os.environ.get("MOETHEORY_COMPILE_CACHE") or str(cache.root / "jax-compile")
+    # an explicit compile cache is passed on; otherwise each worker uses its own user's default
+    compile_cache = os.environ.get("MOETHEORY_COMPILE_CACHE")
+    if compile_cache and compile_cache != "off":
+        compile_cache = os.path.abspath(compile_cache)
+    claims = {}
     try:
         spec_json = study.to_json()
-        futures = {}
-        for label, n in todo:
+
+        def submit(label, n):
             backend = cell_backend(study, label)  # decided here, sent to the worker
-            fut = client.submit(_cell_task, spec_json, label, int(n),
-                                 os.path.abspath(compile_cache), backend, pure=False,
-                                 key=f"moetheory-{study.name}-{label}-{int(n)}-{time.time_ns()}")
+            fut = client.submit(_cell_task, spec_json, label, int(n), compile_cache, backend,
+                                pure=False,
+                                key=f"moetheory-{study.name}-{label}-{int(n)}-{time.time_ns()}")
             futures[fut] = (label, int(n))
+            return fut
+
+        futures, others = {}, []
+        for label, n in todo:  # claim what no other process computes; submit it all at once
+            claim = cache.claim(study, label, n)
+            if claim.acquire():
+                claims[(label, int(n))] = claim
+                submit(label, n)
+            else:
+                others.append((label, n))
         with CellProgress(study, todo, enabled=progress, desc=f"{study.name} [dask]") as bar:
             for fut in as_completed(list(futures)):
                 label, n = futures[fut]
                 arrays, wall = fut.result()
                 cache.write_cell(study, label, n, arrays, wall_s=wall)
+                claims.pop((label, n)).release()
                 bar.done(label, n, arrays, wall)
                 _cell_delay()
+            # cells another process was computing: wait for them (or take over a stale claim)
+            with closing(cache.share(study, others, on_other=bar.skip)) as cells:
+                for label, n in cells:
+                    arrays, wall = submit(label, n).result()
+                    cache.write_cell(study, label, n, arrays, wall_s=wall)
+                    bar.done(label, n, arrays, wall)
     finally:
+        for claim in claims.values():
+            claim.release()
         if own_client:
             client.close()
         if own_cluster is not None:

@@ -12,7 +12,8 @@ class CellProgress:
     """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``.
 
     ``done(label, n, arrays, wall_s)`` advances the bar after a cell; ``arrays["failed"]`` (shape
-    (replicates,), bool) gives the failure count shown.
+    (replicates,), bool) gives the failure count shown. ``skip((label, n))`` advances it past a
+    cell that another process computed.
 
     Parameters
     ----------
@@ -65,6 +66,14 @@ class CellProgress:
             return
         failed = int(arrays["failed"].sum()) if "failed" in arrays else 0
         self.bar.set_postfix_str(f"{label} n={n} {wall_s:.1f}s failed={failed}", refresh=False)
+        self.bar.update(self._cost(label, n))
+
+    def skip(self, cell):
+        """Advance past a cell ``(label, n)`` that another process computed."""
+        if self.bar is None:
+            return
+        label, n = cell
+        self.bar.set_postfix_str(f"{label} n={n} done by another process", refresh=False)
         self.bar.update(self._cost(label, n))
 
     def __exit__(self, *exc):

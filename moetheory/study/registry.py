@@ -31,6 +31,9 @@ from moetheory.study.spec import StudySpec
 #: study adds ``official``, the paper's protocol on the paper's grids)
 PRESETS = ("quick", "full", "official")
 
+#: where ``reproduce`` draws figures unless told otherwise (never the tracked docs/figures)
+DEFAULT_FIGURES = "results/figures"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -50,6 +53,7 @@ class Entry:
     external: bool = False  # True: not a StudySpec study (has its own runner)
     run_fn: str = ""  # external studies: ``run_fn(preset, out_dir=..., progress=...)`` in ``module``
     plot_fn: str = ""  # external studies: ``plot_fn(results_dir, out_dir, name=...)`` in ``figure``
+    status_fn: str = ""  # external studies: ``status_fn(preset, out_dir)`` -> done/missing/damaged
 
 
 ENTRIES = {
@@ -61,10 +65,11 @@ ENTRIES = {
                          "temperature gate vs activation (tanh, sigmoid) dense-to-sparse gates"),
     "attention": Entry("attention", "simulations.attention", "paper_figures.attention",
                        "random-feature attention vs random-feature MLP", external=True,
-                       run_fn="run_attention_experiment", plot_fn="plot_attention"),
+                       run_fn="run_attention_experiment", plot_fn="plot_attention",
+                       status_fn="cache_status"),
     "neural": Entry("neural", "simulations.neural", "paper_figures.neural",
                     "PyTorch MoE layers trained by Adam vs EM (needs the torch extra)", external=True,
-                    run_fn="run_neural_experiment", plot_fn="plot_neural"),
+                    run_fn="run_neural_experiment", plot_fn="plot_neural", status_fn="cache_status"),
 }
 
 
@@ -222,9 +227,10 @@ def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, sche
 
 
 def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
-    """``{study spec name: {fit: {"done": [...], "missing": [...]}}}``.
+    """``{study spec name: {fit: {"done": [...], "missing": [...], "damaged": [...]}}}``.
 
-    External studies give ``{"<name>-<preset>": {"results": dir, "complete": bool}}``.
+    External studies give ``{"<name>-<preset>": {"cells": {"done": ..., "missing": ...,
+    "damaged": ...}}}`` (their cells: replicates or training runs).
 
     Examples
     --------
@@ -232,19 +238,21 @@ def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
     >>> st = status("softmax", "quick", tempfile.mkdtemp())
     >>> st["softmax-quick"]["k2"]["done"], len(st["softmax-quick"]["k2"]["missing"])
     ([], 8)
+    >>> status("attention", "quick", tempfile.mkdtemp())["attention-quick"]["cells"]["missing"]
+    [0, 1, 2]
     """
     from moetheory.study.cache import StudyCache
 
     e = entry(name)
     check_preset(preset)
     if e.external:
-        d = _external_dir(name, cache_dir, preset)
-        return {f"{name}-{preset}": {"results": str(d), "complete": (d / "results.json").exists()}}
+        fn = getattr(_import(e.module), e.status_fn)
+        return {f"{name}-{preset}": {"cells": fn(preset, _external_dir(name, cache_dir, preset))}}
     cache = StudyCache(cache_dir)
     return {spec.name: cache.status(spec) for spec in studies(name, preset)}
 
 
-def draw(name: str, preset: str = "quick", cache_dir=None, out_dir="docs/figures") -> list:
+def draw(name: str, preset: str = "quick", cache_dir=None, out_dir=DEFAULT_FIGURES) -> list:
     """Draw the figure(s) of study ``name`` from the cache (never computes).
 
     Returns the list of written figure paths.
@@ -268,7 +276,7 @@ def simulation_main(name: str, argv=None) -> int:
     """``python -m simulations.<name> --preset quick`` (shared by the declaration modules).
 
     Runs what is missing of study ``name`` (see :func:`run`), prints its rates and returns the
-    exit code 0.
+    exit code 0 (130 after Ctrl-C, with one line: :func:`moetheory.study.cli.interruptible`).
 
     Examples
     --------
@@ -283,11 +291,18 @@ def simulation_main(name: str, argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="run on a local Dask cluster of N workers")
     ap.add_argument("--scheduler", default=None, help="run on the Dask scheduler at ADDRESS")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--pinned", action="store_true",
+                    help="also print the official code's pinned-gate Voronoi loss rates")
     args = ap.parse_args(argv)
-    run(name, args.preset, args.cache, progress=not args.quiet, scheduler=args.scheduler,
-        workers=args.workers)
-    print_rates(name, args.preset, args.cache)
-    return 0
+    from moetheory.study.cli import interruptible
+
+    def go():
+        run(name, args.preset, args.cache, progress=not args.quiet, scheduler=args.scheduler,
+            workers=args.workers)
+        print_rates(name, args.preset, args.cache, pinned=args.pinned)
+        return 0
+
+    return interruptible(go)
 
 
 def rate_table(name: str, preset: str = "quick", cache_dir=None) -> list:
@@ -358,19 +373,40 @@ def study_rate_table(specs, cache_dir=None) -> list:
     return rows
 
 
-def print_rates(name, preset="quick", cache_dir=None, file=None) -> None:
-    """Print one line per fitted model and loss: slope, 95% CI, window (cache only).
+def print_rates(name, preset="quick", cache_dir=None, file=None, pinned=False) -> None:
+    """Print the table of fitted convergence rates of study ``name`` (cache only).
+
+    See :func:`print_study_rates` for the table; ``pinned`` adds the rows of the official code's
+    convention (``loss_voronoi_pinned``).
 
     Examples
     --------
     >>> print_rates("softmax", "quick", "/tmp/mt-cache")  # doctest: +SKIP
-    softmax-quick                k2           loss_voronoi             slope -0.49...
+    Convergence rates of softmax-quick: mean loss ~ C n^slope (least squares on log-log axes)
+    ...
     """
-    _print_rows(rate_table(name, preset, cache_dir), file)
+    _print_rows(rate_table(name, preset, cache_dir), studies(name, preset), file, pinned)
 
 
-def print_study_rates(specs, cache_dir=None, file=None) -> None:
-    """Like :func:`print_rates`, for StudySpec objects instead of a registered name.
+def print_study_rates(specs, cache_dir=None, file=None, pinned=False) -> None:
+    """Print a titled table of the fitted rates of ``specs``: one row per fitted model and loss.
+
+    Columns: the fit's label and title, the loss, the fitted slope with its 95% CI, the
+    theoretical slope, the window of sample sizes, the number of sizes, the replicates excluded
+    from the means (failed fits and undefined loss values) and the law AIC prefers; a last line
+    explains them. Rows of ``loss_voronoi_pinned`` (the official code's convention, which compares
+    gates without removing their unidentifiable shift and explodes for over-fitted models) are
+    shown only with ``pinned=True``.
+
+    Parameters
+    ----------
+    specs : StudySpec or sequence of StudySpec
+    cache_dir : path, optional
+        Cache root (default :func:`moetheory.study.cache.default_cache_dir`).
+    file : writable text file, optional
+        Default ``sys.stdout``.
+    pinned : bool
+        Also print the official-convention (pinned) rows.
 
     Examples
     --------
@@ -382,24 +418,60 @@ def print_study_rates(specs, cache_dir=None, file=None) -> None:
     >>> from moetheory.study.spec import FitSpec, StudySpec
     >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
     >>> spec = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth, replicates=2,
-    ...                  fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 400, 1600)),))
+    ...                  fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 400, 1600),
+    ...                                expected_rate=-0.5, title="exact-fitted k = 2"),))
     >>> cache = StudyCache(tempfile.mkdtemp())
     >>> for n in (100, 400, 1600):   # fake cells: loss = 2 n^-1/2, arrays of shape (replicates,)
     ...     _ = cache.write_cell(spec, "k2", n, {
     ...         "n": np.full(2, n), "replicate": np.arange(2), "failed": np.zeros(2, bool),
     ...         "converged": np.ones(2, bool), "loss_voronoi": np.full(2, 2 / n ** 0.5)})
     >>> print_study_rates(spec, cache.root)  # doctest: +NORMALIZE_WHITESPACE
-    tiny k2 loss_voronoi slope -0.500 [-0.500, -0.500] n in [100, 1600] (3 sizes, 0 excluded)
-    preferred law: power
+    Convergence rates of tiny: mean loss ~ C n^slope (least squares on log-log axes)
+    fit  model               loss  slope   95% CI            theory  n range     sizes  excluded  AIC prefers
+    k2   exact-fitted k = 2  D_1   -0.500  [-0.500, -0.500]  -0.500  100 - 1600  3      0         power
+    excluded: replicates left out of a size's mean loss (the fit failed: non-finite or variance
+    collapse; or the loss is undefined, e.g. D_2 needing the unknown r(4)); AIC prefers n^slope
+    (power), (log n)^slope (log) or neither (AICs within 2).
     """
-    _print_rows(study_rate_table(specs, cache_dir), file)
+    _print_rows(study_rate_table(specs, cache_dir), specs, file, pinned)
 
 
-def _print_rows(rows, file=None) -> None:
+_LOSS_NAMES = {"loss_voronoi_pinned": "{D} pinned", "loss_voronoi_identified": "{D} identified",
+               "loss_voronoi": "{D}", "loss_hellinger": "Hellinger"}
+
+
+def _print_rows(rows, specs, file=None, pinned=False) -> None:
     file = file or sys.stdout
+    if isinstance(specs, StudySpec):
+        specs = (specs,)
+    by_name = {spec.name: spec for spec in specs}
+    hidden = [r for r in rows if r["loss"] == "loss_voronoi_pinned" and not pinned]
+    rows = [r for r in rows if r not in hidden]
+    if not rows:
+        return
+    table = []
     for r in rows:
+        spec = by_name.get(r["study"])
+        fit = spec.fit(r["fit"]) if spec is not None else None
+        exact = fit is not None and fit.spec.n_experts == spec.truth_spec.n_experts
+        loss = _LOSS_NAMES.get(r["loss"], r["loss"]).format(D="D_1" if exact else "D_2")
+        theory = r["expected"] if r["loss"] != "loss_voronoi_pinned" else None
         lo, hi = r["ci"]
-        print(f"{r['study']:<28} {r['fit']:<12} {r['loss']:<24} slope {r['slope']:+.3f} "
-              f"[{lo:+.3f}, {hi:+.3f}]  n in [{r['window'][0]:g}, {r['window'][1]:g}] "
-              f"({r['points']} sizes, {r['failed']} excluded)  preferred law: {r['preferred_law']}",
-              file=file)
+        table.append((r["fit"], (fit.title if fit is not None else "") or "", loss,
+                      f"{r['slope']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]",
+                      "-" if theory is None else f"{theory:+.3f}",
+                      f"{r['window'][0]:g} - {r['window'][1]:g}", str(r["points"]),
+                      str(r["failed"]), r["preferred_law"]))
+    head = ("fit", "model", "loss", "slope", "95% CI", "theory", "n range", "sizes", "excluded",
+            "AIC prefers")
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(head)]
+    names = ", ".join(dict.fromkeys(r["study"] for r in rows))
+    print(f"Convergence rates of {names}: mean loss ~ C n^slope (least squares on log-log axes)",
+          file=file)
+    for line in (head, *table):
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip(), file=file)
+    print("excluded: replicates left out of a size's mean loss (the fit failed: non-finite or "
+          "variance collapse; or the loss is undefined, e.g. D_2 needing the unknown r(4)); AIC "
+          "prefers n^slope (power), (log n)^slope (log) or neither (AICs within 2)"
+          + (f"; --pinned adds the official code's pinned-gate D ({len(hidden)} rows)"
+             if hidden else "") + ".", file=file)

@@ -17,8 +17,9 @@ Replicates run on a thread pool when the pipeline's backend is the Numba kernel 
 the GIL). On the JAX backend the data are padded to a *bucket* length N(n) ≥ n from a geometric
 ladder (``StudySpec.bucket_ratio``, or the explicit ``StudySpec.buckets``) with zero weights on
 the padding, so one compiled program serves every n of a bucket; padding changes no number
-beyond rounding. A persistent XLA compilation cache (``$MOETHEORY_COMPILE_CACHE``) lets re-runs
-and worker processes skip compilation.
+beyond rounding. A persistent XLA compilation cache (per user:
+:func:`moetheory.study.cache.default_compile_cache_dir`) lets re-runs and worker processes skip
+compilation.
 
 Failures are recorded per replicate (``status`` bit field, see :data:`STATUS_BITS`) and never
 averaged silently: ``failed`` replicates keep their raw numbers in the cache and are excluded
@@ -349,34 +350,33 @@ _COMPILE_CACHE_SET = False
 def configure_compile_cache(cache_dir=None) -> str | None:
     """Turn on JAX's persistent compilation cache once per process (idempotent).
 
-    Directory: ``$MOETHEORY_COMPILE_CACHE``, else ``<cache_dir>/jax-compile``; set
-    ``MOETHEORY_COMPILE_CACHE=off`` to disable.
+    Directory: :func:`moetheory.study.cache.default_compile_cache_dir` (``$MOETHEORY_COMPILE_CACHE``,
+    else ``$XDG_CACHE_HOME/moetheory/jax-compile``; ``off`` disables), created private to the user.
+    It holds native code that later runs execute, so it never lives inside a results cache;
+    ``cache_dir`` is accepted for compatibility and ignored.
 
-    Returns the directory it configured, or None (already configured, disabled, or no directory).
+    Returns the directory it configured, or None (already configured, or disabled).
 
     Examples
     --------
-    >>> configure_compile_cache(".moetheory-cache")  # doctest: +SKIP
-    '/abs/path/.moetheory-cache/jax-compile'
-    >>> configure_compile_cache(".moetheory-cache") is None  # doctest: +SKIP
+    >>> configure_compile_cache()  # doctest: +SKIP
+    '/home/me/.cache/moetheory/jax-compile'
+    >>> configure_compile_cache() is None  # doctest: +SKIP
     True
     """
     global _COMPILE_CACHE_SET
     if _COMPILE_CACHE_SET:
         return None
-    path = os.environ.get("MOETHEORY_COMPILE_CACHE")
-    if path == "off":
-        _COMPILE_CACHE_SET = True
-        return None
+    from moetheory.study.cache import default_compile_cache_dir
+
+    _COMPILE_CACHE_SET = True
+    path = default_compile_cache_dir()
     if path is None:
-        if cache_dir is None:
-            return None
-        path = os.path.join(os.fspath(cache_dir), "jax-compile")
+        return None
     path = os.path.abspath(path)  # the process may change directory later
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    _COMPILE_CACHE_SET = True
     return path
 
 
@@ -465,6 +465,10 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
               workers=None, fits=None):
     """Compute every missing cell of ``study``, caching each as it completes.
 
+    Damaged cells are named (:class:`~moetheory.study.store.DamagedCellWarning`) and recomputed;
+    processes running the same study on one cache compute each cell once
+    (:mod:`moetheory.study.claims`); Ctrl-C (KeyboardInterrupt) keeps every completed cell.
+
     Parameters
     ----------
     cache_dir : path, default ``$MOETHEORY_CACHE`` or ``./.moetheory-cache``
@@ -498,7 +502,7 @@ def run_study(study: StudySpec, cache_dir=None, *, progress: bool = True, schedu
     if fits is not None:
         for label in fits:
             study.fit(label)
-    cache.reconcile(study)
+    cache.reconcile(study)  # damaged cells: named, set aside, recomputed below
     todo = [(lab, n) for lab, n in missing_cells(study, cache) if fits is None or lab in fits]
     if scheduler is not None or workers is not None:
         from moetheory.study.dask_exec import run_cells_dask
@@ -535,11 +539,14 @@ def run_cells_local(study, todo, cache, progress=True):
     >>> missing_cells(study, cache)  # doctest: +SKIP
     []
     """
+    from contextlib import closing
+
     from moetheory.study.progress import CellProgress
 
-    configure_compile_cache(cache.root)
-    with CellProgress(study, todo, enabled=progress) as bar:
-        for label, n in todo:
+    configure_compile_cache()
+    with CellProgress(study, todo, enabled=progress) as bar, \
+            closing(cache.share(study, todo, on_other=bar.skip)) as cells:
+        for label, n in cells:  # each cell once, however many processes run the study
             t0 = time.perf_counter()
             arrays = compute_cell(study, label, n)
             wall = time.perf_counter() - t0

@@ -26,7 +26,6 @@ True
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
@@ -38,6 +37,7 @@ from moetheory.designs import DESIGNS
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams, check_params
 from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
+from moetheory.study.store import content_hash as _sha
 
 #: losses a study can record per replicate (see :mod:`moetheory.study.runner`)
 LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "hellinger")
@@ -62,14 +62,6 @@ def integer_sizes(values) -> tuple:
     import numpy as np
 
     return tuple(int(v) for v in np.unique(np.round(np.asarray(values, dtype=float))))
-
-
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
-
-
-def _sha(obj) -> str:
-    return hashlib.sha256(_canonical(obj).encode()).hexdigest()
 
 
 def _moespec_dict(s: MoESpec) -> dict:
