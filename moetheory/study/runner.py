@@ -297,11 +297,14 @@ def _one_replicate(cfg: CellConfig, truth: MoEParams, n, key):
 def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, loglik, converged,
                       floor_hit):
     """Every loss and per-parameter error of one fit (independent of n: compiled once per fit)."""
-    from moetheory.losses import cell_errors, matched_errors, voronoi_loss
+    from moetheory.losses import best_translation, cell_errors, matched_errors, voronoi_loss
+    from moetheory.losses.voronoi import gate_exponents
     from moetheory.study.density import design_nodes, hellinger_distance
 
     fit = cfg.fit
     kind = "d1" if fit.spec.n_experts == cfg.truth_spec.n_experts else "d2"
+    # D_2 exponents by the PDEs the fitted gate keeps; unknown r̄(m >= 4) scored with r̄ >= 7
+    vkw = {"exponents": gate_exponents(fit.spec), "rbar_unknown": "bound"}
     if fit.spec.gate == "temperature" and fit.spec.estimates_tau:
         # τ estimated: (β, τ) is identified only up to scale; the EM step reports the
         # representative ‖(β_0, β_1, τ)‖ = 1 (free entries), so compare with the truth's.
@@ -312,17 +315,27 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     losses = {}
     for loss in cfg.losses:
         if loss == "voronoi":
-            val = voronoi_loss(fitted, truth, kind, fit.translation, None, fit.coords)
+            res = best_translation(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
+            val = res.value
+            out["rbar_bound_m"] = res.rbar_bound_m
         elif loss == "voronoi_pinned":
-            val = voronoi_loss(fitted, truth, kind, "pinned", None, fit.coords)
+            val = voronoi_loss(fitted, truth, kind, "pinned", None, fit.coords, **vkw)
         elif loss == "voronoi_identified":
-            val = voronoi_loss(fitted, truth, kind, fit.translation, None, "identified")
+            val = voronoi_loss(fitted, truth, kind, fit.translation, None, "identified", **vkw)
+        elif loss in ("voronoi_region", "gate"):
+            from moetheory.losses.gate_error import gate_error
+            from moetheory.losses.regions import region_loss
+
+            xs = jnp.asarray(design_nodes(cfg.design, cfg.truth_spec.dim))
+            val = (region_loss(fit.spec, fitted, cfg.truth_spec, truth, xs, kind, fit.translation,
+                               None, fit.coords, **vkw) if loss == "voronoi_region" else
+                   gate_error(fit.spec, fitted, cfg.truth_spec, truth, xs))
         else:  # hellinger
             xs = jnp.asarray(design_nodes(cfg.design, cfg.truth_spec.dim))
             val = hellinger_distance(fit.spec, fitted, cfg.truth_spec, truth, xs)
         losses[f"loss_{loss}"] = val
     out.update(losses)
-    ce = cell_errors(fitted, truth, kind, fit.translation, None, fit.coords)
+    ce = cell_errors(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
     for name in ("size", "weight", "beta1", "a", "b", "var"):
         out[f"cell_{name}"] = getattr(ce, name)
     if fit.spec.n_experts == cfg.truth_spec.n_experts:
