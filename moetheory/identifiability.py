@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["EquivalentModel", "search_equivalent", "evaluate_candidate"]
+__all__ = ["EquivalentModel", "search_equivalent", "evaluate_candidate", "InformationSD",
+           "information_sd"]
 
 
 class EquivalentModel(NamedTuple):
@@ -220,3 +221,86 @@ def search_equivalent(truth_spec, truth, fit_spec, design=None, *, n_starts: int
         if cand.hellinger < tol:
             found.append(cand)
     return sorted(found, key=lambda c: -c.loss)
+
+
+class InformationSD(NamedTuple):
+    """Result of :func:`information_sd`.
+
+    ``sd``: {parameter label: asymptotic standard deviation per √n} (NaN where the inverse
+    information has a non-positive diagonal: not identified to first order in this design);
+    ``min_eig``: smallest eigenvalue of the information scaled to unit diagonal (0 or negative:
+    singular); ``n_mc``: draws used.
+
+    Examples
+    --------
+    >>> InformationSD({"tau": 1.0}, 0.1, 100).sd["tau"]
+    1.0
+    """
+
+    sd: dict
+    min_eig: float
+    n_mc: int
+
+
+def information_sd(spec, truth, design, *, n_mc: int = 20000, seed: int = 0) -> InformationSD:
+    """Asymptotic standard deviations per √n of the free parameters at the truth.
+
+    The per-observation Fisher information is estimated by the observed information
+    (:func:`moetheory.mle.information`) of ``n_mc`` draws from the truth on the design, divided by
+    ``n_mc``; the standard deviation of parameter j at sample size n is then about
+    ``sd[j] / sqrt(n)``. A weakly identified gate shows as large (or NaN) entries: the n from which
+    the parametric regime can start is about (sd / wanted precision)².
+
+    Parameters
+    ----------
+    spec : MoESpec
+        The model (the truth's structure).
+    truth : MoEParams
+        Unbatched parameters.
+    design : DesignSpec
+        Covariate design.
+    n_mc : int
+        Draws.
+    seed : int
+
+    Returns
+    -------
+    InformationSD
+
+    Examples
+    --------
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import DesignSpec
+    >>> truth = MoEParams.create([0., 0.], [[2.], [0.]], [[-1.], [1.]], [.5, -.5], [.1, .1])
+    >>> res = information_sd(MoESpec(2, 1), truth, DesignSpec("uniform"), n_mc=2000)
+    >>> sorted(res.sd)[:2], res.min_eig > 0
+    (['expert1:const', 'expert1:var'], True)
+    """
+    import jax
+
+    from moetheory._jax import ensure_x64
+    from moetheory.designs import make_design
+    from moetheory.mle import information, param_names
+    from moetheory.model import sample
+    from moetheory.params import MoEParams
+
+    ensure_x64()
+    if isinstance(n_mc, bool) or not isinstance(n_mc, (int, np.integer)) or n_mc < 10:
+        raise ValueError(f"n_mc must be an integer >= 10; got {n_mc!r}")
+    truth = MoEParams.create(*truth)
+    kx, ky = jax.random.split(jax.random.key(seed))
+    x = make_design(kx, design.name, int(n_mc), spec.dim, low=design.low, high=design.high,
+                    scale=design.scale, radius=design.radius)
+    y = sample(ky, spec, truth, x)
+    info, _ = information(spec, truth, x, y)
+    info = info / n_mc
+    d = np.sqrt(np.abs(np.diag(info)))
+    scaled = info / np.outer(d, d)
+    min_eig = float(np.linalg.eigvalsh(0.5 * (scaled + scaled.T))[0])
+    with np.errstate(invalid="ignore"):
+        diag = np.diag(np.linalg.pinv(info))
+        sd = np.where(diag > 0, np.sqrt(np.where(diag > 0, diag, 1.0)), np.nan)
+    if min_eig <= 1e-12:
+        sd = np.full_like(sd, np.nan)
+    return InformationSD(dict(zip(param_names(spec), (float(v) for v in sd))), min_eig, int(n_mc))
