@@ -35,7 +35,7 @@ def _matched(df, label, param):
 
 def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
-    from moetheory.study.runner import loss_matrix
+    from moetheory.study.summary import loss_matrix
 
     plt = setup_matplotlib()
     (spec,) = studies(NAME, preset)

@@ -317,7 +317,7 @@ def study_rate_table(specs, cache_dir=None) -> list:
 
     from moetheory.rates import fit_rate
     from moetheory.study.cache import load_results
-    from moetheory.study.runner import loss_matrix
+    from moetheory.study.summary import loss_matrix
 
     if isinstance(specs, StudySpec):
         specs = (specs,)
