@@ -86,8 +86,8 @@ def evaluate_candidate(truth_spec, truth, fit_spec, fitted, design=None, *, node
     ...                          [1., 0., -1.], [.1, .1, .1])
     >>> dup = MoEParams.create([0., .5, .5, 0.], [[-5.], [-1.], [1.], [5.]],
     ...                        [[-2.], [1.], [1.], [2.]], [1., 0., 0., -1.], [.1] * 4)
-    >>> r = evaluate_candidate(ts, truth, fs, dup, DesignSpec("uniform"))
-    >>> r.hellinger < 1e-10, round(r.loss, 2), r.region_loss
+    >>> r = evaluate_candidate(ts, truth, fs, dup, DesignSpec("uniform"))  # doctest: +SKIP
+    >>> r.hellinger < 1e-10, round(r.loss, 2), r.region_loss  # doctest: +SKIP
     (True, 3.65, 0.0)
     """
     from moetheory._jax import ensure_x64
@@ -273,8 +273,8 @@ def information_sd(spec, truth, design, *, n_mc: int = 20000, seed: int = 0) -> 
     >>> from moetheory.spec import MoESpec
     >>> from moetheory.study.spec import DesignSpec
     >>> truth = MoEParams.create([0., 0.], [[2.], [0.]], [[-1.], [1.]], [.5, -.5], [.1, .1])
-    >>> res = information_sd(MoESpec(2, 1), truth, DesignSpec("uniform"), n_mc=2000)
-    >>> sorted(res.sd)[:2], res.min_eig > 0
+    >>> res = information_sd(MoESpec(2, 1), truth, DesignSpec("uniform"), n_mc=2000)  # doctest: +SKIP
+    >>> sorted(res.sd)[:2], res.min_eig > 0  # doctest: +SKIP
     (['expert1:const', 'expert1:var'], True)
     """
     import jax

@@ -49,7 +49,8 @@ def _fit_label(fit, boot=None):
 
 
 def window_text(fit):
-    return f"fit window n ∈ [{fit.window[0]:.0f}, {fit.window[1]:.0f}], 95% CI (OLS; boot: replicates resampled)"
+    return (f"fit window n ∈ [{fit.window[0]:.0f}, {fit.window[1]:.0f}], 95% CI\n"
+            f"    (OLS; boot: replicates resampled)")
 
 
 #: quantile band drawn around the median
@@ -98,13 +99,11 @@ def rate_curve(ax, sizes, mat, color, label, expected=None, marker="o", fit_wind
                 law = law_test(sizes[use], mat[use])
             except ValueError:
                 law = None
-    text = label
+    text = label + (f" ({n_failed} excl.)" if n_failed else "")
     if fit is not None:
-        text += f": {_fit_label(fit, boot)}"
+        text += f"\n    {_fit_label(fit, boot)}"
     if law is not None:
-        text += f"; {law.short()}"
-    if n_failed:
-        text += f" ({n_failed} excl.)"
+        text += f"\n    {law.short()}"
     ax.plot(sizes[use], mean[use], marker=marker, ms=3, lw=1.0, color=color, label=text)
     if fit is not None:
         grid = np.geomspace(fit.window[0], fit.window[1], 50)
@@ -122,8 +121,17 @@ def rate_curve(ax, sizes, mat, color, label, expected=None, marker="o", fit_wind
     return fit
 
 
-def add_reference_legend(ax, expected, window=None):
-    """Legend below the axes (so it never hides data); ``window``: a RateFit for its window."""
+def preset_note(preset: str) -> str:
+    """A suptitle line for the quick preset: its law-test verdicts have little power."""
+    if preset != "quick":
+        return ""
+    return ("\nquick grid: the rate-law test names the right family in at most 34% of simulated "
+            "studies here (docs/theory/rates.md); read its verdicts as undecided")
+
+
+def add_reference_legend(ax, expected, window=None, note=None):
+    """Legend below the axes (so it never hides data); ``window``: a RateFit for its window;
+    ``note``: a last line of text (e.g. where the panel may disagree with the paper)."""
     import matplotlib.lines as mlines
 
     from moetheory.rates import window_slope
@@ -134,13 +142,16 @@ def add_reference_legend(ax, expected, window=None):
         labels.append(f"theory: slope {expected:+.3g}")
         if expected == -0.5:
             handles.append(mlines.Line2D([], [], color="0.4", ls="-.", lw=0.9))
-            labels.append(f"theory with its log factor: √(log n / n) (slope "
+            labels.append(f"theory with its log factor √(log n / n)\n    (slope "
                           f"{window_slope('sqrt(log n/n)', 1e3, 1e5):+.3f} on [1e3, 1e5])")
     handles.append(mlines.Line2D([], [], color="0.3", ls="--", lw=0.7))
     labels.append(f"median, band {BAND[0]:.0%}–{BAND[1]:.0%} of replicates (markers: mean)")
     if window is not None:
         handles.append(mlines.Line2D([], [], color="none"))
         labels.append(window_text(window))
+    if note:
+        handles.append(mlines.Line2D([], [], color="none"))
+        labels.append(note)
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
               fontsize=7, ncol=1)
 

@@ -21,8 +21,8 @@ OLS and replicate-bootstrap intervals.
 """
 from __future__ import annotations
 
-from paper_figures._common import (COLORS, add_reference_legend, figure_main, load, rate_curve,
-                                   save, setup_matplotlib)
+from paper_figures._common import (COLORS, add_reference_legend, figure_main, load,
+                                   preset_note, rate_curve, save, setup_matplotlib)
 
 NAME = "temperature"
 
@@ -91,7 +91,6 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
         reps = next((s.replicates_of(label) for s in specs if label in {f.label for f in s.fits}), 0)
         fitted = "exact-fitted k = 2" if label == "k2" else "over-fitted k = 3"
         ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates)")
-        ax_t.text(0.01, 0.01, NOTE_TEMP, transform=ax_t.transAxes, fontsize=6.5, color="0.25")
         ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents)")
         ax_g.set_title("gate-function error (L2 of the gate probabilities over the design)")
         ax_h.set_title("Hellinger distance of the conditional densities")
@@ -99,11 +98,12 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
                          (ax_h, "distance")):
             ax.set_xlabel("n")
             ax.set_ylabel(ylab)
-        add_reference_legend(ax_t, -0.5 if theory_t else None)
+        add_reference_legend(ax_t, -0.5 if theory_t else None, note=NOTE_TEMP)
         add_reference_legend(ax_a, -0.5 if theory_a else None)
         add_reference_legend(ax_g, None)
         add_reference_legend(ax_h, None)
-    fig.suptitle(f"Temperature vs activation dense-to-sparse gates, k* = 2 ({preset} preset)")
+    fig.suptitle(f"Temperature vs activation dense-to-sparse gates, k* = 2 ({preset} preset)"
+                 f"{preset_note(preset)}")
     paths = save(fig, out_dir, f"temperature_{preset}")
     plt.close(fig)
     return paths

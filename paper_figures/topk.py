@@ -18,23 +18,19 @@ from __future__ import annotations
 import numpy as np
 
 from paper_figures._common import (COLORS, PARAM_LABELS, PARAM_RATES, add_reference_legend,
-                                   figure_main, load, param_errors, rate_curve, save,
-                                   setup_matplotlib)
+                                   figure_main, load, param_errors, preset_note, rate_curve,
+                                   save, setup_matplotlib)
 
 NAME = "topk"
 
 #: what each panel tests, and where the result may disagree with the paper (legend notes)
 NOTES = {
     "exact": "paper: D_1 and density parametric (k = k*)",
-    "enough": "paper: K ≥ K̄ = 3 → density and D_2 parametric; here the truth is\n"
-              "only in the closure of the class (a zero-weight third slot on one wedge)",
-    "toofew": "paper: convergence only guaranteed for K ≥ K̄ = 3; search_equivalent finds\n"
-              "no density-equivalent model here (the d = 1 design had them: Hellinger 2e-12)",
+    "enough": "paper: K ≥ K̄ = 3 → density and D_2 parametric; here the truth\n"
+              "is only in the closure of the class (a zero-weight third slot)",
+    "toofew": "paper: convergence guaranteed only for K ≥ K̄ = 3; no density-\n"
+              "equivalent model found here (d = 1 design: Hellinger 2e-12)",
 }
-
-
-def _note(ax, text):
-    ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=6.5, color="0.25", va="bottom")
 
 
 def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
@@ -63,8 +59,7 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
                      f"{fit.n_starts} start(s)")
         ax.set_xlabel("n")
         ax.set_ylabel("loss")
-        _note(ax, NOTES.get(fit.label, ""))
-        add_reference_legend(ax, fit.expected_rate, main)
+        add_reference_legend(ax, fit.expected_rate, main, note=NOTES.get(fit.label))
 
         ax = axes[1, col]
         sizes, mat = loss_matrix(df, fit.label, "loss_hellinger")
@@ -93,7 +88,7 @@ def plot(cache_dir=None, out_dir="docs/figures", preset="quick") -> list:
         ax.set_ylabel("error")
         add_reference_legend(ax, None)
     fig.suptitle(f"Top-K sparse softmax gating, d = 2, k* = 3, K* = 2, selection by β₁ᵀx "
-                 f"(study {spec.name})")
+                 f"(study {spec.name}){preset_note(preset)}")
     paths = save(fig, out_dir, f"topk_{preset}")
     plt.close(fig)
     return paths
