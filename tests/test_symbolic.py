@@ -199,3 +199,12 @@ def test_cli_pdes_table_for_every_gate():
     assert all(g in txt for g in S.PDE_TABLE_GATES)
     assert "activation-tanh     breaks         holds" in txt
     assert "(2, 2, rbar, rbar/2)" in txt and "(rbar, rbar/2, rbar, rbar/2)" in txt
+
+
+def test_cli_theory_pdes_command(capsys):
+    from moetheory.cli import main
+
+    assert main(["theory", "pdes", "--gate", "activation-tanh"]) == 0
+    out = capsys.readouterr().out
+    assert "[FAILS] beta1-a: d2u/dbeta1db = c du/da" in out
+    assert "[holds] b-nu: d2u/db2 = 2 du/dnu" in out

@@ -290,8 +290,11 @@ def study_rate_table(specs, cache_dir=None) -> list:
     """Fitted slopes of every loss of every fitted model of ``specs`` (cache only).
 
     Each row has ``study``, ``fit``, ``loss``, ``slope``, ``ci``, ``window``, ``points``,
-    ``failed``, ``preferred_law`` and ``expected``; the slope is :func:`moetheory.rates.fit_rate`
-    on the (sizes (m,), losses (m, R)) of :func:`moetheory.study.runner.loss_matrix` (m ≥ 3).
+    ``failed``, ``preferred_law`` (the AIC comparison of free-exponent laws, which has almost no
+    power), ``law_test`` (the verdict of :func:`moetheory.rates.law_test`, fixed exponents; "n/a"
+    when the grid does not allow it) and ``expected``; the slope is
+    :func:`moetheory.rates.fit_rate` on the (sizes (m,), losses (m, R)) of
+    :func:`moetheory.study.summary.loss_matrix` (m ≥ 3).
 
     Examples
     --------
@@ -315,7 +318,7 @@ def study_rate_table(specs, cache_dir=None) -> list:
     """
     import numpy as np
 
-    from moetheory.rates import fit_rate
+    from moetheory.rates import fit_rate, law_test
     from moetheory.study.cache import load_results
     from moetheory.study.summary import loss_matrix
 
@@ -333,10 +336,14 @@ def study_rate_table(specs, cache_dir=None) -> list:
                 if ok.sum() < 3:
                     continue
                 r = fit_rate(sizes[ok], mat[ok])
+                try:
+                    verdict = law_test(sizes[ok], mat[ok]).verdict
+                except ValueError:  # n <= e, or one replicate per size
+                    verdict = "n/a"
                 rows.append({"study": spec.name, "fit": f.label, "loss": loss, "slope": r.slope,
                              "ci": r.ci, "window": r.window, "points": r.n_points,
                              "failed": r.n_failed, "preferred_law": r.preferred_law,
-                             "expected": f.expected_rate})
+                             "law_test": verdict, "expected": f.expected_rate})
     return rows
 
 
@@ -372,7 +379,7 @@ def print_study_rates(specs, cache_dir=None, file=None) -> None:
     ...         "converged": np.ones(2, bool), "loss_voronoi": np.full(2, 2 / n ** 0.5)})
     >>> print_study_rates(spec, cache.root)  # doctest: +NORMALIZE_WHITESPACE
     tiny k2 loss_voronoi slope -0.500 [-0.500, -0.500] n in [100, 1600] (3 sizes, 0 excluded)
-    preferred law: power
+    law test: n^-1/2
     """
     _print_rows(study_rate_table(specs, cache_dir), file)
 
@@ -383,5 +390,5 @@ def _print_rows(rows, file=None) -> None:
         lo, hi = r["ci"]
         print(f"{r['study']:<28} {r['fit']:<12} {r['loss']:<24} slope {r['slope']:+.3f} "
               f"[{lo:+.3f}, {hi:+.3f}]  n in [{r['window'][0]:g}, {r['window'][1]:g}] "
-              f"({r['points']} sizes, {r['failed']} excluded)  preferred law: {r['preferred_law']}",
+              f"({r['points']} sizes, {r['failed']} excluded)  law test: {r.get('law_test', 'n/a')}",
               file=file)
