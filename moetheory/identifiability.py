@@ -123,7 +123,8 @@ def _start(rng, truth, k, slope_spread):
 
 def search_equivalent(truth_spec, truth, fit_spec, design=None, *, n_starts: int = 16,
                       seed: int = 0, slope_spread: float = 0.5, tol: float = 1e-6,
-                      maxiter: int = 500, nodes=None, rbar=None, n_y: int = 512) -> list:
+                      maxiter: int = 500, nodes=None, rbar=None, n_y: int = 512,
+                      return_all: bool = False) -> list:
     """Search for fitted models with the truth's density (Hellinger < ``tol``) and report losses.
 
     Parameters
@@ -150,11 +151,15 @@ def search_equivalent(truth_spec, truth, fit_spec, design=None, *, n_starts: int
         Passed to the losses.
     n_y : int
         y-quadrature points during the search (the reported distance uses the default 2048).
+    return_all : bool
+        Return every start's end point, closest density first (to see how close the search got
+        when nothing is equivalent).
 
     Returns
     -------
     list of EquivalentModel
-        The density-equivalent models found (``hellinger < tol``), largest ``loss`` first.
+        The density-equivalent models found (``hellinger < tol``), largest ``loss`` first; with
+        ``return_all``, every start's result, smallest ``hellinger`` first.
 
     Examples
     --------
@@ -218,8 +223,10 @@ def search_equivalent(truth_spec, truth, fit_spec, design=None, *, n_starts: int
                        options={"maxiter": int(maxiter), "ftol": 1e-30, "gtol": 1e-16})
         p = jax.tree.map(np.asarray, unpack(jnp.asarray(res.x)))
         cand = evaluate_candidate(truth_spec, truth, fit_spec, p, nodes=xs, rbar=rbar, start=i)
-        if cand.hellinger < tol:
+        if return_all or cand.hellinger < tol:
             found.append(cand)
+    if return_all:
+        return sorted(found, key=lambda c: c.hellinger)
     return sorted(found, key=lambda c: -c.loss)
 
 
