@@ -1,14 +1,16 @@
 """``moetheory theory pdes --gate G`` and ``moetheory theory rbar M`` (symbolic tools, sympy)."""
 from __future__ import annotations
 
-PDE_GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity")
+PDE_GATES = ("all", "softmax", "topk", "temperature", "activation-identity", "activation-tanh",
+             "activation-sigmoid", "activation-gelu", "activation-softplus", "activation-square")
 
 
 def register(sub) -> None:
     """Add ``theory pdes --gate G`` and ``theory rbar M`` to the ``moetheory`` subparsers ``sub``.
 
-    ``pdes`` verifies the PDEs / Euler relation behind the slow rates for a gate of
-    :data:`PDE_GATES`; ``rbar`` computes r̄(m) (see :mod:`moetheory.symbolic`).
+    ``pdes`` prints, for every gate (default ``--gate all``), which of the PDEs behind the slow
+    rates hold and which break, with the D_2 exponents derived from them; ``--gate G`` gives one
+    gate's detailed checks. ``rbar`` computes r̄(m) (see :mod:`moetheory.symbolic`).
 
     Parameters
     ----------
@@ -29,8 +31,9 @@ def register(sub) -> None:
     p = sub.add_parser("theory", help="symbolic identifiability: PDE checks and r-bar",
                        description="Symbolic identifiability tools (sympy).")
     tsub = p.add_subparsers(dest="theory_command", metavar="TOOL")
-    pdes = tsub.add_parser("pdes", help="verify the PDEs / Euler relation behind the slow rates")
-    pdes.add_argument("--gate", default="softmax", choices=PDE_GATES)
+    pdes = tsub.add_parser("pdes", help="which PDEs behind the slow rates hold / break, per gate")
+    pdes.add_argument("--gate", default="all", choices=PDE_GATES,
+                      help="one gate's detailed checks (default: the table for every gate)")
     pdes.set_defaults(handler=_pdes)
     rbar = tsub.add_parser("rbar", help="compute r-bar(m) by solving its polynomial system")
     rbar.add_argument("m", type=int, help="number of fitted atoms in a Voronoi cell (m >= 1)")

@@ -64,6 +64,7 @@ only for m ≤ 2; a numerical "no solution" can miss solutions of small basins.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -80,6 +81,10 @@ __all__ = [
     "cli_pdes",
     "cli_rbar",
     "GATES",
+    "PDE_TABLE_GATES",
+    "PDE_RELATIONS",
+    "pde_table",
+    "d2_exponent_rules",
 ]
 
 GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity")
@@ -139,6 +144,12 @@ def _activation(name):
         return lambda z: 1 / (1 + sp.exp(-z))
     if name == "identity":
         return lambda z: z
+    if name == "gelu":
+        return lambda z: z / 2 * (1 + sp.erf(z / sp.sqrt(2)))
+    if name == "softplus":
+        return lambda z: sp.log(1 + sp.exp(z))
+    if name == "square":
+        return lambda z: z ** 2
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -796,18 +807,216 @@ def verify_witness(witness, m, r, dps=50):
 # ----------------------------------------------------------------------------------------
 # CLI helpers
 # ----------------------------------------------------------------------------------------
-def cli_pdes(gate) -> str:
-    """Printable report of :func:`pde_checks` (for ``moetheory theory pdes --gate ...``).
+#: Gates of :func:`pde_table` (top-K: the relations hold on every region, where the gate is a
+#: softmax over the active experts).
+PDE_TABLE_GATES = ("softmax", "topk", "temperature", "activation-identity", "activation-tanh",
+                   "activation-sigmoid", "activation-gelu", "activation-softplus",
+                   "activation-square")
+
+#: The relations of :func:`pde_table`, in print order.
+PDE_RELATIONS = (
+    "beta1-a: d2u/dbeta1db = c du/da",
+    "b-nu: d2u/db2 = 2 du/dnu",
+    "euler: tau du/dtau + beta1 du/dbeta1 + beta0 du/dbeta0 = 0",
+    "translation: sum_i dp/dbeta0_i = 0",
+    "translation: sum_i dp/dbeta1_i = 0",
+)
+
+
+def _gate_logit(gate):
+    """(logit h(beta1, beta0, x, tau) as a sympy function, has_tau) for a PDE_TABLE_GATES name."""
+    if gate in ("softmax", "topk"):
+        return (lambda b1, b0, x, tau: b1 * x + b0), False
+    if gate == "temperature":
+        return (lambda b1, b0, x, tau: (b1 * x + b0) / tau), True
+    sigma = _activation(gate.split("-", 1)[1])
+    return (lambda b1, b0, x, tau: (sigma(b1 * x) + b0) / tau), True
+
+
+def _free_of(expr, variables, symbols, seed=1):
+    """Is ``expr`` free of ``variables``? Exact when simplify removes them; a non-zero derivative
+    at a random rational point proves dependence."""
+    import sympy as sp
+
+    e = sp.simplify(expr)
+    if not (e.free_symbols & set(variables)):
+        return True, e
+    for v in variables:
+        if not _is_zero(sp.diff(e, v), symbols, seed=seed):
+            return False, e
+    return True, e
+
+
+def pde_table(gates=PDE_TABLE_GATES) -> dict:
+    """Which PDEs behind the slow rates hold, and which break, for every gate (sympy).
+
+    With one expert u = exp(h(x)) N(y; a x + b, ν), h the gate's logit (d = 1):
+
+    * ``beta1-a``: ∂²u/∂β_1∂b = c ∂u/∂a with c free of (x, y) — the ratio of the two sides is
+      computed and must not depend on x or y (c = 1 for softmax/top-K, 1/τ for the temperature
+      gate; for σ(β_1 x) it is σ'(β_1 x)/τ, which depends on x unless σ' is constant);
+    * ``b-nu``: ∂²u/∂b² = 2 ∂u/∂ν (the Gaussian expert: every gate);
+    * ``euler``: the scale relation of a 2-expert density (gates with τ only; "n/a" otherwise);
+    * ``translation``: Σ_i ∂p/∂β_0i = 0 and Σ_i ∂p/∂β_1i = 0 for a 2-expert density (the
+      common-shift invariances; the β_1 shift breaks for non-linear σ).
+
+    "holds" is exact (sympy simplifies to zero, or a ratio to an expression free of x and y) or,
+    where simplify is inconclusive, numerical evidence at random points; "breaks" is proved by a
+    non-zero value at a random rational point (30 digits).
+
+    Parameters
+    ----------
+    gates : sequence of str
+        Names in :data:`PDE_TABLE_GATES`.
+
+    Returns
+    -------
+    dict
+        ``{gate: {relation: {"status": "holds" | "breaks" | "n/a", "detail": str}}}``, relations
+        as in :data:`PDE_RELATIONS`.
+
+    Examples
+    --------
+    >>> t = pde_table(["softmax", "activation-tanh"])
+    >>> [t[g]["beta1-a: d2u/dbeta1db = c du/da"]["status"] for g in t]
+    ['holds', 'breaks']
+    >>> t["activation-tanh"]["b-nu: d2u/db2 = 2 du/dnu"]["status"]
+    'holds'
+    """
+    import copy
+
+    out = {}
+    for gate in gates:
+        if gate not in PDE_TABLE_GATES:
+            raise ValueError(f"gate must be one of {PDE_TABLE_GATES}; got {gate!r}")
+        out[gate] = copy.deepcopy(_pde_row(gate))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _pde_row(gate):
+    """One gate's row of :func:`pde_table` (cached: the sympy work takes seconds per gate)."""
+    import sympy as sp
+
+    x, y, a, b, b1, b0 = sp.symbols("x y a b beta1 beta0", real=True)
+    nu, tau = sp.symbols("nu tau", positive=True)
+    h, has_tau = _gate_logit(gate)
+    u = sp.exp(h(b1, b0, x, tau)) * _normal(y, a * x + b, nu)
+    syms = [x, y, a, b, b1, b0, nu] + ([tau] if has_tau else [])
+    row = {}
+    holds, ratio = _free_of(sp.diff(u, b1, b) / sp.diff(u, a), [x, y], syms)
+    row[PDE_RELATIONS[0]] = {"status": "holds" if holds else "breaks",
+                             "detail": f"c = {ratio}" if holds else f"ratio depends on x: {ratio}"}
+    bn = _is_zero(sp.diff(u, b, 2) - 2 * sp.diff(u, nu), syms)
+    row[PDE_RELATIONS[1]] = {"status": "holds" if bn else "breaks", "detail": ""}
+    # two experts
+    B1 = sp.symbols("beta1_1 beta1_2", real=True)
+    B0 = sp.symbols("beta0_1 beta0_2", real=True)
+    A = sp.symbols("a_1 a_2", real=True)
+    Bb = sp.symbols("b_1 b_2", real=True)
+    V = sp.symbols("nu_1 nu_2", positive=True)
+    hs = [h(B1[i], B0[i], x, tau) for i in range(2)]
+    den = sp.exp(hs[0]) + sp.exp(hs[1])
+    p = sum(sp.exp(hs[i]) / den * _normal(y, A[i] * x + Bb[i], V[i]) for i in range(2))
+    syms2 = [x, y, *B1, *B0, *A, *Bb, *V] + ([tau] if has_tau else [])
+    if has_tau:
+        euler = tau * sp.diff(p, tau) + sum(B1[i] * sp.diff(p, B1[i]) + B0[i] * sp.diff(p, B0[i])
+                                            for i in range(2))
+        ok = _is_zero(euler, syms2)
+        row[PDE_RELATIONS[2]] = {"status": "holds" if ok else "breaks", "detail": ""}
+    else:
+        row[PDE_RELATIONS[2]] = {"status": "n/a", "detail": "no temperature"}
+    for rel, P in ((PDE_RELATIONS[3], B0), (PDE_RELATIONS[4], B1)):
+        ok = _is_zero(sp.diff(p, P[0]) + sp.diff(p, P[1]), syms2)
+        row[rel] = {"status": "holds" if ok else "breaks", "detail": ""}
+    if gate == "topk":
+        for rel in row:
+            row[rel]["detail"] = (row[rel]["detail"] + "; " if row[rel]["detail"] else "") + \
+                "on every region (the gate is a softmax over the active experts there)"
+    return row
+
+
+def d2_exponent_rules(gate, table=None) -> tuple:
+    """D_2 exponent rules for (β_1, a, b, ν) derived from which PDEs hold (the package's reading).
+
+    Rule: the location b has weight 1 and, when ∂²u/∂b² = 2∂u/∂ν holds, ν has weight 2 (one
+    ν-derivative counts as two b-derivatives); when ∂²u/∂β_1∂b = c ∂u/∂a holds, β_1 has weight 1
+    and a weight 2 (an a-derivative is a mixed (β_1, b)-derivative). A parameter of weight w in a
+    cell of m atoms gets the exponent r̄(m)/w — the system defining r̄ is indexed by the PDEs that
+    hold. A parameter tied by no surviving PDE is strongly identifiable to second order, so an
+    over-fitted cell gives it the exponent 2 (the n^{-1/4} rate of over-fitted strongly
+    identifiable mixtures). Softmax, top-K and temperature gates: (r̄, r̄/2, r̄, r̄/2), the softmax
+    paper's D_2; non-linear activations: (2, 2, r̄, r̄/2).
+
+    Parameters
+    ----------
+    gate : str
+        A name in :data:`PDE_TABLE_GATES`.
+    table : dict, optional
+        A :func:`pde_table` result containing ``gate`` (computed when omitted).
+
+    Returns
+    -------
+    tuple of 4 (rule, value) pairs
+        In the order (β_1, a, b, ν): ``("rbar", w)`` means r̄(m)/w, ``("fixed", c)`` means c —
+        the format of :data:`moetheory.losses.voronoi.D2_EXPONENTS`.
+
+    Examples
+    --------
+    >>> d2_exponent_rules("activation-tanh")
+    (('fixed', 2), ('fixed', 2), ('rbar', 1), ('rbar', 2))
+    """
+    row = (table or pde_table([gate]))[gate]
+    b1a = row[PDE_RELATIONS[0]]["status"] == "holds"
+    bnu = row[PDE_RELATIONS[1]]["status"] == "holds"
+    beta1, a = (("rbar", 1), ("rbar", 2)) if b1a else (("fixed", 2), ("fixed", 2))
+    b = ("rbar", 1)
+    var = ("rbar", 2) if bnu else ("fixed", 2)
+    return (beta1, a, b, var)
+
+
+def cli_pdes(gate="all") -> str:
+    """Printable report of the PDE checks (for ``moetheory theory pdes [--gate G]``).
+
+    ``gate="all"``: the table of :func:`pde_table` for every gate, which relations hold and which
+    break, with the D_2 exponents derived from them; a gate name: its detailed checks
+    (:func:`pde_checks`) and the table row.
 
     Examples
     --------
     >>> "holds" in cli_pdes("softmax")
     True
     """
-    checks = pde_checks(gate)
+    if gate == "all":
+        table = pde_table()
+        short = ["beta1-a", "b-nu", "euler", "transl. beta0", "transl. beta1"]
+        lines = ["PDEs behind the slow rates: u = exp(h(x)) N(y; a x + b, nu), h the gate's logit",
+                 "  beta1-a: d2u/dbeta1db = c du/da (c free of x, y)   b-nu: d2u/db2 = 2 du/dnu",
+                 "  euler: tau du/dtau + beta1 du/dbeta1 + beta0 du/dbeta0 = 0 (2 experts)",
+                 "  transl.: sum_i dp/dbeta0_i = 0, sum_i dp/dbeta1_i = 0 (2 experts)",
+                 "  D2 exponents (beta1, a, b, nu) in a cell of m atoms, derived from what holds",
+                 "",
+                 f"{'gate':<20}" + "".join(f"{c:<15}" for c in short) + "D2 exponents"]
+        for g, row in table.items():
+            cells = [row[r]["status"] for r in PDE_RELATIONS]
+            ex = d2_exponent_rules(g, table)
+            exs = ", ".join(("rbar" if w == 1 else f"rbar/{w}") if k == "rbar" else str(w)
+                            for k, w in ex)
+            lines.append(f"{g:<20}" + "".join(f"{c:<15}" for c in cells) + f"({exs})")
+        lines.append("")
+        lines.append("topk: on every region (a softmax over the active experts). 'holds' is exact or")
+        lines.append("numerical evidence; 'breaks' is proved by a non-zero value at a rational point.")
+        return "\n".join(lines)
+    checks = pde_checks(gate) if gate in GATES else {}
     lines = [f"symbolic checks for gate '{gate}':"]
     for name, ok in checks.items():
         lines.append(f"  [{'holds' if ok else 'FAILS'}] {name}")
+    if gate in PDE_TABLE_GATES:
+        row = pde_table([gate])[gate]
+        for rel, v in row.items():
+            status = {"holds": "holds", "breaks": "FAILS", "n/a": "n/a"}[v["status"]]
+            detail = f"  ({v['detail']})" if v["detail"] else ""
+            lines.append(f"  [{status}] {rel}{detail}")
     if gate == "softmax":
         u, s = softmax_expert_density(1)
         rels = find_linear_dependencies(u, [s["beta1"][0], s["a"][0], s["b"], s["nu"]], 2)

@@ -40,46 +40,70 @@ def load(spec, cache_dir, name):
     return df
 
 
-def _fit_label(fit):
+def _fit_label(fit, boot=None):
     lo, hi = fit.ci
-    return f"slope {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    text = f"slope {fit.slope:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    if boot is not None:
+        text += f" (boot [{boot.ci[0]:+.2f}, {boot.ci[1]:+.2f}])"
+    return text
 
 
 def window_text(fit):
-    return f"fit window n ∈ [{fit.window[0]:.0f}, {fit.window[1]:.0f}], 95% CI"
+    return (f"fit window n ∈ [{fit.window[0]:.0f}, {fit.window[1]:.0f}], 95% CI\n"
+            f"    (OLS; boot: replicates resampled)")
+
+
+#: quantile band drawn around the median
+BAND = (0.1, 0.9)
+
+
+def _row_stats(mat):
+    """Per row (sample size): mean, median and the BAND quantiles over finite entries."""
+    mean = np.full(mat.shape[0], np.nan)
+    med, lo, hi = mean.copy(), mean.copy(), mean.copy()
+    for i, r in enumerate(mat):
+        v = r[np.isfinite(r)]
+        if v.size:
+            mean[i], med[i] = v.mean(), np.median(v)
+            lo[i], hi[i] = np.quantile(v, BAND)
+    return mean, med, lo, hi
 
 
 def rate_curve(ax, sizes, mat, color, label, expected=None, marker="o", fit_window=None,
                show_law=False, excluded=None):
-    """Mean ± 1 sd over non-failed replicates, the fitted power law with its 95% CI in the
-    legend, and (optionally) a theoretical reference slope. Returns the RateFit (or None)."""
-    from moetheory.rates import fit_rate
+    """The mean over non-failed replicates (markers), the median (thin dashed) with its 10–90%
+    quantile band, the power-law slope of the mean with its OLS and replicate-bootstrap 95%
+    intervals in the legend, the rate-law test's verdict (``show_law``), and (optionally) a
+    theoretical reference slope — drawn with the √(log n / n) curve beside it when the slope is
+    −1/2. Returns the RateFit (or None)."""
+    from moetheory.rates import bootstrap_slope, fit_rate, law_curve, law_test
 
     sizes = np.asarray(sizes, float)
     ok = np.isfinite(mat)
-    cnt = ok.sum(1)
-    use = cnt > 0
+    use = ok.sum(1) > 0
     if use.sum() == 0:
         return None
-    mean = np.where(use, np.nansum(np.where(ok, mat, 0.0), 1) / np.maximum(cnt, 1), np.nan)
-    sd = np.array([np.nanstd(r[np.isfinite(r)], ddof=1) if np.isfinite(r).sum() > 1 else 0.0
-                   for r in mat])
-    lower = np.maximum(mean - sd, mean * 0.05)
-    ax.fill_between(sizes[use], lower[use], (mean + sd)[use], color=color, alpha=0.15, lw=0)
-    fit = None
+    mean, med, qlo, qhi = _row_stats(mat)
+    ax.fill_between(sizes[use], qlo[use], qhi[use], color=color, alpha=0.13, lw=0)
+    ax.plot(sizes[use], med[use], color=color, lw=0.7, ls="--")
+    fit = boot = law = None
     n_failed = int((~ok).sum()) if excluded is None else int(excluded)
     if use.sum() >= 3:
         try:
             fit = fit_rate(sizes[use], mat[use], window=fit_window)
+            boot = bootstrap_slope(sizes[use], mat[use], n_boot=1000, seed=0)
         except ValueError:
-            fit = None
-    text = label
-    if fit is not None:
-        text += f": {_fit_label(fit)}"
+            fit = boot = None
         if show_law:
-            text += f", AIC: {fit.preferred_law}"
-    if n_failed:
-        text += f" ({n_failed} excl.)"
+            try:
+                law = law_test(sizes[use], mat[use])
+            except ValueError:
+                law = None
+    text = label + (f" ({n_failed} excl.)" if n_failed else "")
+    if fit is not None:
+        text += f"\n    {_fit_label(fit, boot)}"
+    if law is not None:
+        text += f"\n    {law.short()}"
     ax.plot(sizes[use], mean[use], marker=marker, ms=3, lw=1.0, color=color, label=text)
     if fit is not None:
         grid = np.geomspace(fit.window[0], fit.window[1], 50)
@@ -89,22 +113,45 @@ def rate_curve(ax, sizes, mat, color, label, expected=None, marker="o", fit_wind
         m0 = fit.predict(n0)
         grid = np.geomspace(sizes[use][0], sizes[use][-1], 20)
         ax.plot(grid, m0 * (grid / n0) ** expected, color="0.4", lw=0.9, ls="--")
+        if expected == -0.5:
+            ax.plot(grid, law_curve("sqrt(log n/n)", grid, anchor=(n0, float(m0))), color="0.4",
+                    lw=0.9, ls="-.")
     ax.set_xscale("log")
     ax.set_yscale("log")
     return fit
 
 
-def add_reference_legend(ax, expected, window=None):
-    """Legend below the axes (so it never hides data); ``window``: a RateFit for its window."""
+def preset_note(preset: str) -> str:
+    """A suptitle line for the quick preset: its law-test verdicts have little power."""
+    if preset != "quick":
+        return ""
+    return ("\nquick grid: the rate-law test names the right family in at most 34% of simulated "
+            "studies here (docs/theory/rates.md); read its verdicts as undecided")
+
+
+def add_reference_legend(ax, expected, window=None, note=None):
+    """Legend below the axes (so it never hides data); ``window``: a RateFit for its window;
+    ``note``: a last line of text (e.g. where the panel may disagree with the paper)."""
     import matplotlib.lines as mlines
+
+    from moetheory.rates import window_slope
 
     handles, labels = ax.get_legend_handles_labels()
     if expected is not None:
         handles.append(mlines.Line2D([], [], color="0.4", ls="--", lw=0.9))
         labels.append(f"theory: slope {expected:+.3g}")
+        if expected == -0.5:
+            handles.append(mlines.Line2D([], [], color="0.4", ls="-.", lw=0.9))
+            labels.append(f"theory with its log factor √(log n / n)\n    (slope "
+                          f"{window_slope('sqrt(log n/n)', 1e3, 1e5):+.3f} on [1e3, 1e5])")
+    handles.append(mlines.Line2D([], [], color="0.3", ls="--", lw=0.7))
+    labels.append(f"median, band {BAND[0]:.0%}–{BAND[1]:.0%} of replicates (markers: mean)")
     if window is not None:
         handles.append(mlines.Line2D([], [], color="none"))
         labels.append(window_text(window))
+    if note:
+        handles.append(mlines.Line2D([], [], color="none"))
+        labels.append(note)
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
               fontsize=7, ncol=1)
 
@@ -113,7 +160,7 @@ def param_errors(df, fit_label, param, min_size=2):
     """(sizes, matrix (m, R), modal cell size): per replicate, the mean error of ``param`` over
     the true atoms whose Voronoi cell holds >= min_size fitted atoms (NaN if none, failed or not
     certified)."""
-    from moetheory.study.runner import excluded
+    from moetheory.study.summary import excluded
 
     g = df[df["fit"] == fit_label]
     failed, uncertified = excluded(g)

@@ -1,5 +1,12 @@
 """Figure: relative test error vs n for RFA, biased RFA and RF-MLP (one panel per target).
 
+A last panel draws the error of every polynomial target (Hermite or monomial link of degree p)
+against n / d^(c·p): the paper (Fu, Guo, Bai & Mei, NeurIPS 2023) argues that the sample size a
+random-feature attention layer needs grows like a power of d set by the degree of the target;
+curves of different degrees collapse on this axis where that scaling holds. c = 1
+(:data:`SCALING_EXPONENT`, n ≍ d^p) is our reading — the paper's text beyond the abstract could not
+be consulted when this was written — and a command-line option (``--scaling-exponent``).
+
 Reads only ``RESULTS/results.json`` written by ``python -m simulations.attention`` and
 writes ``attention.png`` and ``attention.pdf``::
 
@@ -13,14 +20,45 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_attention", "main"]
+__all__ = ["plot_attention", "main", "target_degree", "scaled_sizes"]
 
 LABELS = {"rfa": "RFA", "biased_rfa": "biased RFA", "rfmlp": "RF-MLP"}
+#: c in the x-axis n / d^(c·p) of the scaling panel (our reading of the paper, see above)
+SCALING_EXPONENT = 1.0
+DEGREE_MARKERS = {1: "x", 2: "o", 3: "s", 4: "D", 5: "v"}
 STYLES = {"rfa": dict(color="C0", marker="o"), "biased_rfa": dict(color="C1", marker="s"),
           "rfmlp": dict(color="C2", marker="^")}
 
 
-def plot_attention(results_dir, out_dir, name: str = "attention") -> list[Path]:
+def target_degree(name: str):
+    """Polynomial degree p of a registered target (None for cos / exp links).
+
+    Examples
+    --------
+    >>> target_degree("hermite3_dot"), target_degree("cos_dot")
+    (3, None)
+    """
+    from moetheory.attention.targets import TARGETS
+
+    spec = TARGETS.get(name, {})
+    if spec.get("link", "hermite") in ("hermite", "monomial"):
+        return int(spec.get("degree", 2))
+    return None
+
+
+def scaled_sizes(n, d: int, degree: int, exponent: float = SCALING_EXPONENT) -> np.ndarray:
+    """The scaling panel's x-axis n / d^(exponent · degree).
+
+    Examples
+    --------
+    >>> scaled_sizes([640.0], d=8, degree=2).tolist()
+    [10.0]
+    """
+    return np.asarray(n, dtype=float) / float(d) ** (exponent * degree)
+
+
+def plot_attention(results_dir, out_dir, name: str = "attention",
+                   scaling_exponent: float = SCALING_EXPONENT) -> list[Path]:
     """Plot mean +- sd (over replicates) relative test error vs n; returns written paths.
 
     Parameters
@@ -29,6 +67,8 @@ def plot_attention(results_dir, out_dir, name: str = "attention") -> list[Path]:
         Folder holding ``results.json``.
     out_dir : path
         Folder for ``{name}.png`` and ``{name}.pdf``.
+    scaling_exponent : float
+        c of the scaling panel's axis n / d^(c·p) (module docstring).
 
     Examples
     --------
@@ -45,8 +85,10 @@ def plot_attention(results_dir, out_dir, name: str = "attention") -> list[Path]:
     n = np.asarray(res["n_grid"], dtype=float)
     targets, models = res["targets"], res["models"]
     cfg = res["config"]
-    ncol = min(len(targets), 3)
-    nrow = int(np.ceil(len(targets) / ncol))
+    poly = [(t, target_degree(t)) for t in targets if target_degree(t) is not None]
+    n_panels = len(targets) + (1 if poly else 0)
+    ncol = min(n_panels, 3)
+    nrow = int(np.ceil(n_panels / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
     for ax, t in zip(axes.flat, targets):
         for m in models:
@@ -61,7 +103,27 @@ def plot_attention(results_dir, out_dir, name: str = "attention") -> list[Path]:
         ax.set_title(t)
         ax.set_xlabel("n")
         ax.set_ylabel("test MSE / Var(target)")
-    for ax in list(axes.flat)[len(targets):]:
+    if poly:
+        ax = axes.flat[len(targets)]
+        d = int(cfg["d"])
+        for m in models:
+            for t, p in poly:
+                mean = np.asarray(res["mean"][m][t], dtype=float)
+                st = STYLES.get(m, {})
+                ax.plot(scaled_sizes(n, d, p, scaling_exponent), mean, color=st.get("color"),
+                        marker=DEGREE_MARKERS.get(p, "o"), ms=3, lw=0.8,
+                        label=f"{LABELS.get(m, m)}, {t} (p = {p})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"scaling: error vs n / d^({scaling_exponent:g}·p), d = {d}", fontsize=9)
+        ax.set_xlabel(f"n / d^({scaling_exponent:g}·p)")
+        ax.set_ylabel("test MSE / Var(target)")
+        ax.legend(fontsize=5.5, ncol=1)
+        ax.text(0.01, 0.01, "curves of one model collapse where n ≍ d^(c·p) holds\n"
+                "(c = 1: our reading of the paper)", transform=ax.transAxes, fontsize=6,
+                color="0.3")
+    for ax in list(axes.flat)[n_panels:]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"d={cfg['d']}, N={cfg['N']}, M={cfg['n_heads']} heads, "
@@ -85,8 +147,10 @@ def main(argv=None) -> int:
                                  description="Plot the attention experiment results.")
     ap.add_argument("--results", required=True, help="folder with results.json")
     ap.add_argument("--out", default="results/figures", help="output folder (default results/figures)")
+    ap.add_argument("--scaling-exponent", type=float, default=SCALING_EXPONENT,
+                    help="c of the scaling panel's axis n / d^(c p)")
     args = ap.parse_args(argv)
-    for p in plot_attention(args.results, args.out):
+    for p in plot_attention(args.results, args.out, scaling_exponent=args.scaling_exponent):
         print(p)
     return 0
 

@@ -24,7 +24,7 @@ NAME = "softmax"
 
 
 def _matched(df, label, param):
-    from moetheory.study.runner import excluded
+    from moetheory.study.summary import excluded
 
     g = df[df["fit"] == label]
     failed, uncertified = excluded(g)
@@ -43,7 +43,7 @@ def _matched(df, label, param):
 
 def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
-    from moetheory.study.runner import loss_matrix
+    from moetheory.study.summary import loss_matrix
 
     plt = setup_matplotlib()
     (spec,) = studies(NAME, preset)

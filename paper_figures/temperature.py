@@ -1,77 +1,110 @@
 """Figure: temperature gate vs activation gates (study ``temperature``; cache only).
 
-Columns: exact-fitted (k = 2) and over-fitted (k = 3). In each panel, the Voronoi loss vs n for
-the temperature gate (τ estimated; raw coordinates in the normalisation ‖(β, τ)‖ = 1, and
-identified coordinates β/τ) and for the activation gates σ = tanh and sigmoid (raw coordinates),
-mean ± 1 sd, fitted power-law slope with 95% CI, and which law (power n^s or logarithmic
-(log n)^s) AIC prefers; the dashed lines are the activation gates' theoretical slope −1/2 (the
-temperature gate's theory promises no polynomial rate, so none is drawn for it). Second row: the Hellinger distance of the conditional densities.
+Columns: exact-fitted (k = 2) and over-fitted (k = 3). Rows:
+
+1. temperature gate (identity σ): the Voronoi loss in the normalisation ‖(β, τ)‖ = 1 ("raw"),
+   in identified coordinates β/τ, and with τ fixed at τ* (known temperature) — with the
+   rate-law test's verdict in the legend. No theory line is drawn for τ estimated: the paper's
+   "as slow as 1/log n" concerns raw (β, τ), which the exact scale invariance leaves undefined
+   (docs/theory/temperature.md); τ known is a softmax gate (theory slope −1/2);
+2. activation gates: D_1 / D_2 (activation exponents) for tanh and sigmoid on the paper
+   comparison's d = 1 design (weakly identified gate) and on the d = 2 design that identifies
+   it, with the theory slope −1/2 and the √(log n / n) curve;
+3. the gate-function error (design-weighted L2 distance of the gate probabilities) of every
+   family;
+4. the Hellinger distance of the conditional densities.
+
+Every curve: mean (markers), median (thin dashed) with its 10–90% band, slope of the mean with
+OLS and replicate-bootstrap intervals.
 
 ``python -m paper_figures.temperature --preset quick [--cache DIR] [--out DIR]`` (default
 ``results/figures``; ``--out docs/figures`` redraws the documentation's figure)
 """
 from __future__ import annotations
 
-
-from paper_figures._common import (COLORS, figure_main, add_reference_legend, load, rate_curve, save,
-                                   setup_matplotlib)
+from paper_figures._common import (COLORS, add_reference_legend, figure_main, load,
+                                   preset_note, rate_curve, save, setup_matplotlib)
 
 NAME = "temperature"
 
-#: (family, loss) -> (colour, marker), the same in every panel
-STYLE = {("temperature", "loss_voronoi"): (COLORS[0], "o"),
-         ("temperature", "loss_voronoi_identified"): (COLORS[1], "s"),
-         ("tanh", "loss_voronoi"): (COLORS[2], "^"),
-         ("sigmoid", "loss_voronoi"): (COLORS[3], "v")}
+#: (family, fit-label suffix, loss) -> (colour, marker, legend text)
+TEMP_CURVES = ((("", "loss_voronoi"), (COLORS[0], "o", "τ estimated, raw (normalised ‖(β, τ)‖ = 1)")),
+               (("", "loss_voronoi_identified"), (COLORS[1], "s", "τ estimated, identified β/τ")),
+               (("-taufixed", "loss_voronoi"), (COLORS[2], "D", "τ = τ* known")))
+ACT_STYLE = {"tanh": (COLORS[2], "^"), "sigmoid": (COLORS[3], "v"),
+             "tanh2d": (COLORS[4], "<"), "sigmoid2d": (COLORS[5], ">"),
+             "temperature": (COLORS[0], "o")}
+ACT_TEXT = {"tanh": "tanh, d = 1 (weakly identified)", "sigmoid": "sigmoid, d = 1 (weakly identified)",
+            "tanh2d": "tanh, d = 2 design", "sigmoid2d": "sigmoid, d = 2 design",
+            "temperature": "temperature, τ estimated"}
+NOTE_TEMP = ("paper: parameter rates as slow as 1/log n (raw (β, τ)); the model is a\n"
+             "reparametrised softmax: see the law-test verdicts")
+
+
+def _family(spec):
+    return spec.name.rsplit("-", 1)[-1]
 
 
 def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     from moetheory.study.registry import studies
-    from moetheory.study.runner import loss_matrix
+    from moetheory.study.summary import loss_matrix
 
     plt = setup_matplotlib()
     specs = studies(NAME, preset)
     frames = {spec.name: load(spec, cache_dir, NAME) for spec in specs}
-    labels = list(dict.fromkeys(f.label for spec in specs for f in spec.fits))
-    fig, axes = plt.subplots(2, len(labels), figsize=(5.5 * len(labels), 10.0), squeeze=False,
-                             layout="constrained")
-    for col, label in enumerate(labels):
-        ax, axh = axes[0, col], axes[1, col]
-        drawn_theory = False
-        for spec in specs:
-            df = frames[spec.name]
-            family = spec.name.rsplit("-", 1)[-1]
-            if label not in set(df["fit"]):
-                continue
-            curves = [("loss_voronoi", f"{family}" + (" (raw, normalised)" if family == "temperature" else ""))]
-            if "loss_voronoi_identified" in df.columns:
-                curves.append(("loss_voronoi_identified", f"{family} (identified β/τ)"))
-            for loss, text in curves:
-                color, marker = STYLE[(family, loss)]
-                sizes, mat = loss_matrix(df, label, loss)
-                exp = spec.fit(label).expected_rate if loss == "loss_voronoi" else None
-                drawn_theory |= exp is not None
-                rate_curve(ax, sizes, mat, color, text, show_law=True, marker=marker, expected=exp)
-            color, marker = STYLE[(family, "loss_voronoi")]
-            sizes, mat = loss_matrix(df, label, "loss_hellinger")
-            rate_curve(axh, sizes, mat, color, family, show_law=True, marker=marker)
-        absent = [spec.name.rsplit("-", 1)[-1] for spec in specs
-                  if label not in [f.label for f in spec.fits]]
-        if absent:
-            ax.text(0.02, 0.02, f"not in this preset: {', '.join(absent)}", transform=ax.transAxes,
-                    fontsize=7, color="0.3")
+    cols = ("k2", "k3")
+    fig, axes = plt.subplots(4, 2, figsize=(12.0, 21.0), squeeze=False, layout="constrained")
+    for c, label in enumerate(cols):
+        ax_t, ax_a, ax_g, ax_h = axes[:, c]
         kind = "D_1" if label == "k2" else "D_2"
-        ax.set_title(f"{'exact-fitted k = 2' if label == 'k2' else 'over-fitted k = 3'}: ${kind}$"
-                     f"\n{next(s.replicates_of(label) for s in specs if label in [f.label for f in s.fits])}"
-                     " replicates")
-        ax.set_xlabel("n")
-        ax.set_ylabel("Voronoi loss")
-        add_reference_legend(ax, -0.5 if drawn_theory else None)
-        axh.set_title("Hellinger distance of the conditional densities")
-        axh.set_xlabel("n")
-        axh.set_ylabel("distance")
-        add_reference_legend(axh, None)
-    fig.suptitle(f"Temperature vs activation dense-to-sparse gates, k* = 2 ({preset} preset)")
+        theory_t = theory_a = False
+        for spec in specs:
+            df, fam = frames[spec.name], _family(spec)
+            done = set(df["fit"])
+            if fam == "temperature":
+                for (suffix, loss), (color, marker, text) in TEMP_CURVES:
+                    fit = label + suffix
+                    if fit not in done or loss not in df.columns:
+                        continue
+                    exp = spec.fit(fit).expected_rate
+                    theory_t |= exp is not None
+                    sizes, mat = loss_matrix(df, fit, loss)
+                    rate_curve(ax_t, sizes, mat, color, text, marker=marker, show_law=True,
+                               expected=exp)
+            elif label in done:
+                color, marker = ACT_STYLE[fam]
+                exp = spec.fit(label).expected_rate
+                theory_a |= exp is not None
+                sizes, mat = loss_matrix(df, label, "loss_voronoi")
+                rate_curve(ax_a, sizes, mat, color, ACT_TEXT[fam], marker=marker, show_law=True,
+                           expected=exp)
+            if label in done:
+                color, marker = ACT_STYLE[fam]
+                for ax, loss in ((ax_g, "loss_gate"), (ax_h, "loss_hellinger")):
+                    if loss in df.columns:
+                        sizes, mat = loss_matrix(df, label, loss)
+                        rate_curve(ax, sizes, mat, color, ACT_TEXT[fam], marker=marker,
+                                   show_law=True)
+        absent = [_family(s) for s in specs if label not in {f.label for f in s.fits}]
+        if absent:
+            ax_a.text(0.02, 0.02, f"not in this preset: {', '.join(absent)}",
+                      transform=ax_a.transAxes, fontsize=7, color="0.3")
+        reps = next((s.replicates_of(label) for s in specs if label in {f.label for f in s.fits}), 0)
+        fitted = "exact-fitted k = 2" if label == "k2" else "over-fitted k = 3"
+        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates)")
+        ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents)")
+        ax_g.set_title("gate-function error (L2 of the gate probabilities over the design)")
+        ax_h.set_title("Hellinger distance of the conditional densities")
+        for ax, ylab in ((ax_t, "Voronoi loss"), (ax_a, "Voronoi loss"), (ax_g, "error"),
+                         (ax_h, "distance")):
+            ax.set_xlabel("n")
+            ax.set_ylabel(ylab)
+        add_reference_legend(ax_t, -0.5 if theory_t else None, note=NOTE_TEMP)
+        add_reference_legend(ax_a, -0.5 if theory_a else None)
+        add_reference_legend(ax_g, None)
+        add_reference_legend(ax_h, None)
+    fig.suptitle(f"Temperature vs activation dense-to-sparse gates, k* = 2 ({preset} preset)"
+                 f"{preset_note(preset)}")
     paths = save(fig, out_dir, f"temperature_{preset}")
     plt.close(fig)
     return paths

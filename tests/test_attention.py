@@ -268,3 +268,18 @@ def test_tiny_penalty_falls_back_instead_of_failing():
     from moetheory.attention.ridge import ridge_solve_dual
     alpha = ridge_solve_dual(Phi @ Phi.T / 5, y, 1e-300)
     assert np.all(np.isfinite(alpha))
+
+
+def test_attention_figure_draws_the_scaling_panel(tmp_path):
+    # the figure's last panel puts every polynomial target on the axis n / d^(c p)
+    from paper_figures.attention import plot_attention, scaled_sizes, target_degree
+
+    assert target_degree("hermite2_dot") == 2 and target_degree("monomial3_dot") == 3
+    assert target_degree("cos_dot") is None
+    np.testing.assert_allclose(scaled_sizes([64.0, 128.0], d=8, degree=2), [1.0, 2.0])
+    np.testing.assert_allclose(scaled_sizes([64.0], d=8, degree=2, exponent=0.5), [8.0])
+    cfg = AttentionConfig(d=4, N=3, n_heads=8, n_grid=(20, 40), n_test=50, n_seeds=1,
+                          targets=("hermite2_dot", "hermite3_dot", "cos_dot"))
+    run_attention_experiment(cfg, tmp_path / "a", progress=False)
+    paths = plot_attention(tmp_path / "a", tmp_path / "fig", name="att")
+    assert [p.name for p in paths] == ["att.png", "att.pdf"] and all(p.stat().st_size > 0 for p in paths)

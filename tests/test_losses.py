@@ -249,7 +249,7 @@ def test_unknown_rbar_raises_unless_supplied():
     assert voronoi_cells(fit, truth).size.tolist() == [4, 0]
     for translation in ("infimum", "none"):
         with pytest.raises(ValueError, match="m=4"):
-            d2_loss(fit, truth, translation=translation)
+            d2_loss(fit, truth, translation=translation, rbar_unknown="error")
     v = float(d2_loss(fit, truth, rbar={4: 8}))
     assert np.isfinite(v)
     assert float(d2_loss(fit, truth, rbar=lambda m: 2.0 * m)) == pytest.approx(v, rel=1e-12)
@@ -352,8 +352,8 @@ def test_unknown_rbar_under_vmap_is_nan():
                            np.ones((4, 1)), np.zeros(4), np.ones(4))
     batch = _stack([fit, fit])
     with pytest.raises(ValueError, match="m=4"):
-        d2_loss(batch, truth, translation="none")
-    out = jax.vmap(lambda f: d2_loss(f, truth, translation="none"))(batch)
+        d2_loss(batch, truth, translation="none", rbar_unknown="error")
+    out = jax.vmap(lambda f: d2_loss(f, truth, translation="none", rbar_unknown="error"))(batch)
     assert np.all(np.isnan(np.asarray(out)))
 
 
@@ -414,3 +414,50 @@ def test_matched_errors_values_and_batch():
     rb = matched_errors(batch, truth)
     assert rb.perm.shape == (2, 2)
     np.testing.assert_allclose(rb.a[1], res.a, atol=1e-15)
+
+
+# ------------------------------------------------------------------ r̄ bound and exponent rules
+
+
+def test_unknown_rbar_bound_is_the_default_and_reported():
+    truth = _truth2()
+    # four atoms in the cell of true atom 0 (weights 0.25), one with Δa = 0.5; true atom 1 empty:
+    #   0.25 × 0.5^{7/2} (r̄(4) scored with the bound 7, a-exponent 7/2) + |1 − 1| + |0 − 1|
+    fit = MoEParams.create(np.log(np.full(4, 0.25)), [[2.0]] * 4, [[1.5], [1.0], [1.0], [1.0]],
+                           np.zeros(4), np.ones(4))
+    expected = 0.25 * 0.5 ** 3.5 + 1.0
+    assert float(d2_loss(fit, truth, translation="none")) == pytest.approx(expected, rel=1e-12)
+    res = best_translation(fit, truth, translation="none")
+    assert int(res.rbar_bound_m) == 4 and int(res.unknown_m) == 0
+    # a supplied r̄(4) is used instead (and nothing is bounded)
+    res8 = best_translation(fit, truth, translation="none", rbar={4: 8.0})
+    assert float(res8.value) == pytest.approx(0.25 * 0.5 ** 4 + 1.0, rel=1e-12)
+    assert int(res8.rbar_bound_m) == 0
+    # under vmap the bound gives numbers, never NaN
+    out = jax.vmap(lambda f: d2_loss(f, truth, translation="none"))(_stack([fit, fit]))
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="rbar_unknown"):
+        d2_loss(fit, truth, rbar_unknown="guess")
+
+
+def test_activation_exponent_rule_hand_computed():
+    # exponents 2, 2 for β_1, a and r̄, r̄/2 for b, ν (m = 2: 4 and 2):
+    #   f0: 0.1^2 + 0.2^2 + 0.1^4 + 0^2 = 0.0501 ; × 0.5  = 0.02505
+    #   f1: 0.1^2 + 0^2 + 0.2^4 + 0.3^2 = 0.1016 ; × 0.25 = 0.0254
+    #   + mismatch 0.25 + single cell 0.5  -> 0.80045
+    fit, truth = _hand_fit(), _truth2()
+    v = float(d2_loss(fit, truth, translation="none", exponents="activation"))
+    assert v == pytest.approx(0.80045, rel=1e-12)
+    with pytest.raises(ValueError, match="exponents"):
+        d2_loss(fit, truth, exponents="tanh")
+
+
+def test_gate_exponents_follow_the_gate():
+    from moetheory.losses.voronoi import gate_exponents
+    from moetheory.spec import MoESpec
+
+    assert gate_exponents(MoESpec(2, 1, gate="temperature")) == "softmax"
+    assert gate_exponents(MoESpec(2, 1, gate="topk", top_k=1)) == "softmax"
+    assert gate_exponents(MoESpec(2, 1, gate="activation", activation="identity")) == "softmax"
+    for act in ("tanh", "sigmoid", "gelu", "softplus", "square"):
+        assert gate_exponents(MoESpec(2, 1, gate="activation", activation=act)) == "activation"

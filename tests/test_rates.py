@@ -128,3 +128,108 @@ def test_predict_law_and_bad_n():
         fit.predict(N, law="exp")
     with pytest.raises(ValueError, match="n"):
         fit.predict([0.5])
+
+
+# ------------------------------------------------------------------ rate-law tools with power
+from moetheory.rates import (LAWS, bootstrap_slope, law_curve, law_test, local_slopes,  # noqa: E402
+                             window_slope)
+
+FULL = np.geomspace(1e3, 1e5, 20)
+
+
+def test_law_curves_and_window_slopes():
+    n = np.array([1e3, 1e4, 1e5])
+    np.testing.assert_allclose(law_curve("n^-1/2", n), n ** -0.5, rtol=1e-14)
+    np.testing.assert_allclose(law_curve("sqrt(log n/n)", n), np.sqrt(np.log(n) / n), rtol=1e-14)
+    np.testing.assert_allclose(law_curve("(log n)^-2", n), np.log(n) ** -2.0, rtol=1e-14)
+    np.testing.assert_allclose(law_curve("1/log n", n, anchor=(1e3, 2.0)),
+                               2.0 * np.log(1e3) / np.log(n), rtol=1e-14)
+    # the theory curve's slope over [1e3, 1e5] is not -1/2 (closed form of the local slope:
+    # -1/2 + 1/(2 log n), between -0.428 and -0.457 there)
+    assert window_slope("sqrt(log n/n)", 1e3, 1e5) == pytest.approx(-0.445, abs=5e-4)
+    assert -0.457 < window_slope("sqrt(log n/n)", 1e3, 1e5) < -0.428
+    assert window_slope("1/log n", 1e3, 1e5) == pytest.approx(-0.110, abs=5e-4)
+    with pytest.raises(ValueError, match="law must be one of"):
+        law_curve("n^-1", n)
+    with pytest.raises(ValueError, match="n must be finite and > 1"):
+        law_curve("n^-1/2", [1.0])
+
+
+def test_local_slopes_tell_the_laws_apart_without_noise():
+    n = np.geomspace(1e3, 1e6, 13)
+    c, s = local_slopes(n, law_curve("sqrt(log n/n)", n), width=3)
+    # local slope of sqrt(log n/n): -1/2 + 1/(2 log n), evaluated near the window centre
+    np.testing.assert_allclose(s, -0.5 + 0.5 / np.log(c), atol=2e-3)
+    _, s = local_slopes(n, law_curve("1/log n", n), width=3)
+    assert np.all(np.diff(s) > 0)  # the slow law flattens: -1/log n -> 0
+    _, s = local_slopes(n, 3 * n ** -0.5, width=4)
+    np.testing.assert_allclose(s, -0.5, atol=1e-12)
+    with pytest.raises(ValueError, match="width"):
+        local_slopes(n, n ** -0.5, width=1)
+
+
+def test_bootstrap_interval_coverage_heavy_tails():
+    # 40 replicates, lognormal sigma 0.7 and 5% replicates at a ceiling: the median's slope is
+    # exactly -1/2 in expectation. 20 seeds, nominal 95%: P(fewer than 16 hits) = 0.016 under
+    # exact coverage (binomial), so >= 16 allows for the percentile interval's small-R bias.
+    hits = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        losses = FULL[:, None] ** -0.5 * rng.lognormal(0.0, 0.7, (20, 40))
+        losses[rng.random(losses.shape) < 0.05] = 1.0
+        b = bootstrap_slope(FULL, losses, n_boot=400, seed=seed, stat="median")
+        hits += b.ci[0] <= -0.5 <= b.ci[1]
+    assert hits >= 16
+    # same seed, same interval
+    assert bootstrap_slope(FULL, losses, n_boot=400, seed=3) == bootstrap_slope(FULL, losses, n_boot=400, seed=3)
+
+
+def test_law_test_power_on_the_full_grid():
+    # 100 simulated studies per law on the full grid (20 sizes in [1e3, 1e5], 40 replicates,
+    # lognormal sigma 0.7). The simulated shares (simulations/rate_power.py, 1000 runs) are about
+    # 0.93 for the family of n^-1/2 and the law 1/log n; with 100 runs the Monte Carlo SE is
+    # about 0.025, so 0.85 is more than 3 SE below.
+    rng = np.random.default_rng(2024)
+    fam = slow = 0
+    for _ in range(100):
+        t = law_test(FULL, FULL[:, None] ** -0.5 * rng.lognormal(0.0, 0.7, (20, 40)))
+        fam += t.family == "parametric"
+        t = law_test(FULL, law_curve("1/log n", FULL)[:, None] * rng.lognormal(0.0, 0.7, (20, 40)))
+        slow += t.verdict == "1/log n"
+    assert fam >= 85 and slow >= 85
+
+
+def test_law_test_reports_free_fits_and_validates():
+    rng = np.random.default_rng(5)
+    losses = law_curve("(log n)^-2", FULL)[:, None] * rng.lognormal(0.0, 0.3, (20, 40))
+    t = law_test(FULL, losses)
+    assert t.verdict == "none" and set(t.pvalues) == set(LAWS)
+    s, (lo, hi) = t.free_slow
+    assert lo <= -2.0 <= hi  # the free slow exponent is estimated, reported apart
+    q, p = t.curvature
+    assert q > 0  # slow laws are convex in log-log
+    assert "verdict: none" in t.summary()
+    losses[0, :] = np.nan  # a size whose replicates all failed is left out
+    assert law_test(FULL, losses).n_points == 19
+    with pytest.raises(ValueError, match="two replicates"):
+        law_test(FULL, losses[:, :1])
+    with pytest.raises(ValueError, match="method"):
+        law_test(FULL, losses, method="trimmed")
+    with pytest.raises(ValueError, match="> e"):
+        law_test(np.array([2.0, 10.0, 100.0]), np.ones((3, 4)))
+
+
+def test_rate_power_script_pieces(tmp_path):
+    from simulations import rate_power as rp
+
+    assert rp.correct("n^-1/2", "n^-1/2") and not rp.correct("n^-1/2", "undecided: n^-1/2 or x")
+    assert rp.correct("(log n)^-2", "none")
+    assert rp.family_correct("1/log n", "slow") and not rp.family_correct("n^-1/2", "undecided")
+    rows = rp.run(n_sim=2, seed=0, progress=False)
+    assert len(rows) == 3 * 2 * 4 and all(0 <= r["correct"] <= 1 for r in rows)
+    doc = tmp_path / "rates.md"
+    doc.write_text(f"intro\n{rp.BLOCK[0]}\nPLACEHOLDER\n{rp.BLOCK[1]}\nend\n")
+    rp.write_docs(rows, doc=doc, out=tmp_path / "r.json", command="cmd")
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("end\n") and "| n^-1/2 | quick" in text
+    assert "PLACEHOLDER" not in text and "Measured with `cmd`." in text

@@ -151,3 +151,60 @@ def test_cli_outputs():
     txt = S.cli_pdes("softmax")
     assert "holds" in txt and "FAILS" not in txt
     assert "FAILS" in S.cli_pdes("activation-tanh")
+
+
+# ------------------------------------------------------------------ PDE table, D_2 exponents
+TABLE_GATES = ["softmax", "temperature", "activation-identity", "activation-tanh",
+               "activation-sigmoid"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    return S.pde_table(TABLE_GATES)
+
+
+def test_pde_table_which_relations_hold_per_gate(table):
+    gates, t = TABLE_GATES, table
+    b1a, bnu, euler, tb0, tb1 = S.PDE_RELATIONS
+    for g in gates:  # the Gaussian expert's PDE and the bias shift survive every gate
+        assert t[g][bnu]["status"] == "holds" and t[g][tb0]["status"] == "holds"
+    for g in ("softmax", "temperature", "activation-identity"):
+        assert t[g][b1a]["status"] == "holds" and t[g][tb1]["status"] == "holds"
+    assert t["softmax"][b1a]["detail"] == "c = 1"
+    assert t["temperature"][b1a]["detail"] == "c = 1/tau"
+    for g in ("activation-tanh", "activation-sigmoid"):
+        assert t[g][b1a]["status"] == "breaks" and t[g][tb1]["status"] == "breaks"
+        assert t[g][euler]["status"] == "breaks"
+    # the ratio sigma'(beta1 x)/tau = 1/(tau cosh^2(beta1 x)) depends on x
+    assert "cosh(beta1*x)" in t["activation-tanh"][b1a]["detail"]
+    assert t["softmax"][euler]["status"] == "n/a" and t["temperature"][euler]["status"] == "holds"
+    with pytest.raises(ValueError, match="gate"):
+        S.pde_table(["relu"])
+
+
+def test_d2_exponent_rules_match_the_loss_table(table):
+    from moetheory.losses.voronoi import D2_EXPONENTS, gate_exponents
+    from moetheory.spec import MoESpec
+
+    gates = TABLE_GATES
+    specs = {"softmax": MoESpec(2, 1), "temperature": MoESpec(2, 1, gate="temperature")}
+    for g in gates:
+        spec = specs.get(g) or MoESpec(2, 1, gate="activation", activation=g.split("-", 1)[1])
+        assert S.d2_exponent_rules(g, table) == D2_EXPONENTS[gate_exponents(spec)], g
+
+
+@pytest.mark.slow
+def test_cli_pdes_table_for_every_gate():
+    txt = S.cli_pdes("all")
+    assert all(g in txt for g in S.PDE_TABLE_GATES)
+    assert "activation-tanh     breaks         holds" in txt
+    assert "(2, 2, rbar, rbar/2)" in txt and "(rbar, rbar/2, rbar, rbar/2)" in txt
+
+
+def test_cli_theory_pdes_command(capsys):
+    from moetheory.cli import main
+
+    assert main(["theory", "pdes", "--gate", "activation-tanh"]) == 0
+    out = capsys.readouterr().out
+    assert "[FAILS] beta1-a: d2u/dbeta1db = c du/da" in out
+    assert "[holds] b-nu: d2u/db2 = 2 du/dnu" in out

@@ -15,8 +15,8 @@ import numpy as np
 
 from moetheory._jax import ensure_x64
 from moetheory.losses.voronoi import (COORDS, N_REFINE, TRANSLATIONS, _check_choice,
-                                      _check_pair, _config, _map_pair, _pin, _prep,
-                                      _raise_unknown, _resolve_kind, _setup, _solve)
+                                      _check_pair, _config, _exponent_rules, _map_pair, _pin,
+                                      _prep, _raise_unknown, _resolve_kind, _setup, _solve)
 from moetheory.params import MoEParams
 
 FIELDS = ("weight", "beta1", "a", "b", "var")
@@ -83,8 +83,8 @@ class MatchedErrors(NamedTuple):
 # cell errors
 
 
-def _cell_errors_one(fitted, truth, *, kind, translation, rtab, coords, n_refine):
-    res = _solve(fitted, truth, kind, translation, rtab, coords, n_refine)
+def _cell_errors_one(fitted, truth, *, kind, translation, rtab, coords, n_refine, exps):
+    res = _solve(fitted, truth, kind, translation, rtab, coords, n_refine, exps)
     pinned = translation == "pinned"
     f = _prep(fitted, coords, pinned)
     t = _prep(truth, coords, pinned)
@@ -102,16 +102,19 @@ def _cell_errors_one(fitted, truth, *, kind, translation, rtab, coords, n_refine
 
 
 _cell_errors_jit = jax.jit(_cell_errors_one,
-                           static_argnames=("kind", "translation", "rtab", "coords", "n_refine"))
+                           static_argnames=("kind", "translation", "rtab", "coords", "n_refine",
+                                            "exps"))
 
 
 def cell_errors(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
                 translation: str = "infimum", rbar=None, coords: str = "raw", *,
-                n_refine: int = N_REFINE) -> CellErrors:
+                n_refine: int = N_REFINE, rbar_unknown: str = "bound",
+                exponents: str = "softmax") -> CellErrors:
     """Per-parameter errors within the Voronoi cells, at the loss-minimising translation.
 
     The translation is the one attaining :func:`~moetheory.losses.voronoi_loss` with the same
-    ``kind``/``translation``/``rbar``/``coords`` (``kind="auto"``: D_1 if k == k*, else D_2;
+    ``kind``/``translation``/``rbar``/``coords``/``rbar_unknown``/``exponents``
+    (``kind="auto"``: D_1 if k == k*, else D_2;
     pass ``kind="d1"`` to choose the translation by D_1 when r̄ of a large cell is unknown).
     Batched inputs give batched errors (vmappable; jittable).
 
@@ -121,10 +124,11 @@ def cell_errors(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
     >>> cell_errors(truth, truth).size.tolist()
     [1, 1]
     """
-    f, fb, t, tb, _, rtab = _setup(fitted, truth, kind, translation, rbar, coords, n_refine)
+    f, fb, t, tb, _, rtab = _setup(fitted, truth, kind, translation, rbar, coords, n_refine,
+                                   rbar_unknown, exponents)
     kind = _resolve_kind(kind, f.beta0.shape[-1], t.beta0.shape[-1])
     fn = partial(_cell_errors_jit, kind=kind, translation=translation, rtab=rtab, coords=coords,
-                 n_refine=int(n_refine))
+                 n_refine=int(n_refine), exps=_exponent_rules(exponents))
     errs, unknown_m = _map_pair(fn, f, fb, t, tb)
     _raise_unknown(unknown_m, rtab)
     return errs

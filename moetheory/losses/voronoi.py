@@ -54,11 +54,25 @@ Temperature gates: ``coords="raw"`` adds |τ − τ*| once (τ is shared, so it 
 ``coords="identified"`` uses (β_0/τ, β_1/τ) throughout and adds nothing for τ. For softmax and
 top-K (τ = τ* = 1) the two coincide.
 
-r̄(m): known r̄(2) = 4, r̄(3) = 6 (:data:`RBAR`). Configurations needing an unknown r̄(m) cannot be
-scored; they are excluded from the search, and a ``ValueError`` naming m is raised when such a
-configuration could change the result (a lower bound for it, with its unknown terms dropped, is
-below the best scorable value). Under an outer ``jax.jit``/``vmap`` the error cannot be raised and
-the value is NaN instead.
+r̄(m): known r̄(2) = 4, r̄(3) = 6 (:data:`RBAR`); for m ≥ 4 only the lower bound r̄(m) ≥ 7 is
+known (:data:`RBAR_LOWER_BOUND`). ``rbar_unknown="bound"`` (the default) scores a cell of m ≥ 4
+atoms with the exponent 7 and reports it (``LossResult.rbar_bound_m``): since a smaller exponent
+gives a larger term wherever a deviation is below 1, the value is an upper bound of the loss with
+the true exponent near the truth, and no replicate is ever dropped for an unknown exponent (a
+study that excluded them kept only the better fits: a downward bias). ``rbar_unknown="error"``
+keeps the strict behaviour: configurations needing an unknown r̄(m) are excluded from the search,
+and a ``ValueError`` naming m is raised when such a configuration could change the result (a
+lower bound for it, with its unknown terms dropped, is below the best scorable value); under an
+outer ``jax.jit``/``vmap`` the error cannot be raised and the value is NaN instead.
+
+Exponent rules (``exponents``)
+------------------------------
+A cell of m > 1 atoms raises each deviation to an exponent set by which identities
+(PDEs) tie the parameters (:data:`D2_EXPONENTS`, derived in
+:func:`moetheory.symbolic.d2_exponent_rules`): ``"softmax"`` (softmax, top-K, temperature
+gates): ‖Δβ_1‖^{r̄} + ‖Δa‖^{r̄/2} + |Δb|^{r̄} + |Δν|^{r̄/2}; ``"activation"`` (non-linear σ: the
+β_1–a PDE breaks, ∂²u/∂b² = 2∂u/∂ν survives): ‖Δβ_1‖² + ‖Δa‖² + |Δb|^{r̄} + |Δν|^{r̄/2} — the
+package's reading, see docs/theory/activation.md.
 """
 from __future__ import annotations
 
@@ -77,6 +91,17 @@ from moetheory.spec import TRANSLATIONS
 #: Known exponents r̄(m) of the over-fitted loss D_2 (softmax paper): r̄(2)=4, r̄(3)=6.
 #: r̄(m) for m ≥ 4 is unknown (only r̄(m) ≥ 7 is known); pass ``rbar`` to supply it.
 RBAR: Mapping[int, float] = MappingProxyType({2: 4.0, 3: 6.0})
+
+#: Known lower bound r̄(m) >= 7 for m >= 4 (softmax paper), used by ``rbar_unknown="bound"``.
+RBAR_LOWER_BOUND = 7.0
+RBAR_UNKNOWN = ("bound", "error")
+
+#: D_2 exponent rules for (β_1, a, b, ν) in cells of m > 1 atoms: ("rbar", w) -> r̄(m)/w,
+#: ("fixed", c) -> c. See the module docstring and moetheory.symbolic.d2_exponent_rules.
+D2_EXPONENTS: Mapping[str, tuple] = MappingProxyType({
+    "softmax": (("rbar", 1), ("rbar", 2), ("rbar", 1), ("rbar", 2)),
+    "activation": (("fixed", 2), ("fixed", 2), ("rbar", 1), ("rbar", 2)),
+})
 
 KINDS = ("auto", "d1", "d2")
 COORDS = ("raw", "identified")
@@ -105,7 +130,7 @@ class LossResult(NamedTuple):
     """A Voronoi loss with the translation that attains it (fitted translated by (−t0, −t1)).
 
     Shapes (unbatched): ``value`` and ``t0`` (), ``t1`` (d,), ``assign`` (k,), ``size`` (k*,),
-    ``unknown_m`` () int; batched inputs add a leading (batch,) axis.
+    ``unknown_m`` () int, ``rbar_bound_m`` () int; batched inputs add a leading (batch,) axis.
 
     Examples
     --------
@@ -121,6 +146,7 @@ class LossResult(NamedTuple):
     assign: jnp.ndarray  # (k,) cells at t1
     size: jnp.ndarray  # (k*,)
     unknown_m: jnp.ndarray  # () int; > 0 when an unknown r̄(m) could change the value
+    rbar_bound_m: jnp.ndarray  # () int; > 0: a cell of this size was scored with r̄ >= 7
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,8 +202,10 @@ def _check_pair(fitted, truth):
     return f, fb, t, tb
 
 
-def _rbar_table(rbar, k) -> tuple:
-    """Static tuple (index m = 0..k) of exponents; None where unknown or unused (m <= 1)."""
+def _rbar_table(rbar, k, rbar_unknown="bound") -> tuple:
+    """Static tuple (index m = 0..k) of (exponent, from_bound) pairs; None where unknown (under
+    ``rbar_unknown="error"``) or unused (m <= 1)."""
+    _check_choice("rbar_unknown", rbar_unknown, RBAR_UNKNOWN)
     table = [None] * (k + 1)
     for m in range(2, k + 1):
         value = None
@@ -199,8 +227,17 @@ def _rbar_table(rbar, k) -> tuple:
             value = float(value)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"rbar for m={m} must be finite and > 0; got {value}")
-        table[m] = value
+            table[m] = (value, False)
+        elif rbar_unknown == "bound":
+            table[m] = (RBAR_LOWER_BOUND, True)
     return tuple(table)
+
+
+def _exponent_rules(exponents) -> tuple:
+    if isinstance(exponents, str):
+        _check_choice("exponents", exponents, tuple(D2_EXPONENTS))
+        return D2_EXPONENTS[exponents]
+    raise TypeError(f"exponents must be one of {tuple(D2_EXPONENTS)}; got {exponents!r}")
 
 
 def _is_concrete(x) -> bool:
@@ -212,11 +249,12 @@ def _raise_unknown(unknown_m, rtab):
         return
     m = int(np.max(np.asarray(unknown_m)))
     if m > 0:
-        known = {i: r for i, r in enumerate(rtab) if r is not None}
+        known = {i: r[0] for i, r in enumerate(rtab) if r is not None}
         raise ValueError(
             f"D_2 needs the exponent r̄(m) for a Voronoi cell of m={m} fitted atoms, which is "
             f"unknown (known: {known}; the theory only gives r̄(m) >= 7 for m >= 4). Pass "
-            f"rbar={{{m}: value}} (or a callable) to supply it.")
+            f"rbar={{{m}: value}} (or a callable) to supply it, or rbar_unknown='bound' to score "
+            f"it with the lower bound 7.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,8 +293,11 @@ def _pairs(f: _Prep, t: _Prep):
     return jnp.sqrt(sa), pb, pv, sa + pb ** 2 + pv ** 2
 
 
-def _config(f: _Prep, t: _Prep, t1, pairs=None):
+def _config(f: _Prep, t: _Prep, t1, pairs=None, fmask=None, tmask=None):
     """Cells of the fitted atoms translated by −t1, and per-atom differences to their true atom.
+
+    ``fmask`` (k,) / ``tmask`` (k*,): optional boolean masks restricting the cells to some fitted
+    and true atoms (the region-aware loss); masked-out fitted atoms belong to no cell.
 
     Returns assign (k,), onehot (k, k*), size (k*,) and (‖Δβ_1‖, ‖Δa‖, |Δb|, |Δν|) per fitted atom.
     """
@@ -264,9 +305,14 @@ def _config(f: _Prep, t: _Prep, t1, pairs=None):
         pairs = _pairs(f, t)
     pa, pb, pv, d0 = pairs
     sb1 = jnp.sum((f.b1[:, None, :] - t1 - t.b1[None, :, :]) ** 2, axis=-1)  # (k, k*)
-    assign = jnp.argmin(d0 + sb1, axis=1)  # squared Euclidean distance; ties -> lowest index
+    dist = d0 + sb1
+    if tmask is not None:
+        dist = jnp.where(tmask[None, :], dist, jnp.inf)
+    assign = jnp.argmin(dist, axis=1)  # squared Euclidean distance; ties -> lowest index
     kstar = t.b0.shape[0]
     onehot = assign[:, None] == jnp.arange(kstar)[None, :]
+    if fmask is not None:
+        onehot = onehot & fmask[:, None]
     size = jnp.sum(onehot, axis=0)
 
     def sel(x):
@@ -275,27 +321,35 @@ def _config(f: _Prep, t: _Prep, t1, pairs=None):
     return assign, onehot, size, (sel(jnp.sqrt(sb1)), sel(pa), sel(pb), sel(pv))
 
 
-def _objective(f: _Prep, t: _Prep, pairs, t1, kind, rtab, free_t0):
+def _objective(f: _Prep, t: _Prep, pairs, t1, kind, rtab, free_t0, exps=D2_EXPONENTS["softmax"],
+               fmask=None, tmask=None):
     """Exact minimum over t0 at this t1: (value or inf if unscorable, s = e^{-t0}, lower bound, m)."""
-    assign, onehot, size, (db1, da, db, dv) = _config(f, t, t1, pairs)
+    assign, onehot, size, diffs = _config(f, t, t1, pairs, fmask, tmask)
     wf = jnp.exp(f.b0)
-    lin = db1 + da + db + dv
+    if fmask is not None:
+        wf = jnp.where(fmask, wf, 0.0)
+    lin = sum(diffs)
     if kind == "d1":
         term = lin
         unknown = jnp.zeros(lin.shape, dtype=bool)
         m_i = size[assign]
     else:
-        table = jnp.asarray([np.nan if r is None else r for r in rtab], dtype=jnp.float64)
+        table = jnp.asarray([np.nan if r is None else r[0] for r in rtab], dtype=jnp.float64)
         m_i = size[assign]
         r = table[m_i]
         unknown = (m_i > 1) & jnp.isnan(r)
         rr = jnp.where((m_i > 1) & ~unknown, r, 1.0)
-        powered = db1 ** rr + db ** rr + da ** (rr / 2) + dv ** (rr / 2)
+        powered = sum(dx ** (rr / w if rule == "rbar" else float(w))
+                      for dx, (rule, w) in zip(diffs, exps))
         term = jnp.where(m_i > 1, powered, lin)
         term = jnp.where(unknown, 0.0, term)  # dropped: gives a lower bound when unknown
+        if fmask is not None:
+            unknown = unknown & fmask
     P = jnp.sum(wf * term)
     W = jnp.sum(jnp.where(onehot, wf[:, None], 0.0), axis=0)  # (k*,)
     ws = jnp.exp(t.b0)
+    if tmask is not None:
+        ws = jnp.where(tmask, ws, 0.0)
     if free_t0:
         kinks = jnp.where(W > 0, ws / jnp.where(W > 0, W, 1.0), 1.0)
         s = jnp.concatenate([jnp.ones(1), kinks, jnp.zeros(1)])
@@ -310,14 +364,16 @@ def _objective(f: _Prep, t: _Prep, pairs, t1, kind, rtab, free_t0):
     return value, s[i], lb, mu
 
 
-def _solve(fitted: MoEParams, truth: MoEParams, kind, translation, rtab, coords, n_refine):
+def _solve(fitted: MoEParams, truth: MoEParams, kind, translation, rtab, coords, n_refine,
+           exps=D2_EXPONENTS["softmax"], fmask=None, tmask=None):
     pinned = translation == "pinned"
     f = _prep(fitted, coords, pinned)
     t = _prep(truth, coords, pinned)
     d = f.b1.shape[-1]
     free_t0 = translation in ("infimum", "bias")
     pairs = _pairs(f, t)
-    obj = partial(_objective, f, t, pairs, kind=kind, rtab=rtab, free_t0=free_t0)
+    obj = partial(_objective, f, t, pairs, kind=kind, rtab=rtab, free_t0=free_t0, exps=exps,
+                  fmask=fmask, tmask=tmask)
 
     objv = jax.vmap(obj)
     if translation == "infimum":
@@ -365,11 +421,17 @@ def _solve(fitted: MoEParams, truth: MoEParams, kind, translation, rtab, coords,
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in (*fitted, *truth)]))
     value = jnp.where(flagged | ~finite, jnp.nan, value)
     t0 = jnp.where(s > 0, 0.0 - jnp.log(jnp.where(s > 0, s, 1.0)), jnp.inf) + 0.0  # no -0.0
-    assign, _, size, _ = _config(f, t, t1, pairs)
-    return LossResult(value, t0, t1, assign, size, unknown_m)
+    assign, _, size, _ = _config(f, t, t1, pairs, fmask, tmask)
+    bound_m = 0
+    if kind == "d2":
+        from_bound = jnp.asarray([r is not None and r[1] for r in rtab])
+        bound_m = jnp.max(jnp.where(from_bound[size], size, 0))
+    bound_m = jnp.asarray(bound_m, dtype=jnp.asarray(0).dtype)
+    return LossResult(value, t0, t1, assign, size, unknown_m, bound_m)
 
 
-_solve_jit = jax.jit(_solve, static_argnames=("kind", "translation", "rtab", "coords", "n_refine"))
+_solve_jit = jax.jit(_solve, static_argnames=("kind", "translation", "rtab", "coords", "n_refine",
+                                            "exps"))
 
 
 def _resolve_kind(kind, k, kstar):
@@ -386,18 +448,20 @@ def _map_pair(fn, f, fb, t, tb):
     return jax.vmap(fn, in_axes=(0 if fb is not None else None, 0 if tb is not None else None))(f, t)
 
 
-def _setup(fitted, truth, kind, translation, rbar, coords, n_refine):
+def _setup(fitted, truth, kind, translation, rbar, coords, n_refine, rbar_unknown="bound",
+           exponents="softmax"):
     ensure_x64()
     _check_choice("translation", translation, TRANSLATIONS)
     _check_choice("coords", coords, COORDS)
     if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
         raise ValueError(f"n_refine must be an integer >= 0; got {n_refine!r}")
+    exps = _exponent_rules(exponents)
     f, fb, t, tb = _check_pair(fitted, truth)
     k, kstar = f.beta0.shape[-1], t.beta0.shape[-1]
     kind = _resolve_kind(kind, k, kstar)
-    rtab = _rbar_table(rbar, k) if kind == "d2" else None
+    rtab = _rbar_table(rbar, k, rbar_unknown) if kind == "d2" else None
     fn = partial(_solve_jit, kind=kind, translation=translation, rtab=rtab, coords=coords,
-                 n_refine=int(n_refine))
+                 n_refine=int(n_refine), exps=exps)
     return f, fb, t, tb, fn, rtab
 
 
@@ -407,7 +471,8 @@ def _setup(fitted, truth, kind, translation, rbar, coords, n_refine):
 
 def best_translation(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
                      translation: str = "infimum", rbar=None, coords: str = "raw", *,
-                     n_refine: int = N_REFINE) -> LossResult:
+                     n_refine: int = N_REFINE, rbar_unknown: str = "bound",
+                     exponents: str = "softmax") -> LossResult:
     """The Voronoi loss together with the translation (t0, t1) attaining it and its cells.
 
     Same arguments as :func:`voronoi_loss`. The fitted model is translated by (−t0, −t1).
@@ -417,14 +482,14 @@ def best_translation(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
     fitted, truth : MoEParams
         k and k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
         may carry a leading batch axis, shape (batch, k, ...).
-    kind, translation, rbar, coords, n_refine
+    kind, translation, rbar, coords, n_refine, rbar_unknown, exponents
         As in :func:`voronoi_loss`.
 
     Returns
     -------
     LossResult
-        ``value`` and ``t0`` of shape (), ``t1`` (d,), ``assign`` (k,), ``size`` (k*,) (with a
-        leading (batch,) axis for batched inputs).
+        ``value`` and ``t0`` of shape (), ``t1`` (d,), ``assign`` (k,), ``size`` (k*,),
+        ``unknown_m`` and ``rbar_bound_m`` () (with a leading (batch,) axis for batched inputs).
 
     Examples
     --------
@@ -433,7 +498,8 @@ def best_translation(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
     >>> float(res.value), res.assign.tolist(), res.size.tolist()
     (0.0, [0, 1], [1, 1])
     """
-    f, fb, t, tb, fn, rtab = _setup(fitted, truth, kind, translation, rbar, coords, n_refine)
+    f, fb, t, tb, fn, rtab = _setup(fitted, truth, kind, translation, rbar, coords, n_refine,
+                                    rbar_unknown, exponents)
     res = _map_pair(fn, f, fb, t, tb)
     _raise_unknown(res.unknown_m, rtab)
     return res
@@ -441,7 +507,8 @@ def best_translation(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
 
 def voronoi_loss(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
                  translation: str = "infimum", rbar=None, coords: str = "raw", *,
-                 n_refine: int = N_REFINE) -> jnp.ndarray:
+                 n_refine: int = N_REFINE, rbar_unknown: str = "bound",
+                 exponents: str = "softmax") -> jnp.ndarray:
     """Voronoi loss D_1 or D_2 between a fitted and a true MoE (DESIGN.md §4.1).
 
     Parameters
@@ -459,6 +526,13 @@ def voronoi_loss(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
         Temperature gates: raw (β, τ) plus |τ − τ*|, or identified β/τ.
     n_refine : int
         Compass-search steps per start (static).
+    rbar_unknown : {"bound", "error"}
+        Cells of m >= 4 atoms whose r̄(m) is unknown: score them with the lower bound
+        r̄(m) >= 7 (:data:`RBAR_LOWER_BOUND`, the default) or raise (NaN under jit), see the
+        module docstring.
+    exponents : {"softmax", "activation"}
+        D_2 exponent rule of cells with m > 1 atoms (:data:`D2_EXPONENTS`);
+        :func:`gate_exponents` gives a gate's rule.
 
     Returns
     -------
@@ -470,7 +544,8 @@ def voronoi_loss(fitted: MoEParams, truth: MoEParams, kind: str = "auto",
     >>> float(voronoi_loss(truth, truth))
     0.0
     """
-    return best_translation(fitted, truth, kind, translation, rbar, coords, n_refine=n_refine).value
+    return best_translation(fitted, truth, kind, translation, rbar, coords, n_refine=n_refine,
+                            rbar_unknown=rbar_unknown, exponents=exponents).value
 
 
 def d1_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum",
@@ -503,7 +578,8 @@ def d1_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum",
 
 
 def d2_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum", rbar=None,
-            coords: str = "raw", *, n_refine: int = N_REFINE) -> jnp.ndarray:
+            coords: str = "raw", *, n_refine: int = N_REFINE, rbar_unknown: str = "bound",
+            exponents: str = "softmax") -> jnp.ndarray:
     """Over-fitted Voronoi loss D_2 with exponents r̄(m) (see :func:`voronoi_loss`).
 
     Parameters
@@ -511,7 +587,7 @@ def d2_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum", r
     fitted, truth : MoEParams
         k >= k* experts with the same d (``beta0`` shape (k,), ``beta1`` shape (k, d)); either
         may carry a leading batch axis, shape (batch, k, ...).
-    translation, rbar, coords, n_refine
+    translation, rbar, coords, n_refine, rbar_unknown, exponents
         As in :func:`voronoi_loss`.
 
     Returns
@@ -524,7 +600,8 @@ def d2_loss(fitted: MoEParams, truth: MoEParams, translation: str = "infimum", r
     >>> float(d2_loss(truth, truth))
     0.0
     """
-    return voronoi_loss(fitted, truth, "d2", translation, rbar, coords, n_refine=n_refine)
+    return voronoi_loss(fitted, truth, "d2", translation, rbar, coords, n_refine=n_refine,
+                        rbar_unknown=rbar_unknown, exponents=exponents)
 
 
 def voronoi_cells(fitted: MoEParams, truth: MoEParams, t1=None,
@@ -573,3 +650,26 @@ def voronoi_cells(fitted: MoEParams, truth: MoEParams, t1=None,
         return one(f, t, t1)
     axes = (0 if fb is not None else None, 0 if tb is not None else None, 0 if t1.ndim == 2 else None)
     return jax.vmap(one, in_axes=axes)(f, t, t1)
+
+
+def gate_exponents(spec) -> str:
+    """The D_2 exponent rule (a key of :data:`D2_EXPONENTS`) for a fitted model's gate.
+
+    Activation gates with a non-linear σ break the β_1–a PDE (``moetheory theory pdes``), so
+    their cells use ``"activation"``; the identity activation is the temperature gate, and every
+    other gate keeps both PDEs (``"softmax"``). Derived symbolically in
+    :func:`moetheory.symbolic.d2_exponent_rules` (the package's reading; tested to agree).
+
+    Parameters
+    ----------
+    spec : MoESpec
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> gate_exponents(MoESpec(3, 1)), gate_exponents(MoESpec(3, 1, gate="activation", activation="tanh"))
+    ('softmax', 'activation')
+    """
+    if spec.gate == "activation" and spec.activation != "identity":
+        return "activation"
+    return "softmax"

@@ -10,7 +10,11 @@ __all__ = ["StudySpec", "FitSpec", "DesignSpec", "EMConfig", "run_study", "load_
 
 
 def __getattr__(name):  # lazy: importing the spec must not import the runner (JAX work)
-    if name in ("run_study", "compute_cell", "summarize", "loss_matrix"):
+    if name in ("summarize", "loss_matrix"):
+        from moetheory.study import summary
+
+        return getattr(summary, name)
+    if name in ("run_study", "compute_cell"):
         from moetheory.study import runner
 
         return getattr(runner, name)

@@ -10,7 +10,8 @@ that converges at the parametric rate n^-1/2 whenever the density is estimable, 
 Computation (pure JAX, jittable and vmappable over replicates):
 
 * x: a fixed set of quadrature points of the design (``grid``/``uniform``: M midpoints of
-  [low, high]; ``gaussian``: normal quantiles; other or d > 1: M draws with a fixed key);
+  [low, high], and for ``uniform`` with d > 1 the tensor grid of q^d cell midpoints,
+  q = round(M^{1/d}); ``gaussian``: normal quantiles; otherwise M draws with a fixed key);
 * y: the integrand ½(√p − √p*)² is integrated by the trapezoid rule on G points spanning the
   union of the experts' mean ± 10 sd (fitted sds capped at 4× the largest true sd, so one
   degenerate fitted expert cannot stretch the grid); the mass of p and p* outside that range is
@@ -38,8 +39,9 @@ def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
     Parameters
     ----------
     design : DesignSpec
-        The covariate design (``grid``/``uniform``: midpoints; ``gaussian``: normal quantiles;
-        otherwise m draws with a fixed key).
+        The covariate design (``grid``/``uniform``: midpoints, for d > 1 a tensor grid of
+        round(m^{1/d})^d midpoints; ``gaussian``: normal quantiles; otherwise m draws with a
+        fixed key).
     dim : int
         Covariate dimension d.
     m : int
@@ -47,7 +49,7 @@ def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray, shape (m, dim)
+    numpy.ndarray, shape (m, dim) (uniform with d > 1: (round(m^{1/d})^d, dim))
 
     Examples
     --------
@@ -57,6 +59,10 @@ def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
     """
     if design.name in ("grid", "uniform") and dim == 1:
         return (design.low + (design.high - design.low) * (np.arange(m) + 0.5) / m)[:, None]
+    if design.name == "uniform":  # d >= 2: the tensor grid of q^d cell midpoints, q = round(m^(1/d))
+        q = max(2, int(round(m ** (1.0 / dim))))
+        axis = design.low + (design.high - design.low) * (np.arange(q) + 0.5) / q
+        return np.stack(np.meshgrid(*([axis] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
     if design.name == "gaussian" and dim == 1:
         from scipy.stats import norm
 
@@ -64,7 +70,8 @@ def design_nodes(design, dim: int, m: int = N_X) -> np.ndarray:
     from moetheory.designs import make_design
 
     opts = dict(low=design.low, high=design.high, scale=design.scale, radius=design.radius)
-    return np.asarray(make_design(jax.random.key(20240101), design.name, m, dim, **opts))
+    with jax.ensure_compile_time_eval():  # constants, also when called while tracing
+        return np.asarray(make_design(jax.random.key(20240101), design.name, m, dim, **opts))
 
 
 def _log_mix(logg, mu, sd, yy):

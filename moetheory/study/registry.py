@@ -323,8 +323,11 @@ def study_rate_table(specs, cache_dir=None) -> list:
     """Fitted slopes of every loss of every fitted model of ``specs`` (cache only).
 
     Each row has ``study``, ``fit``, ``loss``, ``slope``, ``ci``, ``window``, ``points``,
-    ``failed``, ``preferred_law`` and ``expected``; the slope is :func:`moetheory.rates.fit_rate`
-    on the (sizes (m,), losses (m, R)) of :func:`moetheory.study.runner.loss_matrix` (m ≥ 3).
+    ``failed``, ``preferred_law`` (the AIC comparison of free-exponent laws, which has almost no
+    power), ``law_test`` (the verdict of :func:`moetheory.rates.law_test`, fixed exponents; "n/a"
+    when the grid does not allow it) and ``expected``; the slope is
+    :func:`moetheory.rates.fit_rate` on the (sizes (m,), losses (m, R)) of
+    :func:`moetheory.study.summary.loss_matrix` (m ≥ 3).
 
     Examples
     --------
@@ -348,9 +351,9 @@ def study_rate_table(specs, cache_dir=None) -> list:
     """
     import numpy as np
 
-    from moetheory.rates import fit_rate
+    from moetheory.rates import fit_rate, law_test
     from moetheory.study.cache import load_results
-    from moetheory.study.runner import loss_matrix
+    from moetheory.study.summary import loss_matrix
 
     if isinstance(specs, StudySpec):
         specs = (specs,)
@@ -366,10 +369,14 @@ def study_rate_table(specs, cache_dir=None) -> list:
                 if ok.sum() < 3:
                     continue
                 r = fit_rate(sizes[ok], mat[ok])
+                try:
+                    verdict = law_test(sizes[ok], mat[ok]).verdict
+                except ValueError:  # n <= e, or one replicate per size
+                    verdict = "n/a"
                 rows.append({"study": spec.name, "fit": f.label, "loss": loss, "slope": r.slope,
                              "ci": r.ci, "window": r.window, "points": r.n_points,
                              "failed": r.n_failed, "preferred_law": r.preferred_law,
-                             "expected": f.expected_rate})
+                             "law_test": verdict, "expected": f.expected_rate})
     return rows
 
 
@@ -427,11 +434,11 @@ def print_study_rates(specs, cache_dir=None, file=None, pinned=False) -> None:
     ...         "converged": np.ones(2, bool), "loss_voronoi": np.full(2, 2 / n ** 0.5)})
     >>> print_study_rates(spec, cache.root)  # doctest: +NORMALIZE_WHITESPACE
     Convergence rates of tiny: mean loss ~ C n^slope (least squares on log-log axes)
-    fit  model               loss  slope   95% CI            theory  n range     sizes  excluded  AIC prefers
-    k2   exact-fitted k = 2  D_1   -0.500  [-0.500, -0.500]  -0.500  100 - 1600  3      0         power
+    fit  model               loss  slope   95% CI            theory  n range     sizes  excluded  law test
+    k2   exact-fitted k = 2  D_1   -0.500  [-0.500, -0.500]  -0.500  100 - 1600  3      0         n^-1/2
     excluded: replicates left out of a size's mean loss (the fit failed: non-finite or variance
-    collapse; or the loss is undefined, e.g. D_2 needing the unknown r(4)); AIC prefers n^slope
-    (power), (log n)^slope (log) or neither (AICs within 2).
+    collapse; or its estimate is not certified as a maximum); law test: the fixed-exponent law
+    that moetheory.rates.law_test accepts (or undecided).
     """
     _print_rows(study_rate_table(specs, cache_dir), specs, file, pinned)
 
@@ -461,9 +468,9 @@ def _print_rows(rows, specs, file=None, pinned=False) -> None:
                       f"{r['slope']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]",
                       "-" if theory is None else f"{theory:+.3f}",
                       f"{r['window'][0]:g} - {r['window'][1]:g}", str(r["points"]),
-                      str(r["failed"]), r["preferred_law"]))
+                      str(r["failed"]), str(r.get("law_test", "n/a"))))
     head = ("fit", "model", "loss", "slope", "95% CI", "theory", "n range", "sizes", "excluded",
-            "AIC prefers")
+            "law test")
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(head)]
     names = ", ".join(dict.fromkeys(r["study"] for r in rows))
     print(f"Convergence rates of {names}: mean loss ~ C n^slope (least squares on log-log axes)",
@@ -471,7 +478,7 @@ def _print_rows(rows, specs, file=None, pinned=False) -> None:
     for line in (head, *table):
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip(), file=file)
     print("excluded: replicates left out of a size's mean loss (the fit failed: non-finite or "
-          "variance collapse; or the loss is undefined, e.g. D_2 needing the unknown r(4)); AIC "
-          "prefers n^slope (power), (log n)^slope (log) or neither (AICs within 2)"
+          "variance collapse; or its estimate is not certified as a maximum); law test: the "
+          "fixed-exponent law that moetheory.rates.law_test accepts (or undecided)"
           + (f"; --pinned adds the official code's pinned-gate D ({len(hidden)} rows)"
              if hidden else "") + ".", file=file)

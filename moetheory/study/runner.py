@@ -235,11 +235,14 @@ def fit_replicate(study: StudySpec, label: str, n: int, key, backend: str, threa
 def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, loglik, converged,
                       floor_hit, certified):
     """Every loss and per-parameter error of one fit (independent of n: compiled once per fit)."""
-    from moetheory.losses import cell_errors, matched_errors, voronoi_loss
+    from moetheory.losses import best_translation, cell_errors, matched_errors, voronoi_loss
+    from moetheory.losses.voronoi import gate_exponents
     from moetheory.study.density import design_nodes, hellinger_distance
 
     fit = cfg.fit
     kind = "d1" if fit.spec.n_experts == cfg.truth_spec.n_experts else "d2"
+    # D_2 exponents by the PDEs the fitted gate keeps; unknown r̄(m >= 4) scored with r̄ >= 7
+    vkw = {"exponents": gate_exponents(fit.spec), "rbar_unknown": "bound"}
     if fit.spec.gate == "temperature" and fit.spec.estimates_tau:
         # τ estimated: (β, τ) is identified only up to scale; the EM step reports the
         # representative ‖(β_0, β_1, τ)‖ = 1 (free entries), so compare with the truth's.
@@ -250,17 +253,27 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     losses = {}
     for loss in cfg.losses:
         if loss == "voronoi":
-            val = voronoi_loss(fitted, truth, kind, fit.translation, None, fit.coords)
+            res = best_translation(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
+            val = res.value
+            out["rbar_bound_m"] = res.rbar_bound_m
         elif loss == "voronoi_pinned":
-            val = voronoi_loss(fitted, truth, kind, "pinned", None, fit.coords)
+            val = voronoi_loss(fitted, truth, kind, "pinned", None, fit.coords, **vkw)
         elif loss == "voronoi_identified":
-            val = voronoi_loss(fitted, truth, kind, fit.translation, None, "identified")
+            val = voronoi_loss(fitted, truth, kind, fit.translation, None, "identified", **vkw)
+        elif loss in ("voronoi_region", "gate"):
+            from moetheory.losses.gate_error import gate_error
+            from moetheory.losses.regions import region_loss
+
+            xs = jnp.asarray(design_nodes(cfg.design, cfg.truth_spec.dim))
+            val = (region_loss(fit.spec, fitted, cfg.truth_spec, truth, xs, kind, fit.translation,
+                               None, fit.coords, **vkw) if loss == "voronoi_region" else
+                   gate_error(fit.spec, fitted, cfg.truth_spec, truth, xs))
         else:  # hellinger
             xs = jnp.asarray(design_nodes(cfg.design, cfg.truth_spec.dim))
             val = hellinger_distance(fit.spec, fitted, cfg.truth_spec, truth, xs)
         losses[f"loss_{loss}"] = val
     out.update(losses)
-    ce = cell_errors(fitted, truth, kind, fit.translation, None, fit.coords)
+    ce = cell_errors(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
     for name in ("size", "weight", "beta1", "a", "b", "var"):
         out[f"cell_{name}"] = getattr(ce, name)
     if fit.spec.n_experts == cfg.truth_spec.n_experts:
@@ -556,115 +569,5 @@ def run_cells_local(study, todo, cache, progress=True):
 
 
 # ---------------------------------------------------------------------------- summaries
-def excluded(df):
-    """(failed, not certified) boolean arrays (len(df),) of result rows: a study number counts
-    only at a certified estimate (caches written before certificates have no ``certified``
-    column: every row counts).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> df = pd.DataFrame({"failed": [False, True, False], "certified": [True, True, False]})
-    >>> [v.tolist() for v in excluded(df)]
-    [[False, True, False], [False, False, True]]
-    """
-    failed = df["failed"].to_numpy(bool)
-    cert = df["certified"].to_numpy(bool) if "certified" in df.columns else np.ones(len(df), bool)
-    return failed, ~failed & ~cert
-
-
-def summarize(df, loss: str = "loss_voronoi"):
-    """Per (fit, n): mean and sd of ``loss`` over the certified, non-failed replicates, with
-    counts.
-
-    Columns: fit, n, mean, sd, n_ok, n_failed, n_not_certified, n_undefined, n_not_converged.
-    Failed replicates (NaN/inf fit, variance collapse), replicates whose estimate is not
-    certified as a maximum, and replicates where this loss is undefined (NaN) are excluded from
-    the mean and counted.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Results (one row per fit × n × replicate) with columns ``fit``, ``n``, ``failed``,
-        ``converged`` and ``loss``.
-    loss : str
-        The loss column.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (fit, n).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> df = pd.DataFrame({"fit": ["k2"] * 4, "n": [100, 100, 200, 200], "replicate": [0, 1, 0, 1],
-    ...                    "failed": [False, True, False, False], "converged": [True] * 4,
-    ...                    "loss_voronoi": [0.4, 9.0, 0.2, 0.3]})
-    >>> summarize(df)[["fit", "n", "mean", "n_ok", "n_failed"]].values.tolist()  # no certificates: all count
-    [['k2', 100, 0.4, 1, 1], ['k2', 200, 0.25, 2, 0]]
-    """
-    import pandas as pd
-
-    if loss not in df.columns:
-        raise KeyError(f"no column {loss!r}; loss columns: {[c for c in df.columns if c.startswith('loss_')]}")
-    rows = []
-    for (fit, n), g in df.groupby(["fit", "n"], sort=True):
-        failed, uncertified = excluded(g)
-        vals = g[loss].to_numpy(float)
-        undefined = ~failed & ~uncertified & ~np.isfinite(vals)
-        ok = ~failed & ~uncertified & ~undefined
-        v = vals[ok]
-        rows.append({"fit": fit, "n": int(n), "mean": float(v.mean()) if v.size else float("nan"),
-                     "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"),
-                     "n_ok": int(ok.sum()), "n_failed": int(failed.sum()),
-                     "n_not_certified": int(uncertified.sum()),
-                     "n_undefined": int(undefined.sum()),
-                     "n_not_converged": int((~g["converged"].to_numpy(bool)).sum())})
-    return pd.DataFrame(rows)
-
-
-def loss_matrix(df, fit: str, loss: str = "loss_voronoi", certified_only: bool = True):
-    """(sizes, losses (m, R)) for :func:`moetheory.rates.fit_rate`; failed and (unless
-    ``certified_only=False``, for an estimator that is meant to stop early, such as the paper's
-    protocol) uncertified replicates are NaN.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Results with columns ``fit``, ``n``, ``replicate``, ``failed`` and ``loss``.
-    fit : str
-        The fitted-model label.
-    loss : str
-        The loss column.
-    certified_only : bool
-        Leave out replicates whose estimate is not certified (default).
-
-    Returns
-    -------
-    sizes : numpy.ndarray, shape (m,)
-        The sorted sample sizes.
-    losses : numpy.ndarray, shape (m, R)
-        Loss per size and replicate; NaN for failed, missing or non-positive values.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> df = pd.DataFrame({"fit": ["k2"] * 4, "n": [100, 100, 200, 200], "replicate": [0, 1, 0, 1],
-    ...                    "failed": [False, True, False, False], "converged": [True] * 4,
-    ...                    "loss_voronoi": [0.4, 9.0, 0.2, 0.3]})
-    >>> sizes, mat = loss_matrix(df, "k2")
-    >>> sizes.tolist(), mat.tolist()
-    ([100, 200], [[0.4, nan], [0.2, 0.3]])
-    """
-    g = df[df["fit"] == fit]
-    sizes = np.array(sorted(g["n"].unique()))
-    R = int(g["replicate"].max()) + 1 if len(g) else 0
-    mat = np.full((sizes.size, R), np.nan)
-    pos = {n: i for i, n in enumerate(sizes)}
-    failed, uncertified = excluded(g)
-    drop = failed | uncertified if certified_only else failed
-    vals = np.where(drop, np.nan, g[loss].to_numpy(float))
-    for n, r, v in zip(g["n"].to_numpy(), g["replicate"].to_numpy(), vals):
-        mat[pos[n], r] = v if (np.isfinite(v) and v > 0) else np.nan
-    return sizes, mat
+# (in moetheory.study.summary; re-exported here for existing imports)
+from moetheory.study.summary import excluded, loss_matrix, summarize  # noqa: E402,F401

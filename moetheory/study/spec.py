@@ -40,7 +40,8 @@ from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
 from moetheory.study.store import content_hash as _sha
 
 #: losses a study can record per replicate (see :mod:`moetheory.study.runner`)
-LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "hellinger")
+LOSSES = ("voronoi", "voronoi_pinned", "voronoi_identified", "voronoi_region", "gate",
+          "hellinger")
 COORDS = ("raw", "identified")
 
 #: bump when the meaning of a field changes: invalidates every cache. 3: the estimator is an
@@ -48,7 +49,9 @@ COORDS = ("raw", "identified")
 SPEC_VERSION = 3
 #: Bump when the computation of a stored metric changes (cells' identity; old cells are
 #: recomputed, never mixed in). 2: matched errors pin only what the fit's translation frees.
-METRICS_VERSION = 2
+#: 3: D_2 cells needing an unknown r̄(m) are scored with the bound r̄(m) >= 7 (were NaN), the
+#: activation gates' D_2 exponents follow the PDEs that hold, ``rbar_bound_m`` column.
+METRICS_VERSION = 3
 
 
 def integer_sizes(values) -> tuple:
