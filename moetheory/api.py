@@ -17,8 +17,8 @@ from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
-from moetheory.standardize import (from_fitted_coordinates, identity_standardizer, standardizer,
-                                   to_fitted_coordinates)
+from moetheory.standardize import (DataScale, data_scale, from_standard, identity_standardizer,
+                                   to_standard)
 from moetheory.validation import check_scale, check_xy, covariate_names, frozen_copy
 
 
@@ -198,15 +198,23 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         raise ValueError(f"seed must fit in a signed 64-bit integer (-2**63 <= seed < 2**63); got {seed!r}")
     if cov_type not in COV_TYPES:
         raise ValueError(f"cov_type must be one of {COV_TYPES}; got {cov_type!r}")
-    # EM runs on standardised covariates (better conditioned); estimates come back in x's units.
-    # Near-truth starts keep x's units: their documented noise (and the studies') is in the
-    # truth's coordinates.
-    st = identity_standardizer(x.shape[1]) if config.near_truth else standardizer(spec, x)
-    truth_fit = None if truth is None else to_fitted_coordinates(truth, st)
-    res = run_pipeline(jax.random.key(seed), spec, st.apply(x), y, config, truth=truth_fit,
-                       var_floor=None if config.var_floor is not None else default_var_floor(y),
+    # The pipeline runs in standardised coordinates (x̃, ỹ): better conditioned EM, and a
+    # polish and certificate that do not depend on the units of x and y (ℓ = ℓ̃ − n·log s_y).
+    # Near-truth starts keep the data's units: their documented noise (and the studies') is in
+    # the truth's coordinates.
+    ds = (DataScale(identity_standardizer(x.shape[1]), 0.0, 1.0) if config.near_truth
+          else data_scale(spec, x, y))
+    y_std = (y - ds.y_center) / ds.y_scale
+    floor = (default_var_floor(y_std) if config.var_floor is None
+             else config.var_floor / ds.y_scale ** 2)
+    res = run_pipeline(jax.random.key(seed), spec, ds.x.apply(x), y_std, config,
+                       truth=None if truth is None else to_standard(truth, ds), var_floor=floor,
                        em_backend=em_backend)
-    params = from_fitted_coordinates(as_numpy_params(res.params), st)
+    shift = x.shape[0] * np.log(ds.y_scale)
+    res = res._replace(loglik=res.loglik - shift, trace=res.trace - shift,
+                       start_logliks=res.start_logliks - shift,
+                       var_floor=res.var_floor * ds.y_scale ** 2)
+    params = from_standard(as_numpy_params(res.params), ds)
     if spec.gate == "temperature" and spec.estimates_tau:
         params = as_numpy_params(normalise_temperature(params))  # the reported representative
     check_params(spec, params)

@@ -43,7 +43,7 @@ def _files() -> dict[str, bytes]:
     x = rng.uniform(-1, 1, 200).tolist()
     y = (np.abs(x) + 0.2 * rng.standard_normal(200)).tolist()
     good = _csv(x, y)
-    study = ('spec_version = 2\nname = "demo"\nreplicates = 2\n\n[truth]\nn_experts = 2\ndim = 1\n\n'
+    study = ('spec_version = 3\nname = "demo"\nreplicates = 2\n\n[truth]\nn_experts = 2\ndim = 1\n\n'
              '[truth.params]\nbeta0 = [-8.0, 0.0]\nbeta1 = [[25.0], [0.0]]\na = [[-20.0], [20.0]]\n'
              'b = [15.0, -5.0]\nvar = [0.09, 0.16]\n\n[[fits]]\nlabel = "k2"\nsizes = [100, 200]\n\n'
              '[fits.spec]\nn_experts = 2\ndim = 1\n')

@@ -653,9 +653,9 @@ def test_rate_table_has_a_title_headers_and_pinned_rows_only_when_asked(tmp_path
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("Convergence rates of tiny:")
     assert lines[1].split() == ["fit", "model", "loss", "slope", "95%", "CI", "theory", "n", "range",
-                                "sizes", "excluded", "AIC", "prefers"]
+                                "sizes", "excluded", "law", "test"]
     assert len(lines) == 4 and lines[2].split()[:6] == ["k3", "over-fitted", "k", "=", "3", "D_2"]
-    assert lines[2].split()[-2:] == ["3", "power"]  # 3 failed replicates excluded
+    assert lines[2].split()[-2:] == ["3", "n^-1/2"]  # 3 failed replicates excluded; the law
     assert lines[3].startswith("excluded: replicates left out") and "--pinned" in lines[3]
     assert "pinned" not in "".join(lines[:3]) and "+8.000" not in out.getvalue()
     out = io.StringIO()

@@ -11,7 +11,7 @@ Layout under the cache root (``$MOETHEORY_CACHE`` or ``./.moetheory-cache``)::
         n=...npz.claim        while a process computes that cell (pid, host, start time)
     <root>/attention-<preset>/, <root>/neural-<preset>/
         the attention and neural studies: JSON cells in the same kind of panel
-        (:mod:`moetheory.attention.experiment`, ``simulations/neural.py``)
+        (moetheory.attention.experiment, simulations/neural.py)
 
 The panels are :class:`~moetheory.study.store.CellStore` objects, so every study shares one hash
 scheme, one atomic writer, the per-cell checksums and the claims:
