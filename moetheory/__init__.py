@@ -5,12 +5,13 @@ Nothing computes at import; JAX float64 is switched on by the entry points that 
 from moetheory.api import ConvergenceWarning, VarianceFloorWarning, fit
 from moetheory.params import MoEParams
 from moetheory.results import FitResult
+from moetheory.selection import SelectKResult, bootstrap_lrt, select_k
 from moetheory.spec import MoESpec
 
 __version__ = "0.1.0"
 
 __all__ = ["MoESpec", "MoEParams", "FitResult", "ConvergenceWarning",
-           "VarianceFloorWarning", "fit", "__version__"]
+           "VarianceFloorWarning", "fit", "select_k", "SelectKResult", "bootstrap_lrt", "__version__"]
 
 
 def __getattr__(name):
