@@ -110,7 +110,7 @@ def test_bootstrap_lrt_size_near_nominal():
     # the observed statistic exceeds all 9 simulated ones, which under H0 (exchangeable, no
     # ties) has probability exactly 1/10. 40 data sets: Monte Carlo sd of the rejection rate
     # sqrt(0.1 * 0.9 / 40) = 0.047; accept within 3 sd, i.e. at most 0.24 (rates >= 0.25 fail;
-    # the chi-squared test's rate is in docs/results/bootstrap_lrt_size.md).
+    # the chi-squared test's rate is in docs/bootstrap_lrt_size.md).
     rng = np.random.default_rng(2024)
     reject, warned = 0, []
     for rep in range(40):
