@@ -23,12 +23,17 @@ from moetheory.estimator import MoERegressor  # noqa: E402
 #: Checks whose data are too small for two experts: n ≤ the number of free parameters
 #: (k − 1)(d + 1) + k(d + 2), e.g. 10 rows with d = 4 against 17 parameters; moetheory.fit
 #: refuses such data with a ValueError naming both numbers. The same checks pass with one
-#: expert (test_check_estimator_one_expert). docs/sklearn.md lists them.
+#: expert (test_check_estimator_one_expert). docs/tutorials/sklearn.md lists them.
 TOO_SMALL_FOR_TWO_EXPERTS = {
     "check_estimators_dtypes": "20 rows, d = 5: 20 free parameters for 2 experts",
     "check_estimators_nan_inf": "10 rows, d = 3: 14 free parameters for 2 experts",
     "check_n_features_in_after_fitting": "15 rows, d = 4: 17 free parameters for 2 experts",
-    "check_regressors_no_decision_function": "10 rows, d = 4: 17 free parameters for 2 experts",
+}
+#: Deliberate: scikit-learn's convention is that a regressor has no predict_proba; MoERegressor's
+#: gives the experts' probabilities (gate, or posterior given y), which issue 17 asks for. (With
+#: two experts this check's data, 10 rows with d = 4, are also too small.)
+DELIBERATE = {
+    "check_regressors_no_decision_function": "predict_proba gives expert (not class) probabilities",
 }
 
 
@@ -41,12 +46,13 @@ def data():
 def test_check_estimator_two_experts():
     # Every scikit-learn check passes except those listed (documented in docs/sklearn.md);
     # an unexpected pass of one of those is reported by check_estimator too.
-    check_estimator(MoERegressor(n_experts=2, n_init=4), expected_failed_checks=TOO_SMALL_FOR_TWO_EXPERTS)
+    check_estimator(MoERegressor(n_experts=2, n_init=4),
+                    expected_failed_checks={**TOO_SMALL_FOR_TWO_EXPERTS, **DELIBERATE})
 
 
 @pytest.mark.slow
 def test_check_estimator_one_expert():
-    check_estimator(MoERegressor(n_experts=1))
+    check_estimator(MoERegressor(n_experts=1), expected_failed_checks=DELIBERATE)
 
 
 def test_parameters_are_fit_keywords():
