@@ -2,13 +2,24 @@
 
 Nothing computes at import; JAX float64 is switched on by the entry points that compute.
 """
-from moetheory.api import ConvergenceWarning, MoERegressor, VarianceFloorWarning, fit
+from moetheory.api import ConvergenceWarning, VarianceFloorWarning, fit
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
 from moetheory.results import FitResult
+from moetheory.selection import SelectKResult, bootstrap_lrt, select_k
 from moetheory.spec import MoESpec
 
 __version__ = "0.1.0"
 
-__all__ = ["MoESpec", "MoEParams", "EMConfig", "FitResult", "MoERegressor", "ConvergenceWarning",
-           "VarianceFloorWarning", "fit", "__version__"]
+__all__ = ["MoESpec", "MoEParams", "EMConfig", "FitResult", "ConvergenceWarning",
+           "VarianceFloorWarning", "fit", "select_k", "SelectKResult", "bootstrap_lrt", "__version__"]
+
+
+def __getattr__(name):
+    # The scikit-learn estimator is imported on first use: scikit-learn is an optional extra
+    # (so it is not in __all__ either: `from moetheory import *` must not need it).
+    if name == "MoERegressor":
+        from moetheory.estimator import MoERegressor
+
+        return MoERegressor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

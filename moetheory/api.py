@@ -1,4 +1,5 @@
-"""The statistical API: ``fit(x, y, n_experts=...)`` and a scikit-learn style facade."""
+"""The statistical API: ``fit(x, y, n_experts=...)`` (its scikit-learn estimator,
+``MoERegressor``, is in :mod:`moetheory.estimator`)."""
 from __future__ import annotations
 
 import numbers
@@ -319,87 +320,10 @@ def _check_gate_options(spec, gate_options, tau_value) -> dict:
     return opts
 
 
-class MoERegressor:
-    """scikit-learn style estimator around :func:`fit`.
+def __getattr__(name):
+    # MoERegressor lives in moetheory.estimator: it needs scikit-learn, loaded on first use.
+    if name == "MoERegressor":
+        from moetheory.estimator import MoERegressor
 
-    Fitted attributes end in ``_``: ``result_``, ``params_``, ``n_iter_``, ``converged_``,
-    ``loglik_``, ``n_features_in_`` and, when X was a DataFrame, ``feature_names_in_``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.uniform(-1, 1, (300, 1)); y = np.abs(x[:, 0]) + 0.05 * rng.standard_normal(300)
-    >>> est = MoERegressor(n_experts=2).fit(x, y)
-    >>> est.predict(x).shape
-    (300,)
-    """
-
-    def __init__(self, n_experts: int = 2, gate: str = "softmax", *, top_k=None, select_by="score",
-                 activation=None, tau="fixed", tau_value=None, init=None, n_init=None, tol=None,
-                 max_iter=None, seed=0):
-        self.n_experts = n_experts
-        self.gate = gate
-        self.top_k = top_k
-        self.select_by = select_by
-        self.activation = activation
-        self.tau = tau
-        self.tau_value = tau_value
-        self.init = init
-        self.n_init = n_init
-        self.tol = tol
-        self.max_iter = max_iter
-        self.seed = seed
-
-    _PARAMS = ("n_experts", "gate", "top_k", "select_by", "activation", "tau", "tau_value", "init", "n_init",
-               "tol", "max_iter", "seed")
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {name: getattr(self, name) for name in self._PARAMS}
-
-    def set_params(self, **params) -> "MoERegressor":
-        for name, value in params.items():
-            if name not in self._PARAMS:
-                raise ValueError(f"invalid parameter {name!r} for MoERegressor; valid: {self._PARAMS}")
-            setattr(self, name, value)
-        return self
-
-    def fit(self, X, y) -> "MoERegressor":
-        res = fit(X, y, **self.get_params())
-        self.result_ = res
-        self.params_ = res.params
-        self.n_iter_ = res.n_iter
-        self.converged_ = res.converged
-        self.loglik_ = res.loglik
-        self.n_features_in_ = res.spec.dim
-        if res.x_names is not None:
-            self.feature_names_in_ = np.asarray(res.x_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "result_"):
-            raise RuntimeError("this MoERegressor is not fitted yet: call fit(X, y) first")
-
-    def predict(self, X) -> np.ndarray:
-        """Predictive mean, (n,)."""
-        self._check_fitted()
-        return self.result_.predict(X)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Gate probabilities g_i(x), (n, k)."""
-        self._check_fitted()
-        return self.result_.gate_probabilities(X)
-
-    def score(self, X, y) -> float:
-        """Coefficient of determination R² of the predictive mean (scikit-learn convention)."""
-        self._check_fitted()
-        from moetheory.validation import check_xy, select_columns
-
-        X, y = check_xy(select_columns(X, self.result_.x_names), y, self.n_features_in_)
-        resid = y - self.predict(X)
-        return float(1.0 - (resid @ resid) / ((y - y.mean()) @ (y - y.mean())))
-
-    def __repr__(self):
-        return f"MoERegressor(n_experts={self.n_experts!r}, gate={self.gate!r})"
+        return MoERegressor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import warnings
 def register(sub) -> None:
     """Add the ``fit`` subcommand to the ``moetheory`` subparsers ``sub``.
 
-    ``moetheory fit data.csv --experts K [--gate G] [--top-k K] [--select-by score|logit]
+    ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
     [--x-cols ...] [--y-col y] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
 
@@ -28,7 +28,9 @@ def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a Gaussian MoE to a CSV file and print the summary",
                        description="Fit a Gaussian mixture of linear experts to the columns of a CSV file.")
     p.add_argument("csv", help="CSV file with a header row")
-    p.add_argument("--experts", "-k", type=int, required=True, help="number of experts")
+    p.add_argument("--experts", "-k", type=experts_arg, required=True,
+                   help="number of experts K, or a range A-B: fit each and print the table of "
+                        "log-likelihood, AIC, BIC, ICL with the k chosen by BIC")
     p.add_argument("--gate", default="softmax", help="softmax | topk | temperature | activation")
     p.add_argument("--top-k", type=int, default=None, help="K for --gate topk")
     p.add_argument("--select-by", default="score", help="top-K selection rule: score | logit")
@@ -52,6 +54,27 @@ def register(sub) -> None:
 #: cells read as missing values (pandas' defaults, and R's NA)
 MISSING = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-NaN", "-nan", "NULL", "null",
                      "None", "<NA>", "nil"})
+
+
+def experts_arg(text):
+    """``--experts``: an integer K >= 1, or a range ``A-B`` (1 <= A < B) as ``range(A, B + 1)``.
+
+    Examples
+    --------
+    >>> experts_arg("3"), experts_arg("1-4")
+    (3, range(1, 5))
+    """
+    import argparse
+
+    lo, sep, hi = text.partition("-")
+    try:
+        values = [int(lo)] + ([int(hi)] if sep else [])
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or (sep and values[0] >= values[1]):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of experts K >= 1 or a range A-B with 1 <= A < B; got {text!r}")
+    return range(values[0], values[1] + 1) if sep else values[0]
 
 
 def read_csv(path, x_cols, y_col):
@@ -219,7 +242,8 @@ def _name_the_option(message: str) -> str:
 
 
 def run(args) -> int:
-    """Handler of ``moetheory fit``: fit the CSV and print ``summary()`` (or JSON with ``--json``).
+    """Handler of ``moetheory fit``: fit the CSV and print ``summary()`` (or JSON with ``--json``);
+    with ``--experts A-B`` fit each k and print :func:`moetheory.select_k`'s table.
 
     Parameters
     ----------
@@ -261,11 +285,22 @@ def run(args) -> int:
             if tau is None or not 0 < tau < float("inf"):
                 raise ValueError(f"--tau must be 'fixed', 'estimated' or a finite number > 0; got {args.tau!r}")
         gate_options = None if args.topk_method is None else {"method": args.topk_method}
+        options = dict(gate=args.gate, top_k=args.top_k, select_by=args.select_by,
+                       activation=args.activation, tau=tau, tau_value=args.tau_value,
+                       n_init=args.n_init, seed=args.seed, cov_type=args.cov_type,
+                       gate_options=gate_options, x_names=x_cols)
+        if isinstance(args.experts, range):  # --experts A-B: the table over k
+            try:
+                sel = mt.select_k(x, y, k=args.experts, **options)
+            except (ValueError, TypeError) as err:
+                raise type(err)(_name_the_option(str(err))) from None
+            if args.json:
+                print_json(sel.to_dict())
+            else:
+                print(sel.summary())
+            return 0
         try:
-            res = mt.fit(x, y, n_experts=args.experts, gate=args.gate, top_k=args.top_k,
-                         select_by=args.select_by, activation=args.activation, tau=tau,
-                         tau_value=args.tau_value, n_init=args.n_init, seed=args.seed,
-                         cov_type=args.cov_type, gate_options=gate_options, x_names=x_cols)
+            res = mt.fit(x, y, n_experts=args.experts, **options)
         except (ValueError, TypeError) as err:
             raise type(err)(_name_the_option(str(err))) from None
         if args.json:

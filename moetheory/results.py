@@ -114,6 +114,24 @@ class FitResult:
         """Gate weights g_i(x), (n, k)."""
         return np.asarray(model.gate_probabilities(self.spec, self.params, self._x(x)))
 
+    def posterior_probabilities(self, x=None, y=None) -> np.ndarray:
+        """Posterior expert probabilities P(z = i | x, y), (n, k): at new data (x, y), or
+        :attr:`responsibilities` at the training data when both are None."""
+        if x is None and y is None:
+            return self.responsibilities
+        if x is None or y is None:
+            raise ValueError("posterior_probabilities needs both x and y (or neither: the training data)")
+        from moetheory.validation import check_xy
+
+        x, y = check_xy(select_columns(x, self.x_names), y, self.spec.dim)
+        return np.asarray(model.responsibilities(self.spec, self.params, x, y))
+
+    @property
+    def clusters(self) -> np.ndarray:
+        """The most probable expert of each observation (argmax of :attr:`responsibilities`),
+        (n,) int: flexmix's ``clusters()``."""
+        return np.argmax(self.responsibilities, axis=1)
+
     def log_density(self, x, y) -> np.ndarray:
         """log p(y_n | x_n) for new data, (n,)."""
         from moetheory.validation import check_xy

@@ -431,13 +431,15 @@ def test_convergence_warning_when_max_iter_tiny(data):
 
 def test_regressor_facade(data, res):
     x, y = data
+    from sklearn.exceptions import NotFittedError
+
     est = mt.MoERegressor(n_experts=2)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         est.predict(x)
     params = est.get_params()
     assert params["n_experts"] == 2 and params["gate"] == "softmax" and params["seed"] == 0
     assert est.set_params(tol=1e-8) is est and est.tol == 1e-8  # the default
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter 'n_expert'"):
         est.set_params(n_expert=3)
     assert est.fit(x, y) is est
     assert est.n_features_in_ == 1 and est.converged_

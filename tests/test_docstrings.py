@@ -23,7 +23,7 @@ import pytest
 import moetheory
 
 #: Optional dependencies: a module that fails to import because one of these is missing is skipped.
-OPTIONAL = {"torch", "dask", "distributed"}
+OPTIONAL = {"torch", "dask", "distributed", "sklearn"}
 
 
 def public_modules():

@@ -133,7 +133,7 @@ def test_bad_spec(kwargs, exc, match):
 def test_regressor_bad_options_fail_at_fit():
     est = mt.MoERegressor(n_experts=2, gate="sofmax")  # scikit-learn: no validation in __init__
     with pytest.raises(ValueError, match=r"gate must be one of"):
-        est.fit(X, Y)
+        est.fit(X.reshape(-1, 1), Y)  # scikit-learn estimators take 2-d X
 
 
 @pytest.mark.parametrize("x,y,exc,match", [
