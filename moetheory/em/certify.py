@@ -94,12 +94,15 @@ def not_checked(n_iter: int = 0, reason: str = "not_checked") -> Certificate:
 
 # ------------------------------------------------------------------------------ derivatives
 def _log_fields(spec):
-    """(p,) bool: free coordinates that the polish works on in log scale (variances, τ)."""
-    return np.array([f in ("var", "tau") for f, _, _ in free_layout(spec)])
+    """(p,) bool: free coordinates that the polish works on in log scale (the variances and the
+    gate's positive parameters: τ, a covariance's diagonal)."""
+    gate = spec.gate_family
+    return np.array([f == "var" or gate.log_scale(f, idx) for f, idx, _ in free_layout(spec)])
 
 
 def uses_numba(spec) -> bool:
-    """True when :func:`derivatives` runs the Numba kernel: softmax gate, CPU JAX.
+    """True when :func:`derivatives` runs the Numba kernel: a gate with ``numba = True`` (the
+    softmax gate), CPU JAX.
 
     Examples
     --------
@@ -107,7 +110,7 @@ def uses_numba(spec) -> bool:
     >>> uses_numba(MoESpec(2, 1, gate="temperature"))
     False
     """
-    return spec.gate == "softmax" and jax.default_backend() == "cpu"
+    return spec.gate_family.numba and jax.default_backend() == "cpu"
 
 
 @partial(jax.jit, static_argnums=0)
@@ -248,7 +251,7 @@ def certify(spec, params: MoEParams, x, y, weights=None, *, tol: float = 1e-6, n
     (False, 'gap')
     """
     incr = tuple(float(v) for v in increments)[-3:]
-    if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         return not_checked(n_iter, "nonfinite")
     ll, g, H = derivatives(spec, params, x, y, weights) if derivs is None else derivs
     chart = _Chart(spec, params)

@@ -252,7 +252,7 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
         tr = tr[np.isfinite(tr)]
         incr = np.diff(tr)[-3:]
         n_it = int(final["n_iter"][i] + iters_before[i])
-        if not (np.isfinite(ll) and all(np.all(np.isfinite(np.asarray(v))) for v in p)):
+        if not (np.isfinite(ll) and all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(p))):
             return p, ll, not_checked(n_it, "nonfinite")
         n_pol, derivs = 0, None
         if config.polish == "newton":

@@ -6,6 +6,8 @@ name           declaration               figure                        what
 softmax        simulations.softmax       paper_figures.softmax         softmax gate, k = 2, 3, 4
 topk           simulations.topk          paper_figures.topk            top-K sparse gate
 temperature    simulations.temperature   paper_figures.temperature     temperature vs activation
+sigmoid        simulations.sigmoid       paper_figures.sigmoid         sigmoid vs softmax gating
+gaussian-gated simulations.gaussian_...  paper_figures.gaussian_gated  Gaussian-gated MoE
 attention      simulations.attention     paper_figures.attention       random-feature attention
 =============  ========================  ============================  =========================
 
@@ -67,6 +69,8 @@ ENTRIES = {
                        "random-feature attention vs random-feature MLP", external=True,
                        run_fn="run_attention_experiment", plot_fn="plot_attention",
                        status_fn="cache_status"),
+    "sigmoid": Entry("sigmoid", "simulations.sigmoid", "paper_figures.sigmoid", "sigmoid vs softmax gating: exact and over-fitted, per-parameter errors (OPEN design)"),
+    "gaussian-gated": Entry("gaussian-gated", "simulations.gaussian_gated", "paper_figures.gaussian_gated", "Gaussian-gated MoE (AISTATS 2024): the official simulation, official protocol vs certified MLE"),
     "neural": Entry("neural", "simulations.neural", "paper_figures.neural",
                     "PyTorch MoE layers trained by Adam vs EM (needs the torch extra)", external=True,
                     run_fn="run_neural_experiment", plot_fn="plot_neural", status_fn="cache_status"),
@@ -124,7 +128,7 @@ def entry(name: str) -> Entry:
     >>> entry("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown study 'nope'; choose one of ['attention', 'neural', 'softmax', 'temperature', 'topk']
+    ValueError: unknown study 'nope'; choose one of ['attention', 'gaussian-gated', 'neural', 'sigmoid', 'softmax', 'temperature', 'topk']
     """
     if name not in ENTRIES:
         raise ValueError(f"unknown study {name!r}; choose one of {sorted(ENTRIES)}")

@@ -150,14 +150,16 @@ def fixed_point(case):
     k = fspec.n_experts
     rng = np.random.default_rng(11)
     idx = np.r_[np.arange(truth.n_experts), np.zeros(k - truth.n_experts, dtype=int)]
-    p = MoEParams(*(np.asarray(v)[idx] if np.ndim(v) else np.asarray(v) for v in truth))
+    p = MoEParams(*(np.asarray(getattr(truth, f))[idx] if f != "tau" else np.asarray(truth.tau)
+                    for f in ("beta0", "beta1", "a", "b", "var", "tau")))
     p = p._replace(beta0=p.beta0 + 0.1 * rng.standard_normal(k),
                    beta1=p.beta1 + 0.1 * rng.standard_normal(p.beta1.shape),
                    a=p.a + 0.1 * rng.standard_normal(p.a.shape), b=p.b + 0.1 * rng.standard_normal(k),
                    var=p.var * (1 + 0.1 * rng.random(k)))
     from moetheory.gates import pin
 
-    p = MoEParams(*(np.asarray(v) for v in pin(fspec, jax.tree.map(jnp.asarray, p))))
+    q = pin(fspec, jax.tree.map(jnp.asarray, p))
+    p = MoEParams(*(np.asarray(getattr(q, f)) for f in ("beta0", "beta1", "a", "b", "var", "tau")))
     out = {"params": params_dict(p),
            "loglik": float(model.log_likelihood(fspec, p, x, y)),
            "gate_probabilities": tolist(model.gate_probabilities(fspec, p, x[:20])),
