@@ -181,20 +181,30 @@ def loglik(spec, params: MoEParams, x, y, weights=None) -> float:
 
 
 class _Chart:
-    """The polish's coordinates θ̃: the free parameters with log-variances (and log-τ)."""
+    """The polish's coordinates θ̃: the free parameters (:func:`free_layout` order) with
+    log-variances (and log-τ). NumPy only: the polish converts at every trial point, where
+    JAX's per-element dispatch would cost more than the likelihood pass itself."""
 
     def __init__(self, spec, params):
-        self.spec = spec
-        self.template = jax.tree.map(np.asarray, params)
+        self.template = {f: np.array(v, dtype=np.float64) for f, v in params._asdict().items()}
+        self.layout = [(f, idx) for f, idx, _ in free_layout(spec)]
         self.logs = _log_fields(spec)
 
+    def pack(self, params) -> np.ndarray:
+        """Free parameters (p,) in natural coordinates."""
+        return np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx]
+                         for f, idx in self.layout], dtype=np.float64)
+
     def to_theta(self, params) -> np.ndarray:
-        th = np.asarray(pack(self.spec, jax.tree.map(jnp.asarray, params)), dtype=np.float64)
+        th = self.pack(params)
         return np.where(self.logs, np.log(np.where(self.logs, th, 1.0)), th)
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        return jax.tree.map(np.asarray, unpack(self.spec, jnp.asarray(nat), self.template))
+        fields = {f: v.copy() for f, v in self.template.items()}
+        for t, (f, idx) in enumerate(self.layout):
+            fields[f][idx] = nat[t]
+        return MoEParams(**fields)
 
     def transform(self, theta, g, H):
         """Gradient and Hessian from natural to θ̃ coordinates (chain rule for the logs)."""
