@@ -92,7 +92,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     gate : str or moetheory.gates.Gate
         A registered gate name (``"softmax"``, ``"topk"``, ``"temperature"``, ``"activation"``,
         ``"sigmoid"``, ``"gaussian"``, or one added by :func:`moetheory.gates.register_gate`) or a
-        gate object — e.g. one defined in your own code (docs/gates/custom.md). The Gaussian gate
+        gate object — e.g. one defined in your own code (docs/tutorials/custom-gate.md). The Gaussian gate
         models x as well: its fit maximises the joint likelihood of (x, y).
     top_k, select_by, activation : gate options, see :class:`MoESpec`.
     tau : {"fixed", "estimated"} or float

@@ -21,7 +21,7 @@ from paper_figures._common import (COLORS, add_reference_legend, figure_main, lo
 
 NAME = "sigmoid"
 STYLE = {"sigmoid": (COLORS[1], "o"), "softmax": (COLORS[0], "s")}
-#: (gate, parameter) -> theoretical slope in a 2-atom cell (our reading; docs/gates/sigmoid.md)
+#: (gate, parameter) -> theoretical slope in a 2-atom cell (our reading; docs/theory/sigmoid.md)
 OVER_RATES = {("softmax", "beta1"): -1 / 8, ("softmax", "a"): -1 / 4,
               ("sigmoid", "beta1"): -1 / 4, ("sigmoid", "a"): -1 / 4}
 PARAMS = (("beta1", "gate slope β_1", "-"), ("a", "expert slope a", "--"))

@@ -41,6 +41,7 @@ import numpy as np
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.study.registry import Entry
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, integer_sizes
 
 
@@ -122,6 +123,10 @@ def _study(preset: str, model: int) -> StudySpec:
 #: preset -> tuple of StudySpec (one per official model)
 STUDY = {"quick": tuple(_study("quick", m) for m in (1, 2)),
          "full": tuple(_study("full", m) for m in (1, 2, 3, 4))}
+
+#: this study's registration (the ``moetheory.studies`` entry point ``gaussian-gated``)
+REGISTRATION = Entry("gaussian-gated", "Gaussian-gated MoE (AISTATS 2024): the official simulation, official protocol vs certified MLE",
+                     studies=STUDY)
 
 
 def main(argv=None) -> int:

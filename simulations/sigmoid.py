@@ -3,7 +3,7 @@
 The paper compares the sample efficiency of sigmoid and softmax gating for *expert estimation*
 in over-specified mixtures of experts (a regression function estimated by least squares). We
 could read only its abstract: its simulation design is not in this study. Our design (OPEN, see
-docs/gates/sigmoid.md) puts the comparison in the package's Gaussian MoE with linear experts,
+docs/theory/sigmoid.md) puts the comparison in the package's Gaussian MoE with linear experts,
 each family fitted by maximum likelihood to data from its own gate:
 
 * d = 1, x ~ U(−1, 1), k* = 2 experts with the same arrays for both families:
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.study.registry import Entry
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, standard_grid
 
 TRUTH = MoEParams.create(beta0=[1.0, -1.0], beta1=[[4.0], [-2.0]], a=[[-1.0], [1.0]],
@@ -50,6 +51,10 @@ def _study(preset: str, family: str) -> StudySpec:
 
 #: preset -> (sigmoid study, softmax study)
 STUDY = {p: tuple(_study(p, f) for f in FAMILIES) for p in PRESETS}
+
+#: this study's registration (the ``moetheory.studies`` entry point ``sigmoid``)
+REGISTRATION = Entry("sigmoid", "sigmoid vs softmax gating: exact and over-fitted, per-parameter errors (our design)",
+                     studies=STUDY)
 
 
 def main(argv=None) -> int:

@@ -97,16 +97,17 @@ def test_sigmoid_gate_has_no_shift_invariance_and_pins_nothing():
 
 
 # ------------------------------------------------------------------------------ simulation
-def simulate(spec, truth, n, seeds):
-    """x (from the gate's own mixture for the Gaussian gate, else U(-1, 1)) and y, stacked over
-    ``seeds``: X (R, n, d), Y (R, n)."""
+def simulate(spec, truth, n, seeds, half_width=1.0):
+    """x (from the gate's own mixture for the Gaussian gate, else U(−h, h), h = ``half_width``)
+    and y, stacked over ``seeds``: X (R, n, d), Y (R, n)."""
     xs, ys = [], []
     for s in seeds:
         kx, ky = jax.random.split(jax.random.key(s))
         if spec.gate_family.joint:
             x = spec.gate_family.sample_input(kx, spec, jax.tree.map(jnp.asarray, truth), n)
         else:
-            x = jax.random.uniform(kx, (n, spec.dim), minval=-1.0, maxval=1.0, dtype=jnp.float64)
+            x = jax.random.uniform(kx, (n, spec.dim), minval=-half_width, maxval=half_width,
+                                   dtype=jnp.float64)
         xs.append(x)
         ys.append(sample(ky, spec, truth, x))
     return jnp.stack(xs), jnp.stack(ys)
@@ -131,10 +132,16 @@ def _trace_drops(trace):
 # The trace entries are evaluated by one E-step per iteration; the only admissible decrease is
 # floating-point rounding of a sum of n terms (relative ~1e-15 per term), hence 1e-12 relative.
 MONO_TOL = 1e-12
-RECOVERY = {"sigmoid": (MoESpec(2, 1, gate="sigmoid"), SIGMOID_TRUTH, 0.1),
-            "gaussian": (MoESpec(3, 1, gate="gaussian"), GAUSS_TRUTH, 0.02)}
+#: The normalised sigmoid gate is weakly identified: at SIGMOID_TRUTH on U(−1, 1) the asymptotic
+#: sd·√n of its gate parameters is 24–53 (experts' ≤ 1), so n = 1,000 is far from the normal
+#: regime (RMSE 10.7 vs 0.50 at n = 16,000: ratio 21, not 4). The recovery test uses a truth whose
+#: logits cross σ's bend on both sides (sd·√n 21–25) and sizes where the sd is ≤ 0.4.
+SIGMOID_RECOVERY = MoEParams.create(beta0=[0.5, 0.5], beta1=[[3.0], [-3.0]], a=[[-1.0], [1.0]],
+                                    b=[0.5, -0.5], var=[0.05, 0.05])
+#: gate -> (spec, truth, start perturbation, sizes, half-width of the U design)
+RECOVERY = {"sigmoid": (MoESpec(2, 1, gate="sigmoid"), SIGMOID_RECOVERY, 0.1, (4000, 64000), 2.0),
+            "gaussian": (MoESpec(3, 1, gate="gaussian"), GAUSS_TRUTH, 0.02, (1000, 16000), 1.0)}
 R = 8
-NS = (1000, 16000)
 EM = dict(tol_rel=1e-11, max_iter=2000)
 
 
@@ -142,10 +149,10 @@ EM = dict(tol_rel=1e-11, max_iter=2000)
 def recovery(request):
     """R replicate EM fits from perturbed starts at each n (vmapped), for one gate."""
     gate = request.param
-    spec, truth, scale = RECOVERY[gate]
+    spec, truth, scale, sizes, half_width = RECOVERY[gate]
     out = {}
-    for j, n in enumerate(NS):
-        X, Y = simulate(spec, truth, n, [1000 * j + r for r in range(R)])
+    for j, n in enumerate(sizes):
+        X, Y = simulate(spec, truth, n, [1000 * j + r for r in range(R)], half_width)
         out[n] = run_batch(spec, perturbed_starts(spec, truth, 77 + j, R, scale), X, Y, **EM)
     return gate, spec, truth, out
 
@@ -160,12 +167,12 @@ def test_em_log_likelihood_is_non_decreasing(recovery):
 
 @pytest.mark.slow
 def test_recovery_errors_shrink_at_the_parametric_rate(recovery):
-    """RMSE(n = 1,000) / RMSE(n = 16,000) is consistent with sqrt(16) = 4.
+    """RMSE(n₁) / RMSE(16 n₁) is consistent with sqrt(16) = 4.
 
     e_r² = ‖θ̂_r − θ*‖² over the free coordinates (mle.pack: the Gaussian gate's log-proportions,
     means and covariances; every sigmoid gate parameter); log RMSE_n has sd ≈ ½·cv_n/√R (delta
     method, cv the coefficient of variation of e² across replicates), so we accept
-    |log(ratio) − log 4| ≤ 3s, s = ½·sqrt((cv_1k² + cv_16k²)/R), set by the replicates' spread.
+    |log(ratio) − log 4| ≤ 3s, s = ½·sqrt((cv_1² + cv_2²)/R), set by the replicates' spread.
     """
     gate, spec, truth, out = recovery
     theta_true = np.asarray(mle.pack(spec, pin(spec, jax.tree.map(jnp.asarray, truth))))
@@ -176,10 +183,11 @@ def test_recovery_errors_shrink_at_the_parametric_rate(recovery):
         e2 = ((est - theta_true) ** 2).sum(axis=1)
         rmse[n] = np.sqrt(e2.mean())
         cv[n] = e2.std(ddof=1) / e2.mean()
-    ratio = rmse[NS[0]] / rmse[NS[1]]
-    s = 0.5 * np.sqrt((cv[NS[0]] ** 2 + cv[NS[1]] ** 2) / R)
-    print(f"\n{gate}: RMSE n=1000 {rmse[NS[0]]:.4f}, n=16000 {rmse[NS[1]]:.4f}, ratio {ratio:.2f}")
-    assert rmse[NS[1]] < rmse[NS[0]]
+    n1, n2 = sorted(out)
+    ratio = rmse[n1] / rmse[n2]
+    s = 0.5 * np.sqrt((cv[n1] ** 2 + cv[n2] ** 2) / R)
+    print(f"\n{gate}: RMSE n={n1} {rmse[n1]:.4f}, n={n2} {rmse[n2]:.4f}, ratio {ratio:.2f}")
+    assert rmse[n2] < rmse[n1]
     assert abs(np.log(ratio) - np.log(4.0)) <= 3 * s, (gate, rmse, ratio, s)
 
 

@@ -15,7 +15,7 @@ Everything gate-specific — parameters and their free layout, log weights, iden
 normalisation, EM gate step, standardisation rule, summary text, loss translation, torch router,
 symbolic form — is a method of the gate object (:mod:`moetheory.gates.base`); the rest of the
 package asks ``spec.gate_family``. A researcher's own gate is a subclass of :class:`Gate` passed
-as ``fit(gate=MyGate())`` or registered with :func:`register_gate` (docs/gates/custom.md).
+as ``fit(gate=MyGate())`` or registered with :func:`register_gate` (docs/tutorials/custom-gate.md).
 
 The functions below are the gate-generic entry points (log weights in log space: inactive experts
 get ``-inf``, weight exactly 0).

@@ -298,6 +298,12 @@ class Gate:
         """How many distinct active sets the gate can select (1: every expert always active)."""
         return 1
 
+    def selection_fields(self, spec) -> tuple:
+        """Gate fields that decide the active sets (empty: every expert always active). The
+        likelihood is only piecewise smooth in them, so the polish holds them and the certificate
+        leaves them out (:func:`moetheory.em.certify.held_labels`)."""
+        return ()
+
     def active_mask(self, spec, params, z):
         """Boolean (n, k): active experts (all of them by default)."""
         return jnp.ones((z.shape[0], spec.n_experts), dtype=bool)

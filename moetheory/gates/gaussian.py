@@ -119,9 +119,10 @@ class GaussianGate(Gate):
 
     def complete(self, spec, params):
         cov = params.extra["cov"]
-        low = jnp.tril(cov)
+        xp = np if isinstance(cov, np.ndarray) else jnp  # NumPy in the polish chart
+        low = xp.tril(cov)
         return params._replace(extra={**params.extra,
-                                      "cov": low + jnp.swapaxes(jnp.tril(cov, -1), -1, -2)})
+                                      "cov": low + xp.swapaxes(xp.tril(cov, -1), -1, -2)})
 
     def log_scale(self, field, index):
         return field == "cov" and index[1] == index[2]

@@ -5,7 +5,7 @@ Experts" (NeurIPS 2024, arXiv 2405.13997) score each expert independently by σ(
 instead of letting the experts compete in a softmax. Their regression function is
 Σ_i σ(β_1iᵀx + β_0i) h(x, η_i), estimated by least squares; the scores are not normalised there.
 
-Our reading (OPEN, see docs/gates/sigmoid.md): a Gaussian mixture of experts needs weights that sum
+Our reading (OPEN, see docs/theory/sigmoid.md): a Gaussian mixture of experts needs weights that sum
 to one for p(y | x) to be a density, so this gate divides the independent scores by their sum. The
 scores stay independent — no expert's logit enters another's score — and, unlike the softmax, no
 common shift of (β_0, β_1) leaves the model unchanged (σ is not an exponential), so every expert's

@@ -181,6 +181,11 @@ class TopKGate(SoftmaxGate):
 
     # ---------------------------------------------------------------- weights
     @x64
+    def selection_fields(self, spec):
+        if not self.sparse(spec):
+            return ()
+        return ("beta1", "beta0") if self.select_by == "logit" else ("beta1",)
+
     def active_mask(self, spec, params, z):
         n, k = z.shape[0], spec.n_experts
         if not self.sparse(spec):
