@@ -1,8 +1,8 @@
 """The built-in gates give the numbers they gave before gates became objects (issue 19).
 
-``tests/data/gates_binding/reference.json`` was written on main b0aa4c0, before the refactor,
-by ``tests/data/gates_binding/make_reference.py`` (run it from the repository root to remake
-it). Each test recomputes one part with the same functions and compares:
+``tests/data/gates_binding/reference.json`` was written on main d9dd2ea (its moetheory/ is that
+of main 9d8afe2), before the refactor, by ``tests/data/gates_binding/make_reference.py`` (run it
+from the repository root of such a checkout to remake it). Each test recomputes one part with the same functions and compares:
 
 * strings, integers, booleans, hashes, TOML texts and summary() texts: exactly;
 * floating-point numbers: |a − b| ≤ 1e-12·max(|a|, |b|) + 1e-14 — the computations are

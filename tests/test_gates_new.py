@@ -298,3 +298,20 @@ def test_torch_router_matches_the_gate(spec, params):
     assert spec2 == spec
     for name, v in params.arrays().items():
         np.testing.assert_array_equal(p2.arrays()[name], v)
+
+
+# ------------------------------------------------------------------------------ study
+@pytest.mark.slow
+def test_gaussian_gated_study_cell_runs_with_the_official_start():
+    """One small cell of the registered study, both estimators: the official near-truth start is
+    drawn inside the pipeline's compiled start program (a traced while-loop), the official
+    protocol stops after one EM step, the MLE is certified."""
+    from moetheory.study.registry import studies
+    from moetheory.study.runner import compute_cell
+
+    study = studies("gaussian-gated", "quick")[0]
+    official = compute_cell(study, "k4-official", 200, replicates=2)
+    mle_cell = compute_cell(study, "k4", 200, replicates=2)
+    for cell in (official, mle_cell):
+        assert np.all(np.isfinite(np.asarray(cell["loss_voronoi"])))
+    assert np.all(np.asarray(official["n_iter"]) == 1)

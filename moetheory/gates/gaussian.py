@@ -214,7 +214,7 @@ class GaussianGate(Gate):
         def draw(s):
             kk, _, _ = s
             kk, sub = jax.random.split(kk)
-            idx = jax.random.randint(sub, (k,), 0, k0)
+            idx = jax.random.randint(sub, (k,), 0, k0, dtype=jnp.int32)
             covered = jnp.all(jnp.bincount(idx, length=k0) > 0)
             return kk, idx, covered
 
