@@ -156,6 +156,16 @@ def add_reference_legend(ax, expected, window=None, note=None):
               fontsize=7, ncol=1)
 
 
+def certified_text(df, fit_label) -> str:
+    """'c/t replicates certified' for the rows of ``fit_label`` (a study number counts only at a
+    certified estimate; failed replicates count as not certified)."""
+    from moetheory.study.summary import excluded
+
+    g = df[df["fit"] == fit_label]
+    failed, uncertified = excluded(g)
+    return f"{int((~failed & ~uncertified).sum())}/{len(g)} replicates certified"
+
+
 def param_errors(df, fit_label, param, min_size=2):
     """(sizes, matrix (m, R), modal cell size): per replicate, the mean error of ``param`` over
     the true atoms whose Voronoi cell holds >= min_size fitted atoms (NaN if none, failed or not

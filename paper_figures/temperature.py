@@ -22,7 +22,7 @@ OLS and replicate-bootstrap intervals.
 """
 from __future__ import annotations
 
-from paper_figures._common import (COLORS, add_reference_legend, figure_main, load,
+from paper_figures._common import (COLORS, add_reference_legend, certified_text, figure_main, load,
                                    preset_note, rate_curve, save, setup_matplotlib)
 
 NAME = "temperature"
@@ -43,6 +43,21 @@ NOTE_TEMP = ("paper: parameter rates as slow as 1/log n (raw (β, τ)); the mode
 
 def _family(spec):
     return spec.name.rsplit("-", 1)[-1]
+
+
+def _certified(frames, specs, label, family):
+    """Certified counts of fit ``label`` over the studies of one gate family (temperature:
+    every fit of that study whose label starts with ``label``; activation: each activation)."""
+    parts = []
+    for spec in specs:
+        fam = _family(spec)
+        if (family == "temperature") != (fam == "temperature"):
+            continue
+        df = frames[spec.name]
+        for fit in sorted(f for f in set(df["fit"]) if f.split("-")[0] == label):
+            text = certified_text(df, fit).replace(" replicates certified", "")
+            parts.append(f"{fam if fam != 'temperature' else fit}: {text}")
+    return "certified " + ", ".join(parts) if parts else "no cells"
 
 
 def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
@@ -91,8 +106,10 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
                       transform=ax_a.transAxes, fontsize=7, color="0.3")
         reps = next((s.replicates_of(label) for s in specs if label in {f.label for f in s.fits}), 0)
         fitted = "exact-fitted k = 2" if label == "k2" else "over-fitted k = 3"
-        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates)")
-        ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents)")
+        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates; "
+                       f"{_certified(frames, specs, label, 'temperature')})")
+        ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents; "
+                       f"{_certified(frames, specs, label, 'activation')})")
         ax_g.set_title("gate-function error (L2 of the gate probabilities over the design)")
         ax_h.set_title("Hellinger distance of the conditional densities")
         for ax, ylab in ((ax_t, "Voronoi loss"), (ax_a, "Voronoi loss"), (ax_g, "error"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from paper_figures._common import (COLORS, PARAM_LABELS, PARAM_RATES, add_reference_legend,
+                                   certified_text,
                                    figure_main, load, param_errors, preset_note, rate_curve,
                                    save, setup_matplotlib)
 
@@ -56,7 +57,7 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
             sizes, mat = loss_matrix(df, fit.label, "loss_voronoi_region")
             rate_curve(ax, sizes, mat, COLORS[2], "region-aware loss (our reading)", marker="^",
                        show_law=True)
-        ax.set_title(f"{fit.title}\n{spec.replicates_of(fit.label)} replicates, best of "
+        ax.set_title(f"{fit.title}\n{certified_text(df, fit.label)}, best of "
                      f"{fit.n_starts} start(s)")
         ax.set_xlabel("n")
         ax.set_ylabel("loss")

@@ -589,13 +589,15 @@ def test_registry_declares_the_canonical_studies():
     (full,) = registry.studies("softmax", "full")
     # the certified MLE: the paper's k = 2 grid, a reduced over-fitted grid, and the paper's
     # protocol beside it on the same data
-    assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 20
+    assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 10
+    assert len(full.fit("k4").sizes) == 5 and set(full.fit("k4").sizes) <= set(full.fit("k3").sizes)
     assert full.replicates == 40 and full.fit("k3").n_starts == 5 and full.fit("k2").n_starts == 1
     mle = full.estimator_of("k3")
     assert mle.polish == "newton" and mle.stop_rule == "mean" and mle.init == "paper"
     official = full.estimator_of("k3-official")
     assert official.tol == 1e-6 and official.stop_rule == "relative" and official.max_iter == 2000
     assert official.polish == "none" and full.fit("k3-official").sizes == full.fit("k3").sizes
+    assert full.fit("k4-official").sizes == full.fit("k4").sizes
     (paper,) = registry.studies("softmax", "official")
     assert len(paper.fit("k3").sizes) == 200 and paper.estimator_of("k3") == official
 
