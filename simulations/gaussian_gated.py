@@ -22,9 +22,9 @@ Two estimators per fitted K, on the same data and starts:
     the start arrays in place, so its change-in-parameters test compares an array with itself:
     the change is 0 < eps and the loop returns after its **first** iteration (the stored
     iteration counts of the repository, ``results_GLLiM/result_model1_K5_..._iters.npy``, are 0
-    for all 2000 fits). The protocol is therefore one EM step from the near-truth start, no polish
-    (``EMConfig(init="paper", max_iter=1, polish="none")``); its losses count every replicate
-    (an early stop is what it does).
+    for all 2000 fits; so are those of the other 7 files). The protocol is therefore one EM
+    step from the near-truth start, no polish (``EMConfig(init="paper", max_iter=1,
+    polish="none")``); its losses count every replicate (an early stop is what it does).
 ``k4``, ``k5`` — the certified maximum-likelihood estimate (EM to convergence, Newton polish,
     certificate) from the same start: what the theory's MLE does.
 
@@ -32,8 +32,8 @@ What is maximised: the joint likelihood of (x, y), as the official code does (mo
 :mod:`moetheory.gates.gaussian`).
 
 Presets: ``full`` — the official grid above, 20 replicates, all four models, K = 4 and 5; ``quick``
-— models 1 and 2, K = 4, 7 sizes in [200, 12800] padded to 12800 rows (zero weights), 8
-replicates (minutes on 2 cores).
+— models 1 and 2, K = 4, 5 sizes in [200, 12800] padded to 12800 rows (zero weights), 4
+replicates (minutes on 2 cores; a smoke run of the protocol, not a rate measurement).
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _study(preset: str, model: int) -> StudySpec:
     if preset == "full":
         sizes, reps, ks = official_sizes(), 20, (4, 5)
     elif preset == "quick":
-        sizes, reps, ks = integer_sizes(np.geomspace(200, 12800, 7)), 8, (4,)
+        sizes, reps, ks = integer_sizes(np.geomspace(200, 12800, 5)), 4, (4,)
     else:
         raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}")
     truth = TRUTHS[model]
