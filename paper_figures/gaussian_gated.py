@@ -34,7 +34,7 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
     for r, spec in enumerate(specs):
         df = load(spec, cache_dir, NAME)
         model = _model(spec)
-        loss = "D̄" if TYPES[model] == "Type I" else "D̃"
+        loss = r"$\bar{\mathcal{D}}$" if TYPES[model] == "Type I" else r"$\tilde{\mathcal{D}}$"
         for c, k in enumerate(ks):
             ax = axes[r, c]
             for label, color, marker, text, certified in (
