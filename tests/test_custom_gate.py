@@ -18,13 +18,15 @@ from moetheory.spec import MoESpec
 
 @dataclass(frozen=True)
 class DistanceGate(Gate):
-    """g_i(x) ∝ exp(β_0i − ‖x − β_1i‖²/2): a score by the distance to each expert's centre."""
+    """g_i(x) ∝ exp(β_0i) / (1 + ‖x − β_1i‖²): a score by the distance to each expert's centre
+    (a Cauchy kernel: a Gaussian kernel exp(−‖x − c‖²/2) would be a softmax in disguise, its
+    −‖x‖²/2 cancelling, with a common shift of the centres unidentified)."""
 
     name = "test-distance"
 
     def log_weights(self, spec, params, z, mask=None):
         d2 = ((z[:, None, :] - params.beta1[None, :, :]) ** 2).sum(-1)
-        return jax.nn.log_softmax(params.beta0 - 0.5 * d2, axis=-1)
+        return jax.nn.log_softmax(params.beta0 - jnp.log1p(d2), axis=-1)
 
     def pins(self, spec):
         return (True, False)
@@ -33,7 +35,7 @@ class DistanceGate(Gate):
         return "bias"
 
     def sympy_weight(self, sp, x, beta1, beta0, tau, extra):
-        return sp.exp(beta0 - sum((xi - c) ** 2 for xi, c in zip(x, beta1)) / 2)
+        return sp.exp(beta0) / (1 + sum((xi - c) ** 2 for xi, c in zip(x, beta1)))
 
 
 TRUTH = MoEParams.create(beta0=[0.3, 0.0], beta1=[[-1.0], [1.0]], a=[[2.0], [-1.0]],
@@ -117,11 +119,13 @@ def test_study_cell_runs_the_user_gate(tmp_path):
 
     spec = MoESpec(2, 1, gate=DistanceGate())
     study = StudySpec(name="user-gate", truth_spec=spec, truth=TRUTH,
-                      fits=(FitSpec("k2", spec, sizes=(400,)),), design=DesignSpec("uniform", -2.0, 2.0),
+                      fits=(FitSpec("k2", spec, sizes=(1600,)),), design=DesignSpec("uniform", -2.0, 2.0),
                       estimator=EMConfig(init="paper"), replicates=2, losses=("voronoi", "hellinger"))
     assert study.fit("k2").translation == "bias"
-    arrays = compute_cell(study, "k2", 400, em_backend="jax")
+    arrays = compute_cell(study, "k2", 1600, em_backend="jax")
     assert arrays["certified"].all() and np.all(np.isfinite(arrays["loss_voronoi"]))
+    # a coarse sanity bound, not a rate: half the distance between the true centres (2); the
+    # Cauchy gate is weakly informative, D_1 at n = 400 reached 1.007 in one of 2 replicates
     assert np.all(arrays["loss_voronoi"] < 1.0)
 
 
@@ -152,7 +156,7 @@ def test_pde_table_takes_the_user_gate():
 
     table = pde_table([DistanceGate()])
     row = table["test-distance"]
-    assert row[PDE_RELATIONS[0]]["status"] == "breaks"  # the quadratic score: ratio depends on x
+    assert row[PDE_RELATIONS[0]]["status"] == "breaks"  # the distance score: ratio depends on x
     assert row[PDE_RELATIONS[1]]["status"] == "holds"   # the Gaussian expert's PDE
     assert row[PDE_RELATIONS[3]]["status"] == "holds"   # the common beta0 shift
     assert d2_exponent_rules("test-distance", table) == (("fixed", 2), ("fixed", 2), ("rbar", 1), ("rbar", 2))
