@@ -427,14 +427,27 @@ def _trust_region(spec, params, x, y, weights, max_iter, var_floor):
     # (no warnings.catch_warnings here: it swaps a process-wide filter list and is not safe in
     # the worker threads that polish starts side by side; trust-exact stays silent without
     # disp, and trial points whose exp overflows are rejected by their infinite objective)
+    best = [theta0, start[0]]  # the highest finite point trust-exact has evaluated
+
+    def track(theta):
+        out = full(theta)
+        if math.isfinite(out[0]) and out[0] > best[1] and np.all(np.isfinite(out[4])):
+            best[:] = [np.array(theta), out[0]]
+        return out
+
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        res = minimize(fun, theta0, jac=lambda t: -full(t)[3] / n_w,
-                       hess=lambda t: -full(t)[4] / n_w, method="trust-exact",
-                       options={"maxiter": int(max_iter), "gtol": 1e-12})
-    theta = res.x
+        try:
+            res = minimize(fun, theta0, jac=lambda t: -track(t)[3] / n_w,
+                           hess=lambda t: -track(t)[4] / n_w, method="trust-exact",
+                           options={"maxiter": int(max_iter), "gtol": 1e-12})
+            theta, nit = res.x, int(res.nit)
+        except (ValueError, np.linalg.LinAlgError):
+            # an accepted point whose exact Hessian overflows (a gate running to a step):
+            # scipy's factorisations refuse it; stop at the best finite point instead
+            theta, nit = best[0], int(max_iter)
     new = chart.to_params(theta)
     ll_new, g, H, _, _ = full(theta)
     if (not math.isfinite(ll_new) or ll_new < start[0]
             or (var_floor > 0 and np.any(np.asarray(new.var) < var_floor))):
-        return params, start[0], start[:3], int(res.nit)
-    return new, ll_new, (ll_new, g, H), int(res.nit)
+        return params, start[0], start[:3], nit
+    return new, ll_new, (ll_new, g, H), nit
