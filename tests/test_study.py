@@ -590,7 +590,7 @@ def test_registry_declares_the_canonical_studies():
     # the certified MLE: the paper's k = 2 grid, a reduced over-fitted grid, and the paper's
     # protocol beside it on the same data
     assert len(full.fit("k2").sizes) == 200 and len(full.fit("k3").sizes) == 10
-    assert len(full.fit("k4").sizes) == 3 and set(full.fit("k4").sizes) <= set(full.fit("k3").sizes)
+    assert len(full.fit("k4").sizes) == 5 and set(full.fit("k4").sizes) <= set(full.fit("k3").sizes)
     assert full.replicates == 40 and full.fit("k3").n_starts == 5 and full.fit("k2").n_starts == 1
     mle = full.estimator_of("k3")
     assert mle.polish == "newton" and mle.stop_rule == "mean" and mle.init == "paper"
