@@ -19,8 +19,10 @@ Two things close that gap:
   maximum is not isolated — e.g. a gate slope running off to a step on separable data, where ℓ
   approaches its supremum only at infinity — and is reported as "flat", not certified.
 
-The derivatives come from :func:`derivatives`: the one-pass Numba kernel
-(:mod:`moetheory.kernels.numba_derivs`) for the softmax gate on CPU, JAX autodiff otherwise.
+The derivatives come from :func:`derivatives`: for the softmax gate on CPU the closed forms,
+in NumPy for small data (:mod:`moetheory.kernels.numpy_derivs`, nothing to compile) and in the
+one-pass Numba kernel otherwise (:mod:`moetheory.kernels.numba_derivs`); JAX autodiff for the
+other gates (:func:`derivative_backend`).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.mle import free_layout, pack, unidentified_labels, unpack
+from moetheory.mle import free_layout, pack, pack_numpy, unidentified_labels, unpack, unpack_numpy
 from moetheory.params import MoEParams
 
 #: Relative eigenvalue (after unit-diagonal scaling) below which a direction counts as flat.
@@ -98,16 +100,25 @@ def _log_fields(spec):
     return np.array([f in ("var", "tau") for f, _, _ in free_layout(spec)])
 
 
-def uses_numba(spec) -> bool:
-    """True when :func:`derivatives` runs the Numba kernel: softmax gate, CPU JAX.
+def derivative_backend(spec, n_obs) -> str:
+    """Who computes ℓ's derivatives for ``spec`` on data of ``n_obs`` rows: ``"numpy"`` or
+    ``"numba"`` (the closed forms of the softmax gate on a CPU JAX; NumPy for small data by
+    :func:`moetheory.em.backend.small_data`) or ``"jax"`` (autodiff). Also the information
+    matrix of :func:`moetheory.mle.information` follows it.
 
     Examples
     --------
     >>> from moetheory.spec import MoESpec
-    >>> uses_numba(MoESpec(2, 1, gate="temperature"))
-    False
+    >>> derivative_backend(MoESpec(2, 1, gate="temperature"), 100)
+    'jax'
+    >>> derivative_backend(MoESpec(2, 1), 100), derivative_backend(MoESpec(2, 1), 10 ** 6)
+    ('numpy', 'numba')
     """
-    return spec.gate == "softmax" and jax.default_backend() == "cpu"
+    from moetheory.em.backend import small_data
+
+    if spec.gate != "softmax" or jax.default_backend() != "cpu":
+        return "jax"
+    return "numpy" if small_data(spec, n_obs) else "numba"
 
 
 @partial(jax.jit, static_argnums=0)
@@ -146,7 +157,12 @@ def derivatives(spec, params: MoEParams, x, y, weights=None):
     ((8,), (8, 8))
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_derivatives
+
+        return softmax_derivatives(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_derivatives
 
         return softmax_derivatives(params, x, y, w)
@@ -172,7 +188,12 @@ def loglik(spec, params: MoEParams, x, y, weights=None) -> float:
     -1.837877
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_loglik
+
+        return softmax_loglik(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_loglik
 
         return softmax_loglik(params, x, y, w)
@@ -181,7 +202,8 @@ def loglik(spec, params: MoEParams, x, y, weights=None) -> float:
 
 
 class _Chart:
-    """The polish's coordinates θ̃: the free parameters with log-variances (and log-τ)."""
+    """The polish's coordinates θ̃: the free parameters with log-variances (and log-τ), packed
+    in NumPy (:func:`moetheory.mle.pack_numpy`: no JAX operation to compile per data shape)."""
 
     def __init__(self, spec, params):
         self.spec = spec
@@ -189,12 +211,12 @@ class _Chart:
         self.logs = _log_fields(spec)
 
     def to_theta(self, params) -> np.ndarray:
-        th = np.asarray(pack(self.spec, jax.tree.map(jnp.asarray, params)), dtype=np.float64)
+        th = pack_numpy(self.spec, params)
         return np.where(self.logs, np.log(np.where(self.logs, th, 1.0)), th)
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        return jax.tree.map(np.asarray, unpack(self.spec, jnp.asarray(nat), self.template))
+        return unpack_numpy(self.spec, nat, self.template)
 
     def transform(self, theta, g, H):
         """Gradient and Hessian from natural to θ̃ coordinates (chain rule for the logs)."""
