@@ -342,4 +342,4 @@ def as_numpy_params(params) -> MoEParams:
     >>> type(q.a).__name__, q.a.dtype, q.a.shape
     ('ndarray', dtype('float64'), (2, 1))
     """
-    return MoEParams(*(np.asarray(jnp.asarray(v), dtype=np.float64) for v in params))
+    return MoEParams(*(np.asarray(v, dtype=np.float64) for v in params))

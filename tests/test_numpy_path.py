@@ -112,7 +112,7 @@ def test_numpy_em_floor_empty_expert_and_errors():
     assert ("error" in bad) or np.all(np.isfinite(bad["params"].a))
 
 
-@pytest.mark.parametrize("k,d", [(1, 1), (2, 1), (3, 1), (3, 2), (4, 3)])
+@pytest.mark.parametrize("k,d", [(1, 1), (3, 2)])  # no gate; a gate with two covariates
 def test_numpy_derivatives_equal_autodiff(k, d):
     # ℓ, ∇ℓ, ∇²ℓ (weighted, with dropped rows) against jax.grad/jax.hessian, and the
     # information and per-observation scores of summary() against jax.hessian/jax.jacfwd of
@@ -135,10 +135,11 @@ def test_numpy_derivatives_equal_autodiff(k, d):
     f = lambda t: log_likelihood(spec, unpack(spec, t, pj), jnp.asarray(x), jnp.asarray(y),  # noqa: E731
                                  jnp.asarray(w))
     ll, g, H = numpy_derivs.softmax_derivatives(p, x, y, w)
-    Hj = np.asarray(jax.hessian(f)(th))
+    llj, gj, Hj = (np.asarray(v) for v in jax.jit(lambda t: (f(t), jax.grad(f)(t),
+                                                             jax.hessian(f)(t)))(th))
     scale = np.abs(Hj).max()
-    _close(ll, float(f(th)), 1e-12, "ℓ")
-    np.testing.assert_allclose(g, np.asarray(jax.grad(f)(th)), rtol=0, atol=1e-12 * scale)
+    _close(ll, float(llj), 1e-12, "ℓ")
+    np.testing.assert_allclose(g, gj, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(H, Hj, rtol=0, atol=1e-12 * scale)
     np.testing.assert_array_equal(H, H.T)
     assert numpy_derivs.softmax_loglik(p, x, y, w) == ll  # the polish compares the two
@@ -174,7 +175,8 @@ def _data(seed, n, k, d):
     return x, y
 
 
-@pytest.mark.parametrize("seed", range(8))
+# seeds 0-3: (n, k, d) = (1500, 4, 1) weighted, (150, 4, 2), (400, 1, 2), (400, 2, 1) weighted
+@pytest.mark.parametrize("seed", range(4))
 def test_numpy_starts_equal_the_jax_drawer(seed):
     # The same random numbers, so the same partitions (random and k-means) on continuous data,
     # and one exact M-step from them: experts to 1e-9 (a weighted least-squares solve over
@@ -242,7 +244,7 @@ def _two_regimes(n=600, seed=3):
     return x, np.where(z, 2 * x + 1, -x - 1) + 0.3 * rng.standard_normal(n)
 
 
-@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("k", [3])
 def test_fit_numpy_path_matches_jax(k):
     # fit() on the NumPy path against the JAX path: the same starts (partitions) and winner,
     # the same iteration counts, the same certified estimate to the rounding a certified

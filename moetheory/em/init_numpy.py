@@ -62,7 +62,8 @@ def seed_draws(key, n: int, k: int):
     if k == 1:
         return first, np.zeros(0)
     kks = jax.random.split(krest, _bucket(k - 1, 8, power=False))
-    us = np.array([float(jax.random.uniform(kk, (), dtype=jnp.float64)) for kk in kks[: k - 1]])
+    # kks[i] of the one bucketed array: one indexing program for every k
+    us = np.array([float(jax.random.uniform(kks[i], (), dtype=jnp.float64)) for i in range(k - 1)])
     return first, us
 
 

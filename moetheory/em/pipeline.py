@@ -222,10 +222,10 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
     gate_opts = config.gate_step_options()
     backend = em_backend_mod.choose_backend(spec, config.fixed_iter, em_backend,
                                             gate_options=gate_opts, n_obs=x.shape[0])
-    starts = draw_starts(key, spec, jnp.asarray(x), jnp.asarray(y), kinds, truth=truth,
+    starts = draw_starts(key, spec, x, y, kinds, truth=truth,
                          n_obs=n_obs, var_floor=var_floor, perturb_scale=config.perturb_scale,
                          var_from_sd=config.var_from_sd,
-                         weights=None if weights is None else jnp.asarray(w),
+                         weights=None if weights is None else w,
                          tau=dict(config.gate_options).get("tau_value"), backend=backend)
     rel, abs_ = config.stop_thresholds(n_w)
     tie_floor = REL_LL_FLOOR * n_w  # the tie window near ℓ = 0, per observation
