@@ -147,6 +147,19 @@ def thread_count() -> int:
         return os.cpu_count() or 1
 
 
+def kernel_array(v) -> np.ndarray:
+    """``v`` as the one array type the Numba kernels are compiled for: float64, C-contiguous,
+    writable (a copy only when ``v`` is not already one).
+
+    Examples
+    --------
+    >>> a = np.zeros(3); a.flags.writeable = False
+    >>> kernel_array(a).flags.writeable, kernel_array(np.zeros(3)) is not None
+    (True, True)
+    """
+    return np.require(np.asarray(v, dtype=np.float64), requirements=("C", "W"))
+
+
 def cpu_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floor, max_newton=1,
             newton_tol=NEWTON_TOL, n_hard=0, fuse_check=True, backend="numba") -> dict:
     """One softmax-gate EM run on the Numba kernel or its NumPy twin (NumPy in, NumPy out;
@@ -186,6 +199,9 @@ def cpu_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floor,
         from moetheory.kernels.numba_em import em_loop
 
     arr = lambda v: np.array(v, dtype=np.float64)  # noqa: E731  (contiguous copies)
+    # one argument type for Numba: read-only data (views of JAX arrays, in study cells) would
+    # compile the kernel a second time (a minute after an install)
+    x, y, w = (kernel_array(v) for v in (x, y, w))
     trace = np.full(int(max_iter) + 1, np.nan)
     counts = np.zeros(2, dtype=np.int64)
     tau = arr(getattr(start, "tau", 1.0))
@@ -318,9 +334,7 @@ def run_starts(spec, starts: MoEParams, x, y, w, *, backend: str, tol_rel, tol_a
     """
     n_steps = max_iter if n_steps is None else min(int(n_steps), int(max_iter))
     if backend in CPU_BACKENDS:
-        xn = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-        yn = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
-        wn = np.ascontiguousarray(np.asarray(w, dtype=np.float64))
+        xn, yn, wn = (kernel_array(v) for v in (x, y, w))
         starts_np = jax.tree.map(np.asarray, starts)
         opts = dict(gate_options or ())
 
