@@ -56,7 +56,15 @@ def seed_draws(key, n: int, k: int):
     :func:`moetheory.em.init.kmeans_labels` for ``key`` (see :func:`kmeans_labels`).
 
     JAX's own functions, called one by one: each is a small program compiled once per process
-    (a fused program of all of them took several times as long to compile)."""
+    (a fused program of all of them took several times as long to compile).
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> first, us = seed_draws(jax.random.key(0), 50, 3)
+    >>> 0 <= first < 50, us.shape
+    (True, (2,))
+    """
     k0, krest = jax.random.split(key)
     first = int(jax.random.randint(k0, (), 0, n))
     if k == 1:
@@ -69,7 +77,14 @@ def seed_draws(key, n: int, k: int):
 
 def standardise_xy(x, y, weights=None) -> np.ndarray:
     """(x, y) columns centred and scaled to unit sd, (n, d + 1), zero-weight rows replaced by the
-    first row (:func:`moetheory.em.init.standardise_xy`)."""
+    first row (:func:`moetheory.em.init.standardise_xy`).
+
+    Examples
+    --------
+    >>> z = standardise_xy(np.array([[0.0], [2.0]]), np.array([1.0, 3.0]))
+    >>> z.shape, z.tolist()
+    ((2, 2), [[-1.0, -1.0], [1.0, 1.0]])
+    """
     z = np.concatenate([x, y[:, None]], axis=1)
     w = np.ones(z.shape[0]) if weights is None else (np.asarray(weights) > 0).astype(np.float64)
     mean = (w[:, None] * z).sum(0) / w.sum()

@@ -97,12 +97,18 @@ def _hessian(xt, g, r, e, var, w, S, U):
                     np.arange(oe + i * s, oe + (i + 1) * s)]
         V = np.concatenate([xt, U[i]], axis=1) if i < k - 1 else U[i]
         H[np.ix_(idx, idx)] += (V * (w * r[:, i])[:, None]).T @ V
-    # the gate's own curvature, −(diag g − g gᵀ) ⊗ x̃x̃ᵀ
-    gx = (g[:, :k - 1, None] * xt[:, None, :]).reshape(n, oe)
-    H[:oe, :oe] += (gx * w[:, None]).T @ gx
+    # gate – gate: one coefficient per row, (δ_jl (r_j − g_j) + g_j g_l − r_j r_l) x̃x̃ᵀ, as the
+    # Numba kernel sums it. Its terms summed apart are each of order n and cancel to ~1e-15
+    # where a gate is saturated (a slope running off to a step), and that small curvature
+    # decides the certificate there.
     for j in range(k - 1):
-        sl = slice(j * p, (j + 1) * p)
-        H[sl, sl] -= (xt * (w * g[:, j])[:, None]).T @ xt
+        for m in range(j, k - 1):
+            c = g[:, j] * g[:, m] - r[:, j] * r[:, m]
+            if j == m:
+                c = c + (r[:, j] - g[:, j])
+            blk = (xt * (w * c)[:, None]).T @ xt
+            H[j * p:(j + 1) * p, m * p:(m + 1) * p] = blk
+            H[m * p:(m + 1) * p, j * p:(j + 1) * p] = blk.T
     # ∇² log N_i weighted by w r_i
     for i in range(k):
         o = oe + i * s
@@ -185,6 +191,10 @@ def softmax_posterior(params, x, y) -> np.ndarray:
 
 def softmax_loglik(params, x, y, weights=None) -> float:
     """The weighted softmax-MoE log-likelihood Σ_n w_n log p(y_n | x_n).
+
+    Parameters
+    ----------
+    params : MoEParams (softmax gate); x : (n, d); y : (n,); weights : (n,), optional
 
     Examples
     --------

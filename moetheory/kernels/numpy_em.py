@@ -103,14 +103,28 @@ def estep(xt, y, w, beta0, beta1, a, b, var, hard=False):
 
 
 def gate_objective(resp, logg) -> float:
-    """Q = Σ_n Σ_i r_ni log g_i(x_n) (terms with r_ni = 0 are 0); arrays (k, n)."""
+    """Q = Σ_n Σ_i r_ni log g_i(x_n) (terms with r_ni = 0 are 0); arrays (k, n).
+
+    Examples
+    --------
+    >>> gate_objective(np.array([[1.0, 0.0], [0.0, 1.0]]), np.log(np.full((2, 2), 0.5)))
+    -1.3862943611198906
+    """
     return float(np.sum(np.where(resp > 0.0, resp * logg, 0.0)))
 
 
 def gate_derivatives(xt, w, resp, g):
     """Gradient (m,) and information (m, m) of the gate objective Q, m = (k − 1)·p, at the gate
     whose probabilities are g (k, n) (last expert pinned): ∇Q = Σ_n (r_nj − w_n g_nj) x̃_n,
-    −∇²Q = Σ_n w_n (δ_jl g_nj − g_nj g_nl) x̃_n x̃_nᵀ."""
+    −∇²Q = Σ_n w_n (δ_jl g_nj − g_nj g_nl) x̃_n x̃_nᵀ.
+
+    Examples
+    --------
+    >>> xt = design_t(np.array([[-1.0], [1.0]])); g = np.full((2, 2), 0.5)
+    >>> grad, info = gate_derivatives(xt, np.ones(2), np.array([[1.0, 0.0], [0.0, 1.0]]), g)
+    >>> grad.tolist(), info.tolist()
+    ([-1.0, 0.0], [[0.5, 0.0], [0.0, 0.5]])
+    """
     p, n = xt.shape
     k = g.shape[0]
     grad = (resp[: k - 1] - w * g[: k - 1]) @ xt.T  # (k-1, p)
