@@ -137,10 +137,11 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         default 1: the ECM step), ``newton_tol``; for ``gate="topk"`` also ``method``
         (``"gem"``: generalised EM on the E-step's active sets, default; ``"direct"``: Newton on
         the observed log-likelihood over the gate) and ``max_halvings``.
-    em_backend : {"auto", "numba", "jax"}, optional
-        Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses the fused Numba
-        kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
-        estimate (:mod:`moetheory.em.backend`).
+    em_backend : {"auto", "numba", "numpy", "jax"}, optional
+        Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses, for the softmax
+        gate on CPU, its NumPy path on small data (n·k ≤ 10,000: nothing to compile) and the
+        fused Numba kernel on every core otherwise, and JAX for the other gates; all give the
+        same estimate to rounding (:mod:`moetheory.em.backend`).
     x_names : sequence of str, optional
         Names of the covariates of an array ``x`` (default ``x1 .. xd``; a DataFrame's own
         column names are used).

@@ -97,6 +97,12 @@ class FitResult:
     @cached_property
     def responsibilities(self) -> np.ndarray:
         """Posterior expert probabilities at the data, (n, k)."""
+        from moetheory.em.certify import derivative_backend
+
+        if derivative_backend(self.spec, self.n_obs) != "jax":  # closed form: nothing to compile
+            from moetheory.kernels.numpy_derivs import softmax_posterior
+
+            return softmax_posterior(self.params, self.x, self.y)
         return np.asarray(model.responsibilities(self.spec, self.params, self.x, self.y))
 
     def _x(self, x):
@@ -148,7 +154,7 @@ class FitResult:
     @property
     def free_params(self) -> np.ndarray:
         """Estimates of the free parameters, in the order of :attr:`param_names`."""
-        return np.asarray(mle.pack(self.spec, self.params))
+        return mle.pack_numpy(self.spec, self.params)
 
     @cached_property
     def _standard(self):
@@ -336,4 +342,4 @@ def as_numpy_params(params) -> MoEParams:
     >>> type(q.a).__name__, q.a.dtype, q.a.shape
     ('ndarray', dtype('float64'), (2, 1))
     """
-    return MoEParams(*(np.asarray(jnp.asarray(v), dtype=np.float64) for v in params))
+    return MoEParams(*(np.asarray(v, dtype=np.float64) for v in params))

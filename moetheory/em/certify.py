@@ -26,8 +26,10 @@ and left out of the certificate (:func:`held_labels`); EM's gate step maximises 
 top-K certificate therefore says: a strict maximum over every other parameter, with the active
 sets of the estimate.
 
-The derivatives come from :func:`derivatives`: the one-pass Numba kernel
-(:mod:`moetheory.kernels.numba_derivs`) for the softmax gate on CPU, JAX autodiff otherwise.
+The derivatives come from :func:`derivatives`: for the softmax gate on CPU the closed forms,
+in NumPy for small data (:mod:`moetheory.kernels.numpy_derivs`, nothing to compile) and in the
+one-pass Numba kernel otherwise (:mod:`moetheory.kernels.numba_derivs`); JAX autodiff for the
+other gates (:func:`derivative_backend`).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.mle import free_layout, pack, unidentified_labels, unpack
+from moetheory.mle import free_layout, pack, pack_numpy, unidentified_labels, unpack, unpack_numpy
 from moetheory.params import MoEParams
 
 #: Relative eigenvalue (after unit-diagonal scaling) below which a direction counts as flat.
@@ -105,16 +107,25 @@ def _log_fields(spec):
     return np.array([f in ("var", "tau") for f, _, _ in free_layout(spec)])
 
 
-def uses_numba(spec) -> bool:
-    """True when :func:`derivatives` runs the Numba kernel: softmax gate, CPU JAX.
+def derivative_backend(spec, n_obs) -> str:
+    """Who computes ℓ's derivatives for ``spec`` on data of ``n_obs`` rows: ``"numpy"`` or
+    ``"numba"`` (the closed forms of the softmax gate on a CPU JAX; NumPy for small data by
+    :func:`moetheory.em.backend.small_data`) or ``"jax"`` (autodiff). Also the information
+    matrix of :func:`moetheory.mle.information` follows it.
 
     Examples
     --------
     >>> from moetheory.spec import MoESpec
-    >>> uses_numba(MoESpec(2, 1, gate="temperature"))
-    False
+    >>> derivative_backend(MoESpec(2, 1, gate="temperature"), 100)
+    'jax'
+    >>> derivative_backend(MoESpec(2, 1), 100), derivative_backend(MoESpec(2, 1), 10 ** 6)
+    ('numpy', 'numba')
     """
-    return spec.gate == "softmax" and jax.default_backend() == "cpu"
+    from moetheory.em.backend import small_data
+
+    if spec.gate != "softmax" or jax.default_backend() != "cpu":
+        return "jax"
+    return "numpy" if small_data(spec, n_obs) else "numba"
 
 
 def piecewise(spec) -> bool:
@@ -212,7 +223,12 @@ def derivatives(spec, params: MoEParams, x, y, weights=None, mask=None):
     ((8,), (8, 8))
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_derivatives
+
+        return softmax_derivatives(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_derivatives
 
         return softmax_derivatives(params, x, y, w)
@@ -242,7 +258,12 @@ def loglik(spec, params: MoEParams, x, y, weights=None, mask=None) -> float:
     -1.837877
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_loglik
+
+        return softmax_loglik(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_loglik
 
         return softmax_loglik(params, x, y, w)
@@ -253,21 +274,21 @@ def loglik(spec, params: MoEParams, x, y, weights=None, mask=None) -> float:
 
 class _Chart:
     """The polish's coordinates θ̃: the free parameters (:func:`free_layout` order) with
-    log-variances (and log-τ). NumPy only: the polish converts at every trial point, where
-    JAX's per-element dispatch would cost more than the likelihood pass itself."""
+    log-variances (and log-τ). NumPy only (:func:`moetheory.mle.pack_numpy`): the polish
+    converts at every trial point, where JAX's per-element dispatch would cost more than the
+    likelihood pass itself."""
 
     def __init__(self, spec, params, held=frozenset()):
-        self.template = {f: np.array(v, dtype=np.float64) for f, v in params._asdict().items()}
-        layout = free_layout(spec)
+        self.spec = spec
+        self.template = unpack_numpy(spec, pack_numpy(spec, params), params)  # float64 copies
         #: (p,) bool: the coordinates the polish moves (the others stay at the template's)
-        self.keep = np.array([lab not in held for _, _, lab in layout], dtype=bool)
-        self.layout = [(f, idx) for (f, idx, _), k in zip(layout, self.keep) if k]
+        self.keep = np.array([lab not in held for _, _, lab in free_layout(spec)], dtype=bool)
+        self._full = pack_numpy(spec, self.template)
         self.logs = _log_fields(spec)[self.keep]
 
     def pack(self, params) -> np.ndarray:
-        """Free parameters (p,) in natural coordinates."""
-        return np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx]
-                         for f, idx in self.layout], dtype=np.float64)
+        """The moved free parameters (p,) in natural coordinates."""
+        return pack_numpy(self.spec, params)[self.keep]
 
     def to_theta(self, params) -> np.ndarray:
         th = self.pack(params)
@@ -275,10 +296,9 @@ class _Chart:
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        fields = {f: v.copy() for f, v in self.template.items()}
-        for t, (f, idx) in enumerate(self.layout):
-            fields[f][idx] = nat[t]
-        return MoEParams(**fields)
+        full = self._full.copy()
+        full[self.keep] = nat
+        return unpack_numpy(self.spec, full, self.template)
 
     def transform(self, theta, g, H):
         """Gradient and Hessian from natural (all free parameters) to θ̃ coordinates (the kept

@@ -4,8 +4,9 @@
 study cell once per replicate. Given an :class:`~moetheory.em.config.EMConfig` it
 
 1. draws the starts (:func:`moetheory.em.starts.draw_starts`: the one start drawer);
-2. chooses the backend (:func:`moetheory.em.backend.choose_backend`: the fused Numba kernel for
-   the softmax gate on CPU, the JAX loop otherwise — vmap on accelerators);
+2. chooses the backend (:func:`moetheory.em.backend.choose_backend`: for the softmax gate on
+   CPU the fused Numba kernel, or its NumPy twin for small data, which needs no compilation;
+   the JAX loop otherwise — vmap on accelerators);
 3. runs a short EM of every start when there are more starts than ``n_keep``, and continues
    the ``n_keep`` most promising (:func:`moetheory.em.starts.continuation_order`) under the
    stopping rule of :meth:`EMConfig.stop_thresholds`, optionally with SQUAREM
@@ -63,7 +64,7 @@ class PipelineResult(NamedTuple):
     continued : (K,) indices of the continued starts; final_logliks, final_floor_hit,
         final_certified : (K,) their results
     var_floor : float, the variance floor used
-    em_backend : str, "numba" or "jax"
+    em_backend : str, "numba", "numpy" or "jax"
 
     Examples
     --------
@@ -119,12 +120,13 @@ def _take(tree, i):
 
 def _em_step_fn(spec, x, y, w, var_floor, config, backend):
     """One EM iteration as MoEParams -> (MoEParams, ℓ at the new parameters) (for SQUAREM)."""
-    if backend == "numba":
+    if backend in em_backend_mod.CPU_BACKENDS:
         opts = dict(config.gate_step_options())
 
         def step(p):
-            o = em_backend_mod.numba_fit(x, y, w, p, tol_rel=0.0, tol_abs=0.0, max_iter=1,
-                                         var_floor=var_floor, fuse_check=False, **opts)
+            o = em_backend_mod.cpu_fit(x, y, w, p, tol_rel=0.0, tol_abs=0.0, max_iter=1,
+                                       var_floor=var_floor, fuse_check=False, backend=backend,
+                                       **opts)
             return o["params"], o["loglik"]
 
         return step
@@ -163,7 +165,8 @@ def _continue(spec, starts, x, y, w, config, backend, var_floor, rel, abs_, thre
                                           max_steps=config.max_iter)
         return p, ll, steps, ok, trace
 
-    outs = em_backend_mod.map_fits(one, list(range(S)), threads if backend == "numba" else 1)
+    cpu = backend in em_backend_mod.CPU_BACKENDS
+    outs = em_backend_mod.map_fits(one, list(range(S)), threads if cpu else 1)
     trace = np.full((S, config.max_iter + 1), np.nan)
     for i, o in enumerate(outs):
         trace[i, : o[4].shape[0]] = o[4]
@@ -189,8 +192,9 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
     n_obs : int, optional, the sample size of ``paper`` starts' noise (default Σ weights)
     n_init : int, optional, number of starts (default ``config.n_init``, else its default)
     var_floor : float, optional, overrides ``config.var_floor`` (default :func:`default_var_floor`)
-    em_backend : {"auto", "numba", "jax"}, optional (default ``$MOETHEORY_EM_BACKEND`` or auto)
-    threads : int, optional, Numba threads for the starts
+    em_backend : {"auto", "numba", "numpy", "jax"}, optional (default ``$MOETHEORY_EM_BACKEND``
+        or auto: :func:`moetheory.em.backend.choose_backend` by the gate, the device and n)
+    threads : int, optional, threads for the starts on the CPU backends
 
     Returns
     -------
@@ -217,12 +221,12 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
     kinds = config.start_kinds(n_init)
     gate_opts = config.gate_step_options()
     backend = em_backend_mod.choose_backend(spec, config.fixed_iter, em_backend,
-                                            gate_options=gate_opts)
-    starts = draw_starts(key, spec, jnp.asarray(x), jnp.asarray(y), kinds, truth=truth,
+                                            gate_options=gate_opts, n_obs=x.shape[0])
+    starts = draw_starts(key, spec, x, y, kinds, truth=truth,
                          n_obs=n_obs, var_floor=var_floor, perturb_scale=config.perturb_scale,
                          var_from_sd=config.var_from_sd,
-                         weights=None if weights is None else jnp.asarray(w),
-                         tau=dict(config.gate_options).get("tau_value"))
+                         weights=None if weights is None else w,
+                         tau=dict(config.gate_options).get("tau_value"), backend=backend)
     rel, abs_ = config.stop_thresholds(n_w)
     tie_floor = REL_LL_FLOOR * n_w  # the tie window near ℓ = 0, per observation
     S = len(kinds)
@@ -262,7 +266,7 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
                        increments=incr, var_floor=var_floor, derivs=derivs)
         return p, ll, cert
 
-    polish_threads = threads if backend == "numba" else 1
+    polish_threads = threads if backend in em_backend_mod.CPU_BACKENDS else 1
     done = em_backend_mod.map_fits(finish, list(range(K)), polish_threads)
     fl = np.array([d[1] for d in done], dtype=np.float64)
     certs = [d[2] for d in done]

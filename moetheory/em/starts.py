@@ -129,7 +129,7 @@ def _near_truth_starts(keys, truth, n_obs, scale, spec, kind, var_from_sd):
 
 
 def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10, perturb_scale=0.1,
-                var_from_sd=False, weights=None, tau=None):
+                var_from_sd=False, weights=None, tau=None, backend="jax"):
     """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis).
 
     Parameters
@@ -145,6 +145,10 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     weights : (n,), optional observation weights (0: a padded row, never part of a partition)
     tau : float, optional, a known temperature (the gate option ``tau_value``): every start
         carries it, and data-driven starts fit their gate at it
+    backend : the EM backend the starts are for: on the CPU ones ("numba", "numpy") the
+        data-driven starts of a softmax spec are built in NumPy from the same random numbers
+        (:mod:`moetheory.em.init_numpy`: no compilation per data shape), and the result holds
+        NumPy arrays
 
     Returns
     -------
@@ -165,11 +169,23 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     """
     keys = jax.random.split(key, len(kinds))
     starts = [None] * len(kinds)
-    w = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights)
     if n_obs is None:
         n_obs = x.shape[0] if weights is None else float(np.sum(np.asarray(weights)))
     data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
-    if data_idx:
+    on_cpu = backend != "jax" and spec.gate == "softmax"
+    if data_idx and on_cpu:
+        from moetheory.em.init_numpy import data_starts
+
+        sub = keys if len(data_idx) == len(kinds) else keys[np.array(data_idx)]
+        made = data_starts(sub, np.asarray(x), np.asarray(y),
+                           [kinds[i] for i in data_idx], spec.n_experts,
+                           None if weights is None else np.asarray(weights), var_floor,
+                           1.0 if tau is None else float(tau))
+        for i, p in zip(data_idx, made):
+            starts[i] = p
+    elif data_idx:
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        w = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights)
         resp = [None] * len(kinds)
         for kind in ("kmeans", "random"):
             idx = [i for i in data_idx if kinds[i] == kind]
@@ -195,5 +211,9 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
     if unknown:
         raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, kmeans")
+    if on_cpu:
+        out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
+                           *starts)
+        return out if tau is None else out._replace(tau=np.full_like(out.tau, float(tau)))
     out = _stack(starts)
     return out if tau is None else out._replace(tau=jnp.full_like(out.tau, float(tau)))
