@@ -185,16 +185,22 @@ class _Chart:
 
     def __init__(self, spec, params):
         self.spec = spec
-        self.template = jax.tree.map(np.asarray, params)
+        self.template = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
         self.logs = _log_fields(spec)
+        # NumPy (not mle.pack/unpack): the polish maps θ̃ to parameters at every trial point,
+        # and one small JAX dispatch per free parameter cost ~20 ms per map
+        self.layout = [(f, idx) for f, idx, _ in free_layout(spec)]
 
     def to_theta(self, params) -> np.ndarray:
-        th = np.asarray(pack(self.spec, jax.tree.map(jnp.asarray, params)), dtype=np.float64)
+        th = np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx] for f, idx in self.layout])
         return np.where(self.logs, np.log(np.where(self.logs, th, 1.0)), th)
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        return jax.tree.map(np.asarray, unpack(self.spec, jnp.asarray(nat), self.template))
+        fields = {f: np.array(v) for f, v in self.template._asdict().items()}
+        for t, (f, idx) in enumerate(self.layout):
+            fields[f][idx] = nat[t]
+        return MoEParams(**fields)
 
     def transform(self, theta, g, H):
         """Gradient and Hessian from natural to θ̃ coordinates (chain rule for the logs)."""
@@ -335,10 +341,13 @@ def polish(spec, params: MoEParams, x, y, weights=None, *, max_iter: int = 200,
         return params, start[0], start[:3], 0
     # (no warnings.catch_warnings here: it swaps a process-wide filter list and is not safe in
     # the worker threads that polish starts side by side; trust-exact stays silent without
-    # disp, and trial points whose exp overflows are rejected by their infinite objective)
+    # disp, and trial points whose exp overflows are rejected by their infinite objective —
+    # trust-exact evaluates the Hessian of a trial point before rejecting it, so non-finite
+    # entries there are zeroed rather than raised)
+    finite = lambda a: np.where(np.isfinite(a), a, 0.0)  # noqa: E731
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        res = minimize(fun, theta0, jac=lambda t: -full(t)[3] / n_w,
-                       hess=lambda t: -full(t)[4] / n_w, method="trust-exact",
+        res = minimize(fun, theta0, jac=lambda t: finite(-full(t)[3] / n_w),
+                       hess=lambda t: finite(-full(t)[4] / n_w), method="trust-exact",
                        options={"maxiter": int(max_iter), "gtol": 1e-12})
     theta = res.x
     new = chart.to_params(theta)

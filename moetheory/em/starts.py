@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
+from moetheory.em.init import data_partition, lines_init, paper_init, params_from_resp, perturb_init
 
 #: Final log-likelihoods closer than this (relative) are one optimum reached by several starts:
 #: far above the rounding differences between backends and thread counts (≈ 1e-15 here), far
@@ -100,6 +100,49 @@ def continuation_order(loglik, floor_hit, n_keep, rtol=1e-8, floor=0.0) -> np.nd
     return np.array(chosen, dtype=np.int64)
 
 
+def policy_order(loglik, floor_hit, n_keep, taken=(), rtol=1e-8, floor=0.0) -> np.ndarray:
+    """Indices of the short runs a round of the start policy continues: up to ``n_keep`` whose
+    short-run log-likelihoods differ from each other and from every value in ``taken`` (the
+    short runs continued in earlier rounds), healthy ones (variance above the floor) first,
+    each in log-likelihood order. No duplicate is ever continued, so every continued start is
+    independent of the others (:func:`continuation_order` fills up with duplicates instead);
+    a round may continue none. Two short runs are the same optimum as in
+    :func:`continuation_order`; of those, the first start represents it.
+
+    Parameters
+    ----------
+    loglik : (S,) short-run log-likelihoods (non-finite: failed)
+    floor_hit : (S,) bool, whether the short run hit the variance floor
+    n_keep : int
+    taken : sequence of float, short-run log-likelihoods already continued
+    rtol, floor : as :func:`continuation_order`
+
+    Examples
+    --------
+    >>> policy_order(np.array([-5.0, -5.0, -6.0, -7.0]), np.array([0, 0, 0, 1], bool), 3)
+    array([0, 2, 3])
+    >>> policy_order(np.array([-5.0, -6.0, -7.0]), np.zeros(3, bool), 3, taken=[-6.0])
+    array([0, 2])
+    """
+    loglik = np.asarray(loglik, dtype=np.float64)
+    hit = np.asarray(floor_hit, dtype=bool)
+    finite = np.isfinite(loglik)
+    rank = np.argsort(np.where(finite, -loglik, np.inf), kind="stable")
+    same = lambda a, b: abs(a - b) <= rtol * max(abs(b), floor)  # noqa: E731
+    chosen: list[int] = []
+    values = list(taken)
+    for healthy in (True, False):
+        for i in rank:
+            if len(chosen) == n_keep:
+                break
+            if not finite[i] or hit[i] == healthy or any(same(loglik[i], v) for v in values):
+                continue
+            first = min(int(j) for j in np.flatnonzero(finite) if same(loglik[j], loglik[i]))
+            chosen.append(first)
+            values.append(float(loglik[i]))
+    return np.array(chosen, dtype=np.int64)
+
+
 def _stack(trees):
     return jax.tree.map(lambda *v: jnp.stack(v), *trees)
 
@@ -111,6 +154,11 @@ def _take(tree, i):
 @partial(jax.jit, static_argnames=("k", "kind"))
 def _partitions(keys, x, y, w, k, kind):
     return jax.vmap(lambda kk: data_partition(kk, x, y, k, kind, w))(keys)
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _lines(spec, keys, x, y, w, var_floor, tau):
+    return jax.vmap(lambda kk: lines_init(kk, spec, x, y, w, var_floor, tau))(keys)
 
 
 @partial(jax.jit, static_argnames=("spec",))
@@ -128,7 +176,8 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     key : jax.random.PRNGKey
     spec : MoESpec
     x : array (n, d); y : array (n,)
-    kinds : sequence of str in {"paper", "perturb", "random", "kmeans"}, one per start (S starts)
+    kinds : sequence of str in {"paper", "perturb", "random", "kmeans", "lines"}, one per start
+        (S starts)
     truth : MoEParams, optional, required by "paper" and "perturb" starts
     n_obs : int, optional, the n of the "paper" noise (default: Σ weights, else ``x.shape[0]``)
     var_floor : float; perturb_scale : float
@@ -172,6 +221,12 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
                                         1.0 if tau is None else float(tau))
         for j, i in enumerate(data_idx):
             starts[i] = _take(batch, j)
+    line_idx = [i for i, kd in enumerate(kinds) if kd == "lines"]
+    if line_idx:
+        batch = _lines(spec, keys[np.array(line_idx)], x, y, w, var_floor,
+                       1.0 if tau is None else float(tau))
+        for j, i in enumerate(line_idx):
+            starts[i] = _take(batch, j)
     for kind in ("paper", "perturb"):
         idx = [i for i, kd in enumerate(kinds) if kd == kind]
         if not idx:
@@ -187,8 +242,9 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
             batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale, spec=spec))(sub)
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
-    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
+    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "lines", "paper", "perturb")]
     if unknown:
-        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, kmeans")
+        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, "
+                         "kmeans, lines")
     out = _stack(starts)
     return out if tau is None else out._replace(tau=jnp.full_like(out.tau, float(tau)))
