@@ -12,7 +12,8 @@ truth), tol 1e-8. Contenders, interleaved, medians of repeats, time per fit = ba
   another (no padding to the slowest replicate; the CPU-friendly batched mode);
 * ``loop of run_em`` — a Python loop of the jitted single fit (one compilation, R calls);
 * ``loop of Numba`` — a Python loop of :func:`moetheory.kernels.numba_em.run_em_numba`;
-* ``Numba batch (thread pool)`` — :func:`moetheory.study.numba_cells.run_fits`, the batched CPU
+* ``Numba batch (thread pool)`` — :func:`moetheory.em.backend.numba_fit` per replicate on
+  :func:`moetheory.em.backend.map_fits`, the batched CPU
   path of study cells: the same kernel, one fit per task on every core (each fit stops at its
   own iteration count).
 
@@ -68,11 +69,11 @@ def main(argv=None):
     machine = C.machine()
 
     def batched_fn(fixed, max_iter):
-        return jax.jit(jax.vmap(lambda p, x, y: run_em(spec, p, x, y, tol=TOL, max_iter=max_iter,
+        return jax.jit(jax.vmap(lambda p, x, y: run_em(spec, p, x, y, tol_rel=TOL, max_iter=max_iter,
                                                         gate_options=opts, fixed_iter=fixed)))
 
     compile_s = {}
-    single = run_em.lower(spec, jax.tree.map(lambda v: v[0], P), X[0], Y[0], tol=TOL,
+    single = run_em.lower(spec, jax.tree.map(lambda v: v[0], P), X[0], Y[0], tol_rel=TOL,
                           max_iter=MAX_ITER, gate_options=opts)
     t0 = time.perf_counter()
     single = single.compile()
@@ -81,14 +82,14 @@ def main(argv=None):
     # Iteration counts per replicate (from single fits): the slowest one sets the batch length.
     iters = []
     for r in range(R):
-        res = single(jax.tree.map(lambda v: v[r], P), X[r], Y[r], tol=TOL)
+        res = single(jax.tree.map(lambda v: v[r], P), X[r], Y[r], tol_rel=TOL)
         iters.append(int(res.n_iter))
     iters = np.array(iters)
     fixed_m = int(iters.max())
 
     def mapped_fn(batch_size):
         def f(p, x, y):
-            return jax.lax.map(lambda a: run_em(spec, a[0], a[1], a[2], tol=TOL, max_iter=MAX_ITER,
+            return jax.lax.map(lambda a: run_em(spec, a[0], a[1], a[2], tol_rel=TOL, max_iter=MAX_ITER,
                                                 gate_options=opts), (p, x, y),
                                batch_size=batch_size)
         return jax.jit(f)
@@ -128,26 +129,24 @@ def main(argv=None):
     def c_loop():
         out = []
         for r in range(R):
-            res = single(jax.tree.map(lambda v: v[r], P), X[r], Y[r], tol=TOL)
+            res = single(jax.tree.map(lambda v: v[r], P), X[r], Y[r], tol_rel=TOL)
             out.append(res.loglik)
         return np.asarray(jax.block_until_ready(out))
 
     def c_numba():
-        return np.array([numba_em.run_em_numba(starts[r], xs[r], ys[r], tol=TOL, max_iter=MAX_ITER,
+        return np.array([numba_em.run_em_numba(starts[r], xs[r], ys[r], tol_rel=TOL, max_iter=MAX_ITER,
                                                max_newton=nb_newton)["loglik"] for r in range(R)])
 
-    from moetheory.study.numba_cells import run_fits, thread_count
-    from moetheory.study.spec import EstimatorSpec
+    from moetheory.em.backend import map_fits, numba_fit, thread_count
 
-    xb = np.stack(xs)  # (R, n, d)
-    yb, wb = np.stack(ys), np.ones((R, n))
-    pb = jax.tree.map(lambda v: np.asarray(v)[:, None], P)  # (R, 1 start, ...)
-    est = EstimatorSpec(tol=TOL, max_iter=MAX_ITER, max_newton=nb_newton)
     threads = thread_count()
     pool_name = f"Numba batch (thread pool, {threads} threads)"
 
-    def c_pool():
-        return np.array([t[5] for t in run_fits(xb, yb, wb, pb, est, threads)])
+    def c_pool():  # the study path: replicates side by side on a thread pool
+        one = lambda r: numba_fit(xs[r], ys[r], np.ones(n), starts[r], tol_rel=TOL,  # noqa: E731
+                                  tol_abs=0.0, max_iter=MAX_ITER, var_floor=1e-10,
+                                  max_newton=nb_newton)["loglik"]
+        return np.array(map_fits(one, list(range(R)), threads))
 
     contenders = {"vmap, while_loop": c_while, f"vmap, fixed_iter={fixed_m}": c_fixed,
                   "lax.map(run_em)": c_map, "loop of run_em (jit)": c_loop,

@@ -72,14 +72,14 @@ def main(argv=None):
         sj = jax.tree.map(jnp.asarray, start)
         try:
             t0 = time.perf_counter()
-            comp = run_em.lower(spec, sj, xj, y, tol=0.0, max_iter=iters).compile()
+            comp = run_em.lower(spec, sj, xj, y, max_iter=iters).compile()
             compile_s = time.perf_counter() - t0
         except Exception as exc:  # a family that does not run yet is recorded, not fatal
             skipped.append((name, f"error: {type(exc).__name__}: {str(exc)[:200]}"))
             continue
 
         def fn(comp=comp, sj=sj, y=y):
-            res = comp(sj, xj, y, tol=0.0)
+            res = comp(sj, xj, y)
             res.loglik.block_until_ready()
             return {"n_iter": int(res.n_iter), "loglik": float(res.loglik)}
 

@@ -68,39 +68,34 @@ def main(argv=None):
     # kernel's reductions): bound by the exps, not by one long chain of dependent additions
     exp_sum_numba_vec = C.numba_exp_sum()
 
-    compiled = {m: run_em.lower(spec, sj, xj, yj, tol=TOL, max_iter=2000,
+    compiled = {m: run_em.lower(spec, sj, xj, yj, tol_rel=TOL, max_iter=2000,
                                 gate_options=(("max_newton", m),)).compile() for m in (50, 1)}
 
     def em_jax(m):
         def f():
-            r = compiled[m](sj, xj, yj, tol=TOL)
+            r = compiled[m](sj, xj, yj, tol_rel=TOL)
             r.loglik.block_until_ready()
             return {"n_iter": int(r.n_iter), "loglik": float(r.loglik)}
         return f
 
     def em_numba(m):
         def f():
-            r = numba_em.run_em_numba(start, x, y, tol=TOL, max_iter=2000, max_newton=m)
+            r = numba_em.run_em_numba(start, x, y, tol_rel=TOL, max_iter=2000, max_newton=m)
             return {"n_iter": r["n_iter"], "loglik": r["loglik"]}
         return f
 
-    from moetheory.params import MoEParams
-    from moetheory.study.numba_cells import run_fits, thread_count
-    from moetheory.study.spec import EstimatorSpec
+    from moetheory.em.backend import map_fits, numba_fit, thread_count
 
     threads = thread_count()
-    xs_t = np.ascontiguousarray(np.broadcast_to(x, (threads,) + x.shape))
-    ys_t = np.ascontiguousarray(np.broadcast_to(y, (threads,) + y.shape))
-    ws_t = np.ones_like(ys_t)
-    starts_t = MoEParams(*(np.broadcast_to(np.asarray(v), (threads, 1) + np.shape(v))
-                           for v in start))
+    w = np.ones(y.shape[0])
 
     def em_numba_pool():
         # the study path: one fit per core at once (here T copies of the same fit, so the
         # iteration count is the single fit's); throughput counts all T fits
-        out = run_fits(xs_t, ys_t, ws_t, starts_t, EstimatorSpec(tol=TOL, max_iter=2000,
-                                                                 max_newton=1), threads)
-        return {"n_iter": sum(int(o[6]) for o in out), "loglik": float(out[0][5])}
+        one = lambda _: numba_fit(x, y, w, start, tol_rel=TOL, tol_abs=0.0, max_iter=2000,  # noqa: E731
+                                  var_floor=1e-10, max_newton=1)
+        out = map_fits(one, list(range(threads)), threads)
+        return {"n_iter": sum(int(o["n_iter"]) for o in out), "loglik": float(out[0]["loglik"])}
 
     passes = args.passes
 

@@ -238,12 +238,12 @@ def main(argv=None):
         jax.clear_caches()  # run_em's trace cache would otherwise reuse the previous variant
         with softmax_step(fn):
             t0 = time.perf_counter()
-            compiled[name] = (run_em.lower(spec, p, xj, yj, tol=TOL, max_iter=1000,
+            compiled[name] = (run_em.lower(spec, p, xj, yj, tol_rel=TOL, max_iter=1000,
                                            gate_options=opts).compile(), time.perf_counter() - t0)
 
     def runner(c):
         def f():
-            r = c(p, xj, yj, tol=TOL)
+            r = c(p, xj, yj, tol_rel=TOL)
             r.loglik.block_until_ready()
             return {"n_iter": int(r.n_iter), "loglik": float(r.loglik)}
         return f
@@ -252,7 +252,7 @@ def main(argv=None):
     for mn in (50, 1):
         contenders[f"Numba fused (max_newton={mn})"] = (
             lambda mn=mn: (lambda r: {"n_iter": r["n_iter"], "loglik": r["loglik"]})(
-                numba_em.run_em_numba(start, x, y, tol=TOL, max_iter=1000, max_newton=mn)))
+                numba_em.run_em_numba(start, x, y, tol_rel=TOL, max_iter=1000, max_newton=mn)))
     log(f"profile_em proposals n={n}: {list(contenders)}")
     res = C.interleaved(contenders, args.repeats)
     base = res["current run_em (max_newton=50)"]["cpu_median_s"]
@@ -272,20 +272,20 @@ def main(argv=None):
     yp = np.concatenate([ys, np.zeros(pad - n_small)])
     wp = np.concatenate([np.ones(n_small), np.zeros(pad - n_small)])
     t0 = time.perf_counter()
-    c_small = run_em.lower(spec, p, jnp.asarray(xs), jnp.asarray(ys), tol=TOL, max_iter=1000).compile()
+    c_small = run_em.lower(spec, p, jnp.asarray(xs), jnp.asarray(ys), tol_rel=TOL, max_iter=1000).compile()
     compile_small = time.perf_counter() - t0
     t0 = time.perf_counter()
-    c_pad = run_em.lower(spec, p, jnp.asarray(xp), jnp.asarray(yp), tol=TOL, max_iter=1000,
+    c_pad = run_em.lower(spec, p, jnp.asarray(xp), jnp.asarray(yp), tol_rel=TOL, max_iter=1000,
                          weights=jnp.asarray(wp)).compile()
     compile_pad = time.perf_counter() - t0
-    r_small = c_small(p, jnp.asarray(xs), jnp.asarray(ys), tol=TOL)
-    r_pad = c_pad(p, jnp.asarray(xp), jnp.asarray(yp), tol=TOL, weights=jnp.asarray(wp))
+    r_small = c_small(p, jnp.asarray(xs), jnp.asarray(ys), tol_rel=TOL)
+    r_pad = c_pad(p, jnp.asarray(xp), jnp.asarray(yp), tol_rel=TOL, weights=jnp.asarray(wp))
     same = {"n_iter": (int(r_small.n_iter), int(r_pad.n_iter)),
             "loglik_diff": float(abs(r_small.loglik - r_pad.loglik)),
             "max_param_diff": float(max(np.max(np.abs(np.asarray(a) - np.asarray(b)))
                                         for a, b in zip(r_small.params, r_pad.params)))}
-    t_small = cpu_time(lambda: c_small(p, jnp.asarray(xs), jnp.asarray(ys), tol=TOL).loglik.block_until_ready(), 3)
-    t_pad = cpu_time(lambda: c_pad(p, jnp.asarray(xp), jnp.asarray(yp), tol=TOL,
+    t_small = cpu_time(lambda: c_small(p, jnp.asarray(xs), jnp.asarray(ys), tol_rel=TOL).loglik.block_until_ready(), 3)
+    t_pad = cpu_time(lambda: c_pad(p, jnp.asarray(xp), jnp.asarray(yp), tol_rel=TOL,
                                    weights=jnp.asarray(wp)).loglik.block_until_ready(), 3)
     comp = {"compile_s_n10000": compile_small, "compile_s_padded_12500": compile_pad,
             "run_cpu_s_n10000": t_small, "run_cpu_s_padded_12500": t_pad, "same_fit": same}

@@ -56,14 +56,14 @@ def run_case(k, n, repeats, *, numpy_repeats, flexmix_repeats, flexmix_ok, quiet
     spec = MoESpec(k, 1)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     sj = jax.tree.map(jnp.asarray, start)
-    em_kw = dict(tol=TOL, max_iter=MAX_ITER, var_floor=VAR_FLOOR)
+    em_kw = dict(tol_rel=TOL, max_iter=MAX_ITER, var_floor=VAR_FLOOR)
 
     t0 = time.perf_counter()
     compiled = run_em.lower(spec, sj, xj, yj, **em_kw).compile()
     compile_s = time.perf_counter() - t0
 
     def f_jax():
-        r = compiled(sj, xj, yj, tol=TOL, var_floor=VAR_FLOOR)
+        r = compiled(sj, xj, yj, tol_rel=TOL, var_floor=VAR_FLOOR)
         r.loglik.block_until_ready()
         return {"loglik": float(r.loglik), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
 
@@ -76,12 +76,12 @@ def run_case(k, n, repeats, *, numpy_repeats, flexmix_repeats, flexmix_ok, quiet
         return {"loglik": r["loglik"], "n_iter": r["n_iter"], "converged": r["converged"]}
 
     def f_numba1t():
-        kw = dict(em_kw, tol=TOL / 3)
+        kw = dict(em_kw, tol_rel=TOL / 3)
         r = numba_em.run_em_numba(start, x, y, max_newton=1, **kw)
         return {"loglik": r["loglik"], "n_iter": r["n_iter"], "converged": r["converged"]}
 
     def f_numpy():
-        r = ref.em_softmax(start, x, y, tol=TOL, max_iter=MAX_ITER, var_floor=VAR_FLOOR,
+        r = ref.em_softmax(start, x, y, tol_rel=TOL, max_iter=MAX_ITER, var_floor=VAR_FLOOR,
                            max_newton=50)
         return {"loglik": r["loglik"], "n_iter": r["n_iter"], "converged": r["converged"]}
 
@@ -90,7 +90,7 @@ def run_case(k, n, repeats, *, numpy_repeats, flexmix_repeats, flexmix_ok, quiet
     def f_flexmix():
         from flexmix_driver import run_flexmix
 
-        r = run_flexmix(x, y, post, tol=TOL, repeats=1, iter_max=MAX_ITER)[0]
+        r = run_flexmix(x, y, post, tol_rel=TOL, repeats=1, iter_max=MAX_ITER)[0]
         exact = (float(log_likelihood(spec, jax.tree.map(jnp.asarray, r["params"]), xj, yj))
                  if r["params"] is not None else None)
         return {"time_s": r["elapsed"], "cpu_s": r["user"], "loglik": r["loglik"],

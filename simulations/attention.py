@@ -14,11 +14,16 @@ import argparse
 import json
 
 from moetheory.attention.experiment import PRESETS, cache_status, run_attention_experiment
+from moetheory.study.registry import Entry
 
 #: The declared study: name -> AttentionConfig (see moetheory.attention.experiment).
 STUDY = PRESETS
 
-__all__ = ["STUDY", "run_attention_experiment", "cache_status", "main"]
+#: this study's registration (the ``moetheory.studies`` entry point ``attention``)
+REGISTRATION = Entry("attention", "random-feature attention vs random-feature MLP",
+                     run=run_attention_experiment, status=cache_status, presets=tuple(PRESETS))
+
+__all__ = ["STUDY", "REGISTRATION", "run_attention_experiment", "cache_status", "main"]
 
 
 def main(argv=None) -> int:

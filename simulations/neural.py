@@ -41,7 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRESETS", "STUDY", "TRUTH", "run_neural_experiment", "cache_status", "main"]
+from moetheory.study.registry import Entry
+
+__all__ = ["PRESETS", "STUDY", "TRUTH", "REGISTRATION", "run_neural_experiment", "cache_status",
+           "main"]
 
 #: The softmax truth of DESIGN.md §5 item 1 (variances, not standard deviations).
 TRUTH = {"beta0": [-8.0, 0.0], "beta1": [[25.0], [0.0]], "a": [[-20.0], [20.0]], "b": [15.0, -5.0],
@@ -343,6 +346,12 @@ def cache_status(preset: str = "quick", out_dir="results/neural", **overrides) -
     store = _store(preset, cfg, out_dir)
     states = {k: store.state(k) for k in _cell_keys(cfg)}
     return {s: [k for k, v in states.items() if v == s] for s in ("done", "missing", "damaged")}
+
+
+#: this study's registration (the ``moetheory.studies`` entry point ``neural``)
+REGISTRATION = Entry("neural", "PyTorch MoE layers trained by Adam vs the certified MLE (needs "
+                     "the torch extra)", run=run_neural_experiment, status=cache_status,
+                     presets=tuple(sorted(PRESETS)))
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.study.registry import Entry
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, integer_sizes
 
 TRUTH = MoEParams.create(beta0=[-8.0, 0.0], beta1=[[25.0], [0.0]], a=[[-20.0], [20.0]],
@@ -81,6 +82,10 @@ PRESETS = ("quick", "full", "official")
 
 #: preset -> tuple of StudySpec (this study has one spec with three fitted models)
 STUDY = {p: (_study(p),) for p in PRESETS}
+
+#: this study's registration (the ``moetheory.studies`` entry point ``softmax``)
+REGISTRATION = Entry("softmax", "softmax gating: exact-fitted D_1 (k=2) and over-fitted D_2 "
+                     "(k=3, 4), certified MLE beside the paper's protocol", studies=STUDY)
 
 
 def main(argv=None) -> int:

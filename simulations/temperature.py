@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.study.registry import Entry
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, standard_grid
 
 TRUTH = MoEParams.create(beta0=[0.5, 0.0], beta1=[[2.0], [0.0]], a=[[-1.0], [1.0]],
@@ -89,6 +90,10 @@ def _study(preset: str, family: str) -> StudySpec:
 
 #: preset -> tuple of StudySpec (one per gate family)
 STUDY = {p: tuple(_study(p, f) for f in FAMILIES) for p in PRESETS}
+
+#: this study's registration (the ``moetheory.studies`` entry point ``temperature``)
+REGISTRATION = Entry("temperature", "temperature gate vs activation (tanh, sigmoid) "
+                     "dense-to-sparse gates", studies=STUDY)
 
 
 def _extended(family: str) -> StudySpec:

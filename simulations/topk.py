@@ -48,6 +48,7 @@ import numpy as np
 
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
+from moetheory.study.registry import Entry
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, standard_grid
 
 _ANGLES = np.deg2rad([0.0, 120.0, 240.0])
@@ -89,6 +90,10 @@ def _study(preset: str, select_by: str = "score") -> StudySpec:
 
 #: preset -> tuple of StudySpec
 STUDY = {p: (_study(p),) for p in PRESETS}
+
+#: this study's registration (the ``moetheory.studies`` entry point ``topk``)
+REGISTRATION = Entry("topk", "top-K sparse softmax gating: exact, enough and too few active "
+                     "experts (d = 2, moving regions)", studies=STUDY)
 
 #: Not a preset: the same design with selection by the full logit β_1ᵀx + β_0 (see above).
 #: Run with ``python -m simulations.topk --logit [--preset full]``.

@@ -697,3 +697,19 @@ def test_studies_page_toml_is_the_python_declaration():
     namespace = {}
     exec(py.split("df = run_study")[0], namespace)  # the declaration, without running it
     assert StudySpec.from_toml(toml).hash() == namespace["study"].hash()
+
+
+def test_the_library_never_imports_the_declarations_or_the_figures():
+    # studies and figures register themselves (entry points); the import graph of moetheory/
+    # has no edge to simulations/ or paper_figures/, and no sys.path manipulation
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+(simulations|paper_figures)\b|sys\.path", re.M)
+    hits = [str(p.relative_to(REPO)) for p in (REPO / "moetheory").rglob("*.py")
+            if pattern.search(p.read_text())]
+    assert not hits, hits
+    from moetheory.study import registry
+
+    assert {"softmax", "topk", "temperature", "attention", "neural"} <= set(registry.names())
+    assert registry.entry("softmax").studies["quick"][0].name == "softmax-quick"
+    assert callable(registry.figure("softmax"))

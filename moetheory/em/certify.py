@@ -19,6 +19,13 @@ Two things close that gap:
   maximum is not isolated — e.g. a gate slope running off to a step on separable data, where ℓ
   approaches its supremum only at infinity — and is reported as "flat", not certified.
 
+Top-K gates (K < k) are only piecewise smooth: ℓ jumps whenever a data point changes its active
+set, so over the coordinates that decide the sets (β_1; β_0 too under ``select_by="logit"``) its
+maximum sits on a step, where a gradient says nothing. Those coordinates are held by the polish
+and left out of the certificate (:func:`held_labels`); EM's gate step maximises over them. A
+top-K certificate therefore says: a strict maximum over every other parameter, with the active
+sets of the estimate.
+
 The derivatives come from :func:`derivatives`: the one-pass Numba kernel
 (:mod:`moetheory.kernels.numba_derivs`) for the softmax gate on CPU, JAX autodiff otherwise.
 """
@@ -110,23 +117,80 @@ def uses_numba(spec) -> bool:
     return spec.gate == "softmax" and jax.default_backend() == "cpu"
 
 
-@partial(jax.jit, static_argnums=0)
-def _jax_derivatives(spec, params, x, y, w):
-    from moetheory.model import log_likelihood
+def piecewise(spec) -> bool:
+    """True when ℓ is only piecewise smooth in the gate: top-K with K < k, whose active sets
+    jump as β moves (:func:`active_sets`). Its polish and certificate hold the active sets fixed
+    (the module docstring).
 
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> piecewise(MoESpec(3, 1, gate="topk", top_k=2)), piecewise(MoESpec(3, 1))
+    (True, False)
+    """
+    return spec.gate == "topk" and spec.top_k < spec.n_experts
+
+
+def held_labels(spec) -> set:
+    """Free parameters the polish holds and the certificate leaves out: those of
+    :func:`moetheory.mle.unidentified_labels`, and for a :func:`piecewise` gate the ones that
+    decide the active sets (β_1; β_0 too when experts are selected by the full logit). ℓ is a
+    step function of those — it jumps whenever a data point changes its active set — so its
+    maximum over them sits on a step, where calculus says nothing; they are maximised by the EM
+    gate step alone.
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> sorted(held_labels(MoESpec(2, 1, gate="topk", top_k=1)))
+    ['gate1:const', 'gate1:x1']
+    >>> sorted(held_labels(MoESpec(3, 1, gate="topk", top_k=2)))
+    ['gate1:x1', 'gate2:x1']
+    """
+    held = set(unidentified_labels(spec))
+    if piecewise(spec):
+        fields = ("beta1", "beta0") if spec.select_by == "logit" else ("beta1",)
+        held |= {lab for f, _, lab in free_layout(spec) if f in fields}
+    return held
+
+
+def active_sets(spec, params, x):
+    """The active sets (n, k) bool at ``params`` of a :func:`piecewise` gate, else None.
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> active_sets(MoESpec(2, 1), None, None) is None
+    True
+    """
+    if not piecewise(spec):
+        return None
+    from moetheory.gates import active_mask
+
+    return np.asarray(active_mask(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x)))
+
+
+def _held_loglik(spec, params, x, y, w, mask):
+    """Σ w log p with the top-K active sets held at ``mask`` (None: recomputed at params)."""
+    from moetheory.model import log_joint
+
+    lj = log_joint(spec, params, x, y, mask)
+    return jnp.sum(w * jax.scipy.special.logsumexp(lj, axis=-1))
+
+
+@partial(jax.jit, static_argnums=0)
+def _jax_derivatives(spec, params, x, y, w, mask):
     theta = pack(spec, params)
-    total = lambda th: log_likelihood(spec, unpack(spec, th, params), x, y, w)  # noqa: E731
+    total = lambda th: _held_loglik(spec, unpack(spec, th, params), x, y, w, mask)  # noqa: E731
     return total(theta), jax.grad(total)(theta), jax.hessian(total)(theta)
 
 
 @partial(jax.jit, static_argnums=0)
-def _jax_loglik(spec, params, x, y, w):
-    from moetheory.model import log_likelihood
-
-    return log_likelihood(spec, params, x, y, w)
+def _jax_loglik(spec, params, x, y, w, mask):
+    return _held_loglik(spec, params, x, y, w, mask)
 
 
-def derivatives(spec, params: MoEParams, x, y, weights=None):
+def derivatives(spec, params: MoEParams, x, y, weights=None, mask=None):
     """(ℓ, ∇ℓ (p,), ∇²ℓ (p, p)) in the natural free coordinates of :func:`free_layout`.
 
     Parameters
@@ -134,6 +198,8 @@ def derivatives(spec, params: MoEParams, x, y, weights=None):
     spec : MoESpec
     params : MoEParams (``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,))
     x : (n, d); y : (n,); weights : (n,), optional (0 drops a padded row)
+    mask : (n, k) bool, optional, top-K active sets to hold (default: those at ``params``;
+        the derivatives are always those of the held-set likelihood)
 
     Examples
     --------
@@ -150,18 +216,22 @@ def derivatives(spec, params: MoEParams, x, y, weights=None):
         from moetheory.kernels.numba_derivs import softmax_derivatives
 
         return softmax_derivatives(params, x, y, w)
+    if mask is None:
+        mask = active_sets(spec, params, x)
     ll, g, H = _jax_derivatives(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x),
-                                jnp.asarray(y), jnp.asarray(w))
+                                jnp.asarray(y), jnp.asarray(w),
+                                None if mask is None else jnp.asarray(mask))
     return float(ll), np.asarray(g), np.asarray(H)
 
 
-def loglik(spec, params: MoEParams, x, y, weights=None) -> float:
+def loglik(spec, params: MoEParams, x, y, weights=None, mask=None) -> float:
     """The weighted observed log-likelihood (a cheap pass: no derivatives).
 
     Parameters
     ----------
     spec : MoESpec; params : MoEParams
     x : (n, d); y : (n,); weights : (n,), optional
+    mask : (n, k) bool, optional, top-K active sets to hold (default: recomputed at params)
 
     Examples
     --------
@@ -177,33 +247,43 @@ def loglik(spec, params: MoEParams, x, y, weights=None) -> float:
 
         return softmax_loglik(params, x, y, w)
     return float(_jax_loglik(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x),
-                             jnp.asarray(y), jnp.asarray(w)))
+                             jnp.asarray(y), jnp.asarray(w),
+                             None if mask is None else jnp.asarray(mask)))
 
 
 class _Chart:
-    """The polish's coordinates θ̃: the free parameters with log-variances (and log-τ)."""
+    """The polish's coordinates θ̃: the free parameters (:func:`free_layout` order) with
+    log-variances (and log-τ). NumPy only: the polish converts at every trial point, where
+    JAX's per-element dispatch would cost more than the likelihood pass itself."""
 
-    def __init__(self, spec, params):
-        self.spec = spec
-        self.template = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
-        self.logs = _log_fields(spec)
-        # NumPy (not mle.pack/unpack): the polish maps θ̃ to parameters at every trial point,
-        # and one small JAX dispatch per free parameter cost ~20 ms per map
-        self.layout = [(f, idx) for f, idx, _ in free_layout(spec)]
+    def __init__(self, spec, params, held=frozenset()):
+        self.template = {f: np.array(v, dtype=np.float64) for f, v in params._asdict().items()}
+        layout = free_layout(spec)
+        #: (p,) bool: the coordinates the polish moves (the others stay at the template's)
+        self.keep = np.array([lab not in held for _, _, lab in layout], dtype=bool)
+        self.layout = [(f, idx) for (f, idx, _), k in zip(layout, self.keep) if k]
+        self.logs = _log_fields(spec)[self.keep]
+
+    def pack(self, params) -> np.ndarray:
+        """Free parameters (p,) in natural coordinates."""
+        return np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx]
+                         for f, idx in self.layout], dtype=np.float64)
 
     def to_theta(self, params) -> np.ndarray:
-        th = np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx] for f, idx in self.layout])
+        th = self.pack(params)
         return np.where(self.logs, np.log(np.where(self.logs, th, 1.0)), th)
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        fields = {f: np.array(v) for f, v in self.template._asdict().items()}
+        fields = {f: v.copy() for f, v in self.template.items()}
         for t, (f, idx) in enumerate(self.layout):
             fields[f][idx] = nat[t]
         return MoEParams(**fields)
 
     def transform(self, theta, g, H):
-        """Gradient and Hessian from natural to θ̃ coordinates (chain rule for the logs)."""
+        """Gradient and Hessian from natural (all free parameters) to θ̃ coordinates (the kept
+        ones; chain rule for the logs)."""
+        g, H = g[self.keep], H[np.ix_(self.keep, self.keep)]
         s = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), 1.0)  # ∂θ/∂θ̃
         gt = s * g
         Ht = H * np.outer(s, s) + np.diag(np.where(self.logs, gt, 0.0))
@@ -257,15 +337,12 @@ def certify(spec, params: MoEParams, x, y, weights=None, *, tol: float = 1e-6, n
     if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
         return not_checked(n_iter, "nonfinite")
     ll, g, H = derivatives(spec, params, x, y, weights) if derivs is None else derivs
-    chart = _Chart(spec, params)
+    chart = _Chart(spec, params, held_labels(spec))
     theta = chart.to_theta(params)
     gt, Ht = chart.transform(theta, np.asarray(g), np.asarray(H))
     if not (math.isfinite(ll) and np.all(np.isfinite(gt)) and np.all(np.isfinite(Ht))):
         return Certificate(False, "nonfinite", float("nan"), float("nan"), float("nan"), 0,
                            int(n_iter), int(n_polish), incr)
-    bad = set(unidentified_labels(spec))
-    keep = np.array([lab not in bad for _, _, lab in free_layout(spec)], dtype=bool)
-    gt, Ht = gt[keep], Ht[np.ix_(keep, keep)]
     gap, min_eig, n_flat = _decrement(gt, Ht) if gt.size else (0.0, 1.0, 0)
     score = float(np.max(np.abs(gt))) if gt.size else 0.0
     on_floor = var_floor > 0 and bool(np.any(np.asarray(params.var) <= var_floor * (1 + 1e-9)))
@@ -313,9 +390,17 @@ def polish(spec, params: MoEParams, x, y, weights=None, *, max_iter: int = 200,
     >>> bool(np.allclose([new.a[0, 0], new.b[0]], ols, atol=1e-8))
     True
     """
+    return _trust_region(spec, params, x, y, weights, max_iter, var_floor)
+
+
+def _trust_region(spec, params, x, y, weights, max_iter, var_floor):
+    """scipy's trust-exact on −ℓ/Σw in θ̃ from ``params``; the result only where ℓ rose and no
+    variance fell below ``var_floor``. The coordinates of :func:`held_labels` stay put, so a
+    :func:`piecewise` gate's active sets do not move (and are held as data)."""
     from scipy.optimize import minimize
 
-    chart = _Chart(spec, params)
+    chart = _Chart(spec, params, held_labels(spec))
+    mask = active_sets(spec, params, x)
     theta0 = chart.to_theta(params)
     n_w = float(np.sum(weights)) if weights is not None else float(np.shape(y)[0])
     cache = {}
@@ -324,7 +409,7 @@ def polish(spec, params: MoEParams, x, y, weights=None, *, max_iter: int = 200,
         key = theta.tobytes()
         if key not in cache:
             p = chart.to_params(theta)
-            ll, g, H = derivatives(spec, p, x, y, weights)
+            ll, g, H = derivatives(spec, p, x, y, weights, mask)
             gt, Ht = chart.transform(theta, g, H)
             cache.clear()
             cache[key] = (ll, g, H, gt, Ht)
@@ -333,7 +418,7 @@ def polish(spec, params: MoEParams, x, y, weights=None, *, max_iter: int = 200,
     def fun(theta):
         if theta.tobytes() in cache:
             return -cache[theta.tobytes()][0] / n_w
-        val = loglik(spec, chart.to_params(theta), x, y, weights)
+        val = loglik(spec, chart.to_params(theta), x, y, weights, mask)
         return -val / n_w if math.isfinite(val) else math.inf
 
     start = full(theta0)

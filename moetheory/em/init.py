@@ -292,35 +292,6 @@ def data_partition(key, x, y, k: int, kind: str, weights=None) -> jnp.ndarray:
     return resp if weights is None else resp * weights[:, None]
 
 
-def data_init(key, spec, x, y, kind: str, var_floor=1e-10) -> MoEParams:
-    """A data-driven start: a partition of ``kind``, then one exact M-step.
-
-    Parameters
-    ----------
-    key : jax.random.PRNGKey
-    spec : MoESpec
-    x : array (n, d); y : array (n,)
-    kind : {"random", "kmeans"}; var_floor : float, minimum variance
-
-    Returns
-    -------
-    MoEParams: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
-
-    Examples
-    --------
-    >>> from moetheory._jax import ensure_x64; ensure_x64()
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from moetheory.params import MoEParams
-    >>> from moetheory.spec import MoESpec
-    >>> x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]]); y = jnp.array([-1.0, -0.4, 0.6, 1.0])
-    >>> start = data_init(jax.random.PRNGKey(0), MoESpec(2, 1), x, y, "kmeans")  # doctest: +SKIP
-    >>> start.a.shape, start.var.shape  # doctest: +SKIP
-    ((2, 1), (2,))
-    """
-    return params_from_resp(spec, x, y, data_partition(key, x, y, spec.n_experts, kind), var_floor)
-
-
 def lines_init(key, spec, x, y, weights=None, var_floor=1e-10, tau=1.0) -> MoEParams:
     """A ``lines`` start: expert i on the hyperplane through d + 1 distinct random observations.
 

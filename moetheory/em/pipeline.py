@@ -428,8 +428,6 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
     spurious-solution rule picks the winner (module docstring)."""
     config = ctx.config
     per_round = len(config.start_kinds(n_init))
-    import os
-    keep_n = int(os.environ.get("FQ_KEEP", config.n_keep))
     kinds_all, short_ll, short_hit = [], [], []
     cont_idx, params, fl, certs, verdicts, floors, em_conv, em_floor, n_iters, traces = \
         [], [], [], [], [], [], [], [], [], []
@@ -444,7 +442,7 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
             order = policy_order(ll, hit, n_keep, taken=taken, floor=ctx.tie_floor)
             return order if order.size or cont_idx else np.array([0])  # something to report
 
-        rnd = _round(ctx, key_r, kinds, choose, assess_it=True, n_keep=keep_n)
+        rnd = _round(ctx, key_r, kinds, choose, assess_it=True)
         rounds += 1
         kinds_all += list(kinds)
         short_ll.append(rnd["short_ll"])

@@ -167,6 +167,15 @@ def _params_from_partitions(spec, x, y, resp, var_floor, tau):
     return jax.vmap(lambda r: params_from_resp(spec, x, y, r, var_floor, tau))(resp)
 
 
+@partial(jax.jit, static_argnames=("spec", "kind", "var_from_sd"))
+def _near_truth_starts(keys, truth, n_obs, scale, spec, kind, var_from_sd):
+    # one compiled program per (spec, kind): the eager vmap dispatched hundreds of small ops
+    if kind == "paper":
+        return jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs, var_from_sd,
+                                              spec=spec))(keys)
+    return jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, scale, spec=spec))(keys)
+
+
 def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10, perturb_scale=0.1,
                 var_from_sd=False, weights=None, tau=None):
     """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis).
@@ -234,12 +243,8 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
         if truth is None:
             raise ValueError(f"init={kind!r} starts near the truth: pass truth=MoEParams")
         truth = jax.tree.map(jnp.asarray, truth)
-        sub = keys[np.array(idx)]
-        if kind == "paper":
-            batch = jax.vmap(lambda kk: paper_init(kk, truth, spec.n_experts, n_obs, var_from_sd,
-                                                   spec=spec))(sub)
-        else:
-            batch = jax.vmap(lambda kk: perturb_init(kk, truth, spec.n_experts, perturb_scale, spec=spec))(sub)
+        batch = _near_truth_starts(keys[np.array(idx)], truth, jnp.asarray(float(n_obs)),
+                                   jnp.asarray(float(perturb_scale)), spec, kind, bool(var_from_sd))
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
     unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "lines", "paper", "perturb")]

@@ -112,10 +112,6 @@ def _check(args):
     from moetheory.study import registry
 
     registry.entry(args.name)
-    try:
-        registry._import(registry.entry(args.name).module)
-    except ModuleNotFoundError as err:
-        raise ValueError(str(err)) from None
     if args.preset is None:
         args.preset = "quick"
     registry.check_preset(args.preset)
@@ -127,11 +123,14 @@ def _check(args):
 def _list(args) -> int:
     from moetheory.study import registry
 
-    avail = set(registry.available())
-    for name, e in registry.ENTRIES.items():
-        mark = "" if name in avail else "  (declaration module not found)"
-        print(f"{name:<12} {e.description}{mark}")
-        if name in avail and not e.external:
+    for name in registry.names():
+        try:
+            e = registry.entry(name)
+        except ValueError as err:  # registered, but its module cannot be imported here
+            print(f"{name:<12} (not available: {err})")
+            continue
+        print(f"{name:<12} {e.description}")
+        if not e.external:
             for preset in registry.presets(name):
                 for spec in registry.studies(name, preset):
                     cells = len(spec.cells())

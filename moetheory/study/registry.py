@@ -1,4 +1,9 @@
-"""Registry of the canonical studies (DESIGN.md §5) and their figure scripts.
+"""Registry of the studies: studies and their figures register themselves.
+
+A study registers itself through the ``moetheory.studies`` entry-point group and its figure
+through ``moetheory.figures`` (``pyproject.toml``; any installed package may add its own), so
+the library never imports the declaration modules (``simulations/``) or the figure scripts
+(``paper_figures/``): it finds them by name at run time.
 
 =============  ========================  ============================  =========================
 name           declaration               figure                        what
@@ -7,23 +12,22 @@ softmax        simulations.softmax       paper_figures.softmax         softmax g
 topk           simulations.topk          paper_figures.topk            top-K sparse gate
 temperature    simulations.temperature   paper_figures.temperature     temperature vs activation
 attention      simulations.attention     paper_figures.attention       random-feature attention
+neural         simulations.neural        paper_figures.neural          PyTorch layers vs EM
 =============  ========================  ============================  =========================
 
-Each MoE declaration module defines ``STUDY = {preset: (StudySpec, ...)}``; each figure module
-defines ``plot(cache_dir, out_dir, preset) -> list[Path]`` and reads the cache only. The attention
-study has its own runner (``simulations.attention.run_attention_experiment``) and figure
-(``paper_figures.attention.plot_attention``); it is wired here when those modules are present.
-
-``simulations`` and ``paper_figures`` live at the repository root beside ``moetheory``; when they
-are not importable (e.g. the command runs from another directory) the root is added to
-``sys.path``.
+A declaration module's entry point names its :class:`Entry` (``REGISTRATION``): for a study of
+:class:`StudySpec` objects, ``studies = {preset: (StudySpec, ...)}``; for a study with its own
+runner (attention, neural), ``run(preset, out_dir=..., progress=...)`` and ``status(preset,
+out_dir)``. A figure's entry point names ``plot(cache_dir, out_dir, preset) -> list[Path]``
+(own-runner studies: ``plot(results_dir, out_dir, name=...)``); figures read the cache only.
 """
 from __future__ import annotations
 
-import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from moetheory.study.spec import StudySpec
 
@@ -34,88 +38,65 @@ PRESETS = ("quick", "full", "official")
 #: where ``reproduce`` draws figures unless told otherwise (never the tracked docs/figures)
 DEFAULT_FIGURES = "results/figures"
 
+#: the entry-point groups studies and figures register in
+STUDY_GROUP = "moetheory.studies"
+FIGURE_GROUP = "moetheory.figures"
+
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered study: its declaration module, figure module and description.
+    """A study's registration (its declaration module exports one as ``REGISTRATION``).
+
+    Attributes
+    ----------
+    name : str, the study's name (``moetheory study run NAME``)
+    description : str, one line for ``moetheory study list``
+    studies : dict preset -> tuple of StudySpec, or None for a study with its own runner
+    run : callable ``run(preset, out_dir=..., progress=...)`` (own-runner studies only)
+    status : callable ``status(preset, out_dir) -> {"done", "missing", "damaged"}`` (ditto)
+    presets : tuple of str, the presets of an own-runner study
 
     Examples
     --------
     >>> e = entry("softmax")
-    >>> e.module, e.figure, e.external
-    ('simulations.softmax', 'paper_figures.softmax', False)
+    >>> e.external, sorted(e.studies)
+    (False, ['full', 'official', 'quick'])
     """
 
     name: str
-    module: str
-    figure: str
     description: str
-    external: bool = False  # True: not a StudySpec study (has its own runner)
-    run_fn: str = ""  # external studies: ``run_fn(preset, out_dir=..., progress=...)`` in ``module``
-    plot_fn: str = ""  # external studies: ``plot_fn(results_dir, out_dir, name=...)`` in ``figure``
-    status_fn: str = ""  # external studies: ``status_fn(preset, out_dir)`` -> done/missing/damaged
+    studies: dict | None = None
+    run: Callable | None = field(default=None, compare=False)
+    status: Callable | None = field(default=None, compare=False)
+    presets: tuple = ("quick", "full")
+
+    @property
+    def external(self) -> bool:
+        """True for a study with its own runner (no StudySpec)."""
+        return self.studies is None
 
 
-ENTRIES = {
-    "softmax": Entry("softmax", "simulations.softmax", "paper_figures.softmax",
-                     "softmax gating: exact-fitted D_1 (k=2) and over-fitted D_2 (k=3, 4)"),
-    "topk": Entry("topk", "simulations.topk", "paper_figures.topk",
-                  "top-K sparse softmax gating: exact, enough and too few active experts"),
-    "temperature": Entry("temperature", "simulations.temperature", "paper_figures.temperature",
-                         "temperature gate vs activation (tanh, sigmoid) dense-to-sparse gates"),
-    "attention": Entry("attention", "simulations.attention", "paper_figures.attention",
-                       "random-feature attention vs random-feature MLP", external=True,
-                       run_fn="run_attention_experiment", plot_fn="plot_attention",
-                       status_fn="cache_status"),
-    "neural": Entry("neural", "simulations.neural", "paper_figures.neural",
-                    "PyTorch MoE layers trained by Adam vs EM (needs the torch extra)", external=True,
-                    run_fn="run_neural_experiment", plot_fn="plot_neural", status_fn="cache_status"),
-}
+def _entry_points(group: str) -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=group)}
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def _import(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        top = module.split(".")[0]
-        if err.name not in (top, module):
-            raise
-        root = str(_repo_root())
-        if (Path(root) / top).is_dir() and root not in sys.path:
-            sys.path.insert(0, root)
-            return importlib.import_module(module)
-        raise ModuleNotFoundError(
-            f"cannot import {module!r}: the study declarations (simulations/) and figure scripts "
-            f"(paper_figures/) live in the source checkout beside moetheory/; run from a clone "
-            f"(pip install -e .)", name=module) from None
-
-
-def available() -> list:
-    """Names whose declaration module can be imported.
+def names() -> list:
+    """The registered study names (nothing is imported).
 
     Examples
     --------
-    >>> set(available()) <= set(ENTRIES)
-    True
-    >>> "softmax" in available()   # in a source checkout (simulations/ beside moetheory/)
+    >>> {"softmax", "topk", "temperature", "attention"} <= set(names())
     True
     """
-    out = []
-    for name, e in ENTRIES.items():
-        try:
-            _import(e.module)
-        except ModuleNotFoundError:
-            continue
-        out.append(name)
-    return out
+    return sorted(_entry_points(STUDY_GROUP))
 
 
+@lru_cache(maxsize=None)
 def entry(name: str) -> Entry:
-    """The registry entry of study ``name`` (ValueError listing the known names otherwise).
+    """The registration of study ``name``, loaded from its entry point (ValueError listing the
+    known names otherwise, or naming what is missing when it cannot be loaded).
 
     Examples
     --------
@@ -126,9 +107,52 @@ def entry(name: str) -> Entry:
     ...
     ValueError: unknown study 'nope'; choose one of ['attention', 'neural', 'softmax', 'temperature', 'topk']
     """
-    if name not in ENTRIES:
-        raise ValueError(f"unknown study {name!r}; choose one of {sorted(ENTRIES)}")
-    return ENTRIES[name]
+    eps = _entry_points(STUDY_GROUP)
+    if name not in eps:
+        raise ValueError(f"unknown study {name!r}; choose one of {sorted(eps)}")
+    try:
+        reg = eps[name].load()
+    except ImportError as err:
+        raise ValueError(f"study {name!r} is registered by {eps[name].value!r}, which cannot be "
+                         f"imported: {err}") from None
+    if not isinstance(reg, Entry) or reg.name != name:
+        raise ValueError(f"entry point {name!r} -> {eps[name].value!r} is not the Entry of {name!r}")
+    return reg
+
+
+def available() -> list:
+    """Names whose registration can be loaded.
+
+    Examples
+    --------
+    >>> "softmax" in available()
+    True
+    """
+    out = []
+    for name in names():
+        try:
+            entry(name)
+        except ValueError:
+            continue
+        out.append(name)
+    return out
+
+
+def figure(name: str) -> Callable:
+    """The figure function of study ``name`` (its ``moetheory.figures`` entry point).
+
+    Examples
+    --------
+    >>> figure("softmax").__name__
+    'plot'
+    """
+    eps = _entry_points(FIGURE_GROUP)
+    if name not in eps:
+        raise ValueError(f"study {name!r} registers no figure; figures: {sorted(eps)}")
+    try:
+        return eps[name].load()
+    except ImportError as err:
+        raise ValueError(f"the figure of {name!r} ({eps[name].value!r}) cannot be imported: {err}") from None
 
 
 def check_preset(preset: str) -> str:
@@ -162,10 +186,9 @@ def studies(name: str, preset: str = "quick") -> tuple:
     check_preset(preset)
     if e.external:
         return ()
-    mod = _import(e.module)
-    if preset not in mod.STUDY:
-        raise ValueError(f"study {name!r} has no preset {preset!r}; choose one of {list(mod.STUDY)}")
-    specs = mod.STUDY[preset]
+    if preset not in e.studies:
+        raise ValueError(f"study {name!r} has no preset {preset!r}; choose one of {list(e.studies)}")
+    specs = e.studies[preset]
     return (specs,) if isinstance(specs, StudySpec) else tuple(specs)
 
 
@@ -178,9 +201,7 @@ def presets(name: str) -> tuple:
     ('quick', 'full', 'official')
     """
     e = entry(name)
-    if e.external:
-        return ("quick", "full")
-    return tuple(_import(e.module).STUDY)
+    return tuple(e.presets) if e.external else tuple(e.studies)
 
 
 def _external_dir(name, cache_dir, preset) -> Path:
@@ -206,11 +227,9 @@ def run(name: str, preset: str = "quick", cache_dir=None, *, progress=True, sche
     e = entry(name)
     check_preset(preset)
     if e.external:
-        mod = _import(e.module)
         if scheduler is not None or workers is not None or fits:
             raise ValueError(f"study {name!r} has its own runner: no Dask, no --fit selection")
-        getattr(mod, e.run_fn)(preset, out_dir=str(_external_dir(name, cache_dir, preset)),
-                               progress=progress)
+        e.run(preset, out_dir=str(_external_dir(name, cache_dir, preset)), progress=progress)
         return
     specs = studies(name, preset)
     if fits:
@@ -246,8 +265,7 @@ def status(name: str, preset: str = "quick", cache_dir=None) -> dict:
     e = entry(name)
     check_preset(preset)
     if e.external:
-        fn = getattr(_import(e.module), e.status_fn)
-        return {f"{name}-{preset}": {"cells": fn(preset, _external_dir(name, cache_dir, preset))}}
+        return {f"{name}-{preset}": {"cells": e.status(preset, _external_dir(name, cache_dir, preset))}}
     cache = StudyCache(cache_dir)
     return {spec.name: cache.status(spec) for spec in studies(name, preset)}
 
@@ -264,12 +282,12 @@ def draw(name: str, preset: str = "quick", cache_dir=None, out_dir=DEFAULT_FIGUR
     """
     e = entry(name)
     check_preset(preset)
-    fig = _import(e.figure)
+    plot = figure(name)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if e.external:
-        return list(getattr(fig, e.plot_fn)(str(_external_dir(name, cache_dir, preset)), str(out_dir),
-                                            name=f"{name}_{preset}"))
-    return list(fig.plot(cache_dir, out_dir, preset))
+        return list(plot(str(_external_dir(name, cache_dir, preset)), str(out_dir),
+                         name=f"{name}_{preset}"))
+    return list(plot(cache_dir, out_dir, preset))
 
 
 def simulation_main(name: str, argv=None) -> int:
