@@ -309,7 +309,9 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
     elif verdict is not None and verdict.cause in ("small_expert", "step_gate"):
         fix = ("use fewer experts, or EMConfig(min_size=...) if an expert this small is real"
                if verdict.cause == "small_expert" else
-               "use fewer experts (the data separate into hard regimes of the covariate)")
+               "the experts may still be usable, but a gate slope is not estimable: the regimes "
+               "switch sharply in the covariate (report the switch point, not the slope), or use "
+               "fewer experts if the step isolates a few observations")
         warnings.warn(f"no regular maximum was found in {n_starts} starts: in the returned fit "
                       f"{verdict.describe()}, a spurious maximum of the likelihood; {fix}.",
                       SpuriousSolutionWarning, stacklevel=3)
@@ -322,7 +324,7 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
                 else "try more starts (max_starts), a larger max_iter, or fewer experts")
         warnings.warn(f"the estimate is not certified as a maximum of the log-likelihood: {why}; "
                       f"{hint}.", ConvergenceWarning, stacklevel=3)
-    if res.assessments and res.n_best_hits < config.min_best_hits:
+    if res.assessments and res.n_best_hits < config.min_best_hits and res.params.var.size > 1:
         warnings.warn(f"the best log-likelihood found ({res.loglik:.6g}) was reached by "
                       f"{res.n_best_hits} of the {len(res.continued)} continued starts "
                       f"({n_starts} drawn, max_starts={config.max_starts}), fewer than "

@@ -145,6 +145,14 @@ class FitResult:
         (n,) int: flexmix's ``clusters()``."""
         return np.argmax(self.responsibilities, axis=1)
 
+    def plot(self, along: int = 0, ax=None, **options):
+        """The fitted experts over the data coloured by posterior, gate probabilities beneath
+        (:func:`moetheory.plotting.plot_fit`; needs matplotlib). Returns (figure, (top,
+        bottom))."""
+        from moetheory.plotting import plot_fit
+
+        return plot_fit(self, along=along, ax=ax, **options)
+
     def log_density(self, x, y) -> np.ndarray:
         """log p(y_n | x_n) for new data, (n,)."""
         from moetheory.validation import check_xy

@@ -150,9 +150,9 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
     notes = ["Notes:",
              "[1] The last expert's gate is the reference (pinned at zero); 'var' is the expert noise variance."]
     if singular:
-        notes.append(f"[2] The information matrix is {res.information_rank(cov_type)} (an over-fitted "
-                     "or non-identifiable model): standard errors use a pseudo-inverse and are not "
-                     "reliable.")
+        notes.append(f"[2] The information matrix is singular or indefinite, "
+                     f"{res.information_rank(cov_type)} (an over-fitted or non-identifiable model): "
+                     "standard errors use a pseudo-inverse and are not reliable.")
     if res.var_floor_hit:
         notes.append(f"[{len(notes)}] The variance floor {res.var_floor:.3g} was hit during EM.")
     cert = res.certificate

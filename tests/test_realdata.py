@@ -47,19 +47,6 @@ MISSES_BEST = {
     ("boston", 4): "boston k = 4: 4 of 10 seeds stop 16.3-18.6 nats below the best known maximum, no warning",
 }
 
-#: Cases where moetheory's standard errors at the best known maximum are not the exact
-#: Hessian's (NaN: an ill-conditioned information treated as singular).
-SE_WRONG = {
-    ("mcycle", 2): "mcycle k = 2: 7 of 8 standard errors NaN (information eigenvalues 4e-4 .. 1e7 "
-                   "in standardised coordinates, treated as singular; the exact Hessian is definite)",
-    ("mcycle", 3): "mcycle k = 3: 12 of 13 standard errors NaN at the local maxima l = -580.52 and "
-                   "-607.30 (ill-conditioned, not singular, information)",
-    ("faithful", 4): "faithful k = 4: 17 of 18 standard errors NaN at the best known maximum "
-                     "(an expert of 4.9 points with variance 2e-4; information eigenvalues "
-                     "0.054 .. 2.1e12, treated as singular)",
-}
-
-
 def _id(case):
     return f"{case.name}-k{case.k}"
 
@@ -110,7 +97,7 @@ def _result_at(case, params):
 SE_CASES = [c for c in CASES if rr.local_maxima(c)]
 
 
-@pytest.mark.parametrize("case", _params(SE_CASES, SE_WRONG))
+@pytest.mark.parametrize("case", SE_CASES, ids=_id)
 def test_standard_errors_at_local_maxima_equal_the_exact_hessian(case):
     # At the three highest regular local maxima (negative definite Hessian) of each case.
     for est in rr.local_maxima(case):

@@ -125,8 +125,7 @@ class EMConfig:
     min_best_hits : int
         The start policy (data-driven starts only): rounds of ``n_init`` new starts are drawn
         until the best log-likelihood has been reached by at least this many continued starts
-        (independent: no two share a short-run optimum), or ``max_starts`` starts have been
-        drawn; the result reports how many reached it (1: a single round, as many starts as
+        (each its own random draw), or ``max_starts`` starts have been drawn; the result reports how many reached it (1: a single round, as many starts as
         ``n_init``).
     max_starts : int
         The policy's budget of starts (data-driven starts only; at least one round).

@@ -22,8 +22,8 @@ Data-driven starts (``init`` auto, kmeans, random, lines) add the **start policy
 
 * rounds of ``n_init`` new starts (keys ``fold_in(key, round)``, the kinds' cycle continued)
   run through steps 1–4 until the best log-likelihood has been reached by ``min_best_hits``
-  continued starts that left their short runs at different optima, or ``max_starts`` starts
-  were drawn (the result then says so: ``n_best_hits``);
+  continued starts (each its own random draw: independent), or ``max_starts`` starts were
+  drawn (the result then says so: ``n_best_hits``);
 * every continued start is classified (:func:`moetheory.em.spurious.assess`); with
   ``spurious="reject"`` the winner is the best *regular* one whenever one exists, and higher
   spurious maxima are reported (``set_aside``), not returned;
@@ -57,7 +57,7 @@ import numpy as np
 from moetheory.em import backend as em_backend_mod
 from moetheory.em.certify import Certificate, certify, not_checked, polish
 from moetheory.em.config import EMConfig, REL_LL_FLOOR
-from moetheory.em.starts import continuation_order, draw_starts, pick_best, policy_order
+from moetheory.em.starts import continuation_order, draw_starts, pick_best
 from moetheory.params import MoEParams
 
 #: factor by which the default variance floor is lowered for an expert of regular size on it
@@ -88,8 +88,8 @@ class PipelineResult(NamedTuple):
     var_floor : float, the variance floor used (the winner's: lowered when its expert sat on the
         default floor, see the module docstring)
     em_backend : str, "numba" or "jax"
-    n_best_hits : int, continued starts (with distinct short-run optima) whose log-likelihood
-        is the winner's (within :func:`hit_tolerance`)
+    n_best_hits : int, continued starts whose log-likelihood is the winner's (within
+        :func:`hit_tolerance`)
     n_rounds : int, rounds of starts drawn (1 for near-truth starts)
     assessments : tuple of :class:`~moetheory.em.spurious.Assessment`, one per continued start
         (empty for near-truth starts)
@@ -431,23 +431,19 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
     kinds_all, short_ll, short_hit = [], [], []
     cont_idx, params, fl, certs, verdicts, floors, em_conv, em_floor, n_iters, traces = \
         [], [], [], [], [], [], [], [], [], []
-    taken: list = []
     rounds = 0
     while True:
         first = len(kinds_all)
         kinds = config.start_kinds(per_round, first=first)
         key_r = key if rounds == 0 else jax.random.fold_in(key, rounds)
 
-        def choose(ll, hit, n_keep):
-            order = policy_order(ll, hit, n_keep, taken=taken, floor=ctx.tie_floor)
-            return order if order.size or cont_idx else np.array([0])  # something to report
-
-        rnd = _round(ctx, key_r, kinds, choose, assess_it=True)
+        rnd = _round(ctx, key_r, kinds,
+                     lambda ll, hit, n_keep: continuation_order(ll, hit, n_keep, floor=ctx.tie_floor),
+                     assess_it=True)
         rounds += 1
         kinds_all += list(kinds)
         short_ll.append(rnd["short_ll"])
         short_hit.append(rnd["short_hit"])
-        taken += [float(rnd["short_ll"][i]) for i in rnd["order"] if np.isfinite(rnd["short_ll"][i])]
         final = rnd["final"]
         for j, i in enumerate(rnd["order"]):
             p, ll, cert, verdict, floor = rnd["done"][j]
@@ -464,8 +460,9 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
             traces.append(tr[np.isfinite(tr)])
         best, hits = _select(ctx, np.array(fl, dtype=np.float64), certs, verdicts,
                              np.array(cont_idx))
-        done = hits >= config.min_best_hits and (verdicts[best].regular
-                                                 or config.spurious == "keep")
+        # one expert: least squares, a single maximum that one start finds
+        wanted = 1 if ctx.spec.n_experts == 1 else config.min_best_hits
+        done = hits >= wanted and (verdicts[best].regular or config.spurious == "keep")
         if done or len(kinds_all) + per_round > config.max_starts:
             break
     fl = np.array(fl, dtype=np.float64)

@@ -10,7 +10,8 @@ prefer them (a 3–4 point expert beat the true two-regime model by AIC).
 
 :func:`assess` classifies an estimate (data-driven fits only; :mod:`moetheory.em.pipeline`):
 
-* **small expert** — an effective size Σ_n r_ni below ``min_size``·n (default 0.05) or below
+* **small expert** — an expert that some observation's active set contains (every expert,
+  except under a top-K gate) with an effective size Σ_n r_ni below ``min_size``·n (default 0.05) or below
   d + 2 (an expert's own parameter count: it can then fit its points exactly). The threshold is
   flexmix's ``minprior`` (Leisch 2004, *J. Stat. Softw.* 11(8); Grün & Leisch 2008), which
   removes such components during EM; here the maximum is set aside instead, so the fit keeps
@@ -35,6 +36,7 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 #: Smallest eigenvalue (in observations, standardised covariates) of the gate's own Fisher
@@ -112,8 +114,11 @@ def min_count(min_size: float, n_weight: float, dim: int) -> float:
 def _posterior(spec, params, x, y, w):
     from moetheory.model import gate_probabilities, responsibilities
 
+    from moetheory.gates import active_mask
+
     r = responsibilities(spec, params, x, y) * w[:, None]
-    return r.sum(0), gate_probabilities(spec, params, x)
+    used = jnp.any(active_mask(spec, params, x) & (w[:, None] > 0), axis=0)
+    return r.sum(0), gate_probabilities(spec, params, x), used
 
 
 def gate_information(g, x, w=None) -> float:
@@ -186,8 +191,9 @@ def assess(spec, params, x, y, weights, *, var_floor: float, certificate, min_si
     count = min_count(min_size, float(w.sum()), spec.dim)
     if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
         return Assessment("nonfinite", np.full(k, np.nan), count, -1, float("nan"))
-    sizes, g = _posterior(spec, jax.tree.map(np.asarray, params), np.asarray(x), np.asarray(y), w)
-    sizes, g = np.asarray(sizes), np.asarray(g)
+    sizes, g, used = _posterior(spec, jax.tree.map(np.asarray, params), np.asarray(x),
+                                np.asarray(y), w)
+    sizes, g, used = np.asarray(sizes), np.asarray(g), np.asarray(used)
     var = np.asarray(params.var)
     on_floor = var <= var_floor * (1 + 1e-9)
     info = gate_information(g, x, w) if _linear_logits(spec) else float("inf")
@@ -195,8 +201,12 @@ def assess(spec, params, x, y, weights, *, var_floor: float, certificate, min_si
         return Assessment("nonfinite", sizes, count, -1, info)
     if on_floor.any():
         return Assessment("variance_floor", sizes, count, int(np.argmax(on_floor)), info)
-    if k > 1 and sizes.min() < count:
-        return Assessment("small_expert", sizes, count, int(np.argmin(sizes)), info)
+    # a top-K expert that no observation selects is unused, not fitted to a few points (its
+    # parameters are unidentified: moetheory.mle leaves them out of the inference)
+    small = used & (sizes < count)
+    if k > 1 and small.any():
+        i = int(np.argmin(np.where(small, sizes, np.inf)))
+        return Assessment("small_expert", sizes, count, i, info)
     if info < STEP_INFORMATION:
         return Assessment("step_gate", sizes, count, -1, info)
     if not certificate.certified:

@@ -100,49 +100,6 @@ def continuation_order(loglik, floor_hit, n_keep, rtol=1e-8, floor=0.0) -> np.nd
     return np.array(chosen, dtype=np.int64)
 
 
-def policy_order(loglik, floor_hit, n_keep, taken=(), rtol=1e-8, floor=0.0) -> np.ndarray:
-    """Indices of the short runs a round of the start policy continues: up to ``n_keep`` whose
-    short-run log-likelihoods differ from each other and from every value in ``taken`` (the
-    short runs continued in earlier rounds), healthy ones (variance above the floor) first,
-    each in log-likelihood order. No duplicate is ever continued, so every continued start is
-    independent of the others (:func:`continuation_order` fills up with duplicates instead);
-    a round may continue none. Two short runs are the same optimum as in
-    :func:`continuation_order`; of those, the first start represents it.
-
-    Parameters
-    ----------
-    loglik : (S,) short-run log-likelihoods (non-finite: failed)
-    floor_hit : (S,) bool, whether the short run hit the variance floor
-    n_keep : int
-    taken : sequence of float, short-run log-likelihoods already continued
-    rtol, floor : as :func:`continuation_order`
-
-    Examples
-    --------
-    >>> policy_order(np.array([-5.0, -5.0, -6.0, -7.0]), np.array([0, 0, 0, 1], bool), 3)
-    array([0, 2, 3])
-    >>> policy_order(np.array([-5.0, -6.0, -7.0]), np.zeros(3, bool), 3, taken=[-6.0])
-    array([0, 2])
-    """
-    loglik = np.asarray(loglik, dtype=np.float64)
-    hit = np.asarray(floor_hit, dtype=bool)
-    finite = np.isfinite(loglik)
-    rank = np.argsort(np.where(finite, -loglik, np.inf), kind="stable")
-    same = lambda a, b: abs(a - b) <= rtol * max(abs(b), floor)  # noqa: E731
-    chosen: list[int] = []
-    values = list(taken)
-    for healthy in (True, False):
-        for i in rank:
-            if len(chosen) == n_keep:
-                break
-            if not finite[i] or hit[i] == healthy or any(same(loglik[i], v) for v in values):
-                continue
-            first = min(int(j) for j in np.flatnonzero(finite) if same(loglik[j], loglik[i]))
-            chosen.append(first)
-            values.append(float(loglik[i]))
-    return np.array(chosen, dtype=np.int64)
-
-
 def _stack(trees):
     return jax.tree.map(lambda *v: jnp.stack(v), *trees)
 
