@@ -246,8 +246,9 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     ds = (DataScale(identity_standardizer(x.shape[1]), 0.0, 1.0) if config.near_truth
           else data_scale(spec, x, y))
     y_std = (y - ds.y_center) / ds.y_scale
-    floor = (default_var_floor(y_std) if config.var_floor is None
-             else config.var_floor / ds.y_scale ** 2)
+    # None: the pipeline's default floor (default_var_floor), which it may lower for an expert
+    # of regular size whose noise is below it
+    floor = None if config.var_floor is None else config.var_floor / ds.y_scale ** 2
     res = run_pipeline(jax.random.key(seed), spec, ds.x.apply(x), y_std, config,
                        truth=None if truth is None else to_standard(truth, ds), var_floor=floor,
                        em_backend=em_backend)

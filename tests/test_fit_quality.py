@@ -94,23 +94,19 @@ def test_spurious_assess_flags_a_spike_expert():
 
 
 def test_tiny_noise_is_estimated_not_floored():
-    # True σ = 1e-6 (1e-6 of sd(y) ≈ 0.6): below the default floor's σ (1e-4·sd(y)). The default
+    # True σ = 1e-6 (about 1e-6 of sd(y)): below the default floor's σ (1e-4·sd(y)). The default
     # floor is lowered for an expert of regular size, so σ̂ is the noise, not the floor.
-    rng = np.random.default_rng(5)
-    x = rng.uniform(-1, 1, (400, 1))
-    y = np.where(x[:, 0] > 0, 1.0, -1.0) * x[:, 0] + 1e-6 * rng.standard_normal(400)
+    x, y = _two_regimes(400, 5, sd=1e-6)
     res, caught = _fit(x, y, 2)
     sigma = np.sqrt(res.params.var)
-    # σ̂ of each expert on ~200 points: within 20% of 1e-6 (its relative sd is 1/sqrt(2·200) = 5%)
+    # σ̂ of each expert on ≥ 100 points: within 20% of 1e-6 (relative sd ≤ 1/sqrt(2·100) = 7%)
     assert np.all(np.abs(sigma / 1e-6 - 1) < 0.2), sigma
     assert res.floor_lowered and not res.var_floor_hit
     assert not [w for w in caught if w.category is VarianceFloorWarning]
 
 
 def test_a_user_floor_above_the_noise_names_var_floor():
-    rng = np.random.default_rng(5)
-    x = rng.uniform(-1, 1, (400, 1))
-    y = np.where(x[:, 0] > 0, 1.0, -1.0) * x[:, 0] + 1e-6 * rng.standard_normal(400)
+    x, y = _two_regimes(400, 5, sd=1e-6)
     res, caught = _fit(x, y, 2, var_floor=1e-6)
     floor = [w for w in caught if w.category is VarianceFloorWarning]
     assert floor and "var_floor" in str(floor[0].message) and "not a spike" in str(floor[0].message)

@@ -47,6 +47,7 @@ MISSES_BEST = {
     ("boston", 4): "boston k = 4: 4 of 10 seeds stop 16.3-18.6 nats below the best known maximum, no warning",
 }
 
+
 def _id(case):
     return f"{case.name}-k{case.k}"
 
