@@ -113,12 +113,16 @@ def test_standard_errors_at_local_maxima_equal_the_exact_hessian(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _params(FIT_CASES, MISSES_BEST))
 def test_default_fit_reaches_the_best_known_maximum_or_warns(case):
+    # The target is the best known *regular* maximum: the default spurious-solution rule sets
+    # the others aside (moetheory.em.spurious; docs/fit_quality.md).
+    best_regular, _ = rr.best_regular(case)
+    target = case.best_loglik if best_regular is None else best_regular
     misses = []
     for seed in SEEDS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = mt.fit(case.x, case.y, n_experts=case.k, seed=seed)
-        gap = res.loglik - case.best_loglik
+        gap = res.loglik - target
         if gap < -REACH_TOL and not _moetheory_warnings(caught):
             misses.append((seed, round(gap, 4)))
     assert not misses, f"{_id(case)}: seeds below the best known maximum without a warning: {misses}"
