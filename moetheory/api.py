@@ -313,9 +313,10 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
                "the experts may still be usable, but a gate slope is not estimable: the regimes "
                "switch sharply in the covariate (report the switch point, not the slope), or use "
                "fewer experts if the step isolates a few observations")
-        warnings.warn(f"no regular maximum was found in {n_starts} starts: in the returned fit "
-                      f"{verdict.describe()}, a spurious maximum of the likelihood; {fix}.",
-                      SpuriousSolutionWarning, stacklevel=3)
+        what = ("spurious='keep' returned the raw highest maximum" if config.spurious == "keep"
+                else f"no regular maximum was found in {n_starts} starts")
+        warnings.warn(f"{what}: in the returned fit {verdict.describe()}, a spurious maximum of "
+                      f"the likelihood; {fix}.", SpuriousSolutionWarning, stacklevel=3)
     elif not cert.certified:
         why = _REASONS.get(cert.reason, cert.reason).format(gap=cert.gap, tol=config.cert_tol)
         if not res.converged:
