@@ -446,7 +446,10 @@ def _trust_region(spec, params, x, y, weights, max_iter, var_floor):
         return params, start[0], start[:3], 0
     # (no warnings.catch_warnings here: it swaps a process-wide filter list and is not safe in
     # the worker threads that polish starts side by side; trust-exact stays silent without
-    # disp, and trial points whose exp overflows are rejected by their infinite objective)
+    # disp, and trial points whose exp overflows are rejected by their infinite objective —
+    # trust-exact evaluates the Hessian of a trial point before rejecting it, so non-finite
+    # entries there are zeroed rather than raised)
+    finite = lambda a: np.where(np.isfinite(a), a, 0.0)  # noqa: E731
     best = [theta0, start[0]]  # the highest finite point trust-exact has evaluated
 
     def track(theta):
@@ -457,8 +460,8 @@ def _trust_region(spec, params, x, y, weights, max_iter, var_floor):
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
-            res = minimize(fun, theta0, jac=lambda t: -track(t)[3] / n_w,
-                           hess=lambda t: -track(t)[4] / n_w, method="trust-exact",
+            res = minimize(fun, theta0, jac=lambda t: finite(-track(t)[3] / n_w),
+                           hess=lambda t: finite(-track(t)[4] / n_w), method="trust-exact",
                            options={"maxiter": int(max_iter), "gtol": 1e-12})
             theta, nit = res.x, int(res.nit)
         except (ValueError, np.linalg.LinAlgError):

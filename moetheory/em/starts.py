@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
+from moetheory.em.init import data_partition, lines_init, paper_init, params_from_resp, perturb_init
 
 #: Final log-likelihoods closer than this (relative) are one optimum reached by several starts:
 #: far above the rounding differences between backends and thread counts (≈ 1e-15 here), far
@@ -114,6 +114,11 @@ def _partitions(keys, x, y, w, k, kind):
 
 
 @partial(jax.jit, static_argnames=("spec",))
+def _lines(spec, keys, x, y, w, var_floor, tau):
+    return jax.vmap(lambda kk: lines_init(kk, spec, x, y, w, var_floor, tau))(keys)
+
+
+@partial(jax.jit, static_argnames=("spec",))
 def _params_from_partitions(spec, x, y, resp, var_floor, tau):
     # One program for every data-driven start, whatever its kind.
     return jax.vmap(lambda r: params_from_resp(spec, x, y, r, var_floor, tau))(resp)
@@ -137,7 +142,8 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     key : jax.random.PRNGKey
     spec : MoESpec
     x : array (n, d); y : array (n,)
-    kinds : sequence of str in {"paper", "perturb", "random", "kmeans"}, one per start (S starts)
+    kinds : sequence of str in {"paper", "perturb", "random", "kmeans", "lines"}, one per start
+        (S starts)
     truth : MoEParams, optional, required by "paper" and "perturb" starts
     n_obs : int, optional, the n of the "paper" noise (default: Σ weights, else ``x.shape[0]``)
     var_floor : float; perturb_scale : float
@@ -197,6 +203,14 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
                                         1.0 if tau is None else float(tau))
         for j, i in enumerate(data_idx):
             starts[i] = _take(batch, j)
+    line_idx = [i for i, kd in enumerate(kinds) if kd == "lines"]
+    if line_idx:
+        xl, yl = jnp.asarray(x), jnp.asarray(y)
+        wl = jnp.ones(xl.shape[0], xl.dtype) if weights is None else jnp.asarray(weights)
+        batch = _lines(spec, keys[np.array(line_idx)], xl, yl, wl, var_floor,
+                       1.0 if tau is None else float(tau))
+        for j, i in enumerate(line_idx):
+            starts[i] = _take(batch, j)
     for kind in ("paper", "perturb"):
         idx = [i for i, kd in enumerate(kinds) if kd == kind]
         if not idx:
@@ -208,9 +222,10 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
                                    jnp.asarray(float(perturb_scale)), spec, kind, bool(var_from_sd))
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
-    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
+    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "lines", "paper", "perturb")]
     if unknown:
-        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, kmeans")
+        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, "
+                         "kmeans, lines")
     if on_cpu:
         out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
                            *starts)
