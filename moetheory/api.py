@@ -275,7 +275,9 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
                      em_converged=bool(res.converged), estimator=config,
                      n_best_hits=int(res.n_best_hits), regular=res.regular,
                      set_aside=tuple((float(ll), a.describe()) for ll, a in res.set_aside),
-                     floor_lowered=bool(res.floor_lowered))
+                     floor_lowered=bool(res.floor_lowered),
+                     spurious_cause=None if not res.assessments else
+                     res.assessments[list(res.continued).index(res.best_start)].cause)
 
 
 def _warn_about(res, config: EMConfig, params, n: int) -> None:

@@ -54,6 +54,9 @@ class FitResult:
         aside (``EMConfig(spurious="keep")`` returns the highest)
     floor_lowered : bool, the default variance floor was lowered because an expert of regular
         size sat on it (noise smaller than 1e-4 of the response's standard deviation)
+    spurious_cause : str or None, the spurious-solution rule's verdict on the fit ("regular",
+        "small_expert", "step_gate", "variance_floor", ...; :mod:`moetheory.em.spurious`), None
+        for near-truth starts
 
     Examples
     --------
@@ -84,6 +87,7 @@ class FitResult:
     regular: bool | None = None
     set_aside: tuple = ()
     floor_lowered: bool = False
+    spurious_cause: str | None = None
 
     # ---- model selection ------------------------------------------------------------
     @property
@@ -360,7 +364,7 @@ class FitResult:
                 "min_best_hits": None if est is None or est.near_truth else est.min_best_hits,
                 "regular": self.regular,
                 "set_aside": [{"loglik": float(ll), "why": why} for ll, why in self.set_aside],
-                "floor_lowered": self.floor_lowered}
+                "floor_lowered": self.floor_lowered, "spurious_cause": self.spurious_cause}
 
     def __repr__(self):
         return (f"FitResult(gate={self.spec.gate!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "

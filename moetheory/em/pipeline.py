@@ -221,7 +221,7 @@ def hit_tolerance(config: EMConfig, loglik: float) -> float:
 
     Examples
     --------
-    >>> hit_tolerance(EMConfig(), -1000.0)
+    >>> float(np.round(hit_tolerance(EMConfig(), -1000.0), 12))
     0.0001
     """
     from moetheory.em.starts import TIE_RTOL
@@ -366,7 +366,9 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
     >>> from moetheory._jax import ensure_x64; ensure_x64()
     >>> from moetheory.spec import MoESpec
     >>> rng = np.random.default_rng(1)
-    >>> x = rng.uniform(-1, 1, (400, 1)); y = np.abs(x[:, 0]) + 0.1 * rng.standard_normal(400)
+    >>> x = rng.uniform(-1, 1, (400, 1))
+    >>> z = rng.random(400) < 1 / (1 + np.exp(-3 * x[:, 0]))     # a soft gate
+    >>> y = np.where(z, 1 + 2 * x[:, 0], -1 - x[:, 0]) + 0.1 * rng.standard_normal(400)
     >>> res = run_pipeline(jax.random.key(0), MoESpec(2, 1), x, y, EMConfig(n_init=2, n_keep=2))
     >>> res.certificate.reason, res.regular, res.n_best_hits >= 2
     ('certified', True, True)
