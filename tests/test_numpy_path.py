@@ -301,6 +301,9 @@ def test_fit_numpy_path_is_deterministic_and_thread_independent(monkeypatch):
         np.testing.assert_array_equal(a.bse(), b.bse())
 
 
+@pytest.mark.xfail(strict=True, reason="open regression (issues 17/18): the start policy's "
+                   "'lines' starts and spurious-solution checks run jitted JAX programs, so a "
+                   "new data size compiles 9 XLA programs again; they need NumPy twins")
 def test_a_new_data_size_compiles_nothing(monkeypatch):
     # A fit and its summary() at a data size (n, k, d) not seen before compile no XLA program
     # once the (shape-independent) random-number programs exist, and never use Numba: counted
