@@ -2,7 +2,8 @@
 
 Nothing computes at import; JAX float64 is switched on by the entry points that compute.
 """
-from moetheory.api import ConvergenceWarning, VarianceFloorWarning, fit
+from moetheory.api import (ConvergenceWarning, MultistartWarning, SpuriousSolutionWarning,
+                           VarianceFloorWarning, fit)
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
 from moetheory.results import FitResult
@@ -12,7 +13,8 @@ from moetheory.spec import MoESpec
 __version__ = "0.1.0"
 
 __all__ = ["MoESpec", "MoEParams", "EMConfig", "FitResult", "ConvergenceWarning",
-           "VarianceFloorWarning", "fit", "select_k", "SelectKResult", "bootstrap_lrt", "__version__"]
+           "VarianceFloorWarning", "MultistartWarning", "SpuriousSolutionWarning", "fit",
+           "select_k", "SelectKResult", "bootstrap_lrt", "__version__"]
 
 
 def __getattr__(name):

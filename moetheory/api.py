@@ -40,9 +40,11 @@ class ConvergenceWarning(UserWarning):
 
 
 class VarianceFloorWarning(UserWarning):
-    """The chosen fit has an expert whose variance sits on the floor ``var_floor``: every
+    """The chosen fit has an expert whose variance sits on the floor ``var_floor``: either every
     continued start collapsed onto a few points (the likelihood of a mixture is unbounded
-    there). Issued by :func:`moetheory.fit`; ``FitResult.var_floor_hit`` is True.
+    there), or an expert of many observations fits them (almost) exactly and the noise is
+    smaller than the floor. The message says which, and what to change. Issued by
+    :func:`moetheory.fit`; ``FitResult.var_floor_hit`` is True.
 
     Examples
     --------
@@ -51,9 +53,33 @@ class VarianceFloorWarning(UserWarning):
     """
 
 
+class SpuriousSolutionWarning(ConvergenceWarning):
+    """No regular maximum was found: the returned fit has an expert fitted to a few
+    observations or a gate that is a step on the data (:mod:`moetheory.em.spurious`); the
+    message names the expert and the fix (usually fewer experts).
+
+    Examples
+    --------
+    >>> issubclass(SpuriousSolutionWarning, ConvergenceWarning)
+    True
+    """
+
+
+class MultistartWarning(UserWarning):
+    """The best log-likelihood was reached by fewer continued starts than
+    ``EMConfig.min_best_hits`` within ``max_starts`` starts: a higher maximum may exist.
+    ``FitResult.n_best_hits`` says how many reached it.
+
+    Examples
+    --------
+    >>> issubclass(MultistartWarning, UserWarning)
+    True
+    """
+
+
 #: fit()'s keyword arguments that are fields of EMConfig (None: the estimator's value)
 _EM_FIELDS = ("init", "n_init", "n_keep", "tol", "max_iter", "var_floor", "polish",
-              "acceleration", "cert_tol")
+              "acceleration", "cert_tol", "max_starts", "spurious")
 
 _REASONS = {
     "gap": "a Newton step would still gain {gap:.3g} nats (more than cert_tol={tol:g})",
@@ -72,13 +98,19 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         init: str | None = None, n_init: int | None = None, n_keep: int | None = None,
         truth: MoEParams | None = None, tol: float | None = None, max_iter: int | None = None,
         var_floor: float | None = None, polish: str | None = None,
-        acceleration: str | None = None, cert_tol: float | None = None, seed: int = 0,
+        acceleration: str | None = None, cert_tol: float | None = None,
+        max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
         em_backend: str | None = None, x_names=None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
     observed log-likelihood and certified (:mod:`moetheory.em.pipeline`); the best is returned.
+    From data-driven starts (the default) rounds of starts are drawn until the best maximum has
+    been reached by two starts (``EMConfig.min_best_hits``) or ``max_starts`` were tried, and
+    spurious maxima — an expert on a few observations, a step gate — are set aside when a
+    regular one exists (:mod:`moetheory.em.spurious`); ``summary()`` and ``to_dict()`` report
+    both.
 
     Parameters
     ----------
@@ -107,11 +139,12 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         The estimator (:class:`moetheory.EMConfig`, or a name of
         :data:`moetheory.em.config.ESTIMATORS`: ``"mle"``, the default, or ``"official"``, the
         softmax paper's protocol). The keyword arguments below override its fields.
-    init : {"auto", "kmeans", "random", "paper", "perturb"}
-        ``"auto"`` (default) alternates k-means on standardised (x, y) and random partitions;
-        ``"paper"``/``"perturb"`` start near ``truth`` (simulation studies).
+    init : {"auto", "kmeans", "random", "lines", "paper", "perturb"}
+        ``"auto"`` (default) cycles through random lines, k-means on standardised (x, y) and
+        random partitions; ``"paper"``/``"perturb"`` start near ``truth`` (simulation studies).
     n_init : int, optional
-        Number of starts (default 12 for "auto" and the data-driven modes, 1 near the truth).
+        Number of starts (default 12 for "auto" and the data-driven modes, 1 near the truth);
+        data-driven starts: per round of the start policy.
     n_keep : int
         Starts continued after a short (20-iteration) run of all of them (default 3).
     truth : MoEParams, optional
@@ -131,6 +164,12 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         Extrapolate the EM iterations (SQUAREM with a monotone safeguard).
     cert_tol : float
         Largest estimated remaining log-likelihood gain (nats) that certifies (default 1e-6).
+    max_starts : int
+        Data-driven starts: the most starts the start policy draws (default 96) while the best
+        maximum has been reached by fewer than ``EMConfig.min_best_hits`` (2) starts.
+    spurious : {"reject", "keep"}
+        Data-driven starts: ``"reject"`` (default) returns the best regular maximum whenever
+        one was found; ``"keep"`` the raw highest log-likelihood (:mod:`moetheory.em.spurious`).
     seed : int
         Seed of the starts: same seed, same machine → identical numbers.
     cov_type : {"oim", "opg", "sandwich"}
@@ -141,10 +180,11 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         ``gate="topk"`` also ``method`` (``"gem"``: generalised EM on the E-step's active sets,
         default; ``"direct"``: Newton on the observed log-likelihood over the gate) and
         ``max_halvings``.
-    em_backend : {"auto", "numba", "jax"}, optional
-        Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses the fused Numba
-        kernel on every core for the softmax gate on CPU and JAX otherwise; both give the same
-        estimate (:mod:`moetheory.em.backend`).
+    em_backend : {"auto", "numba", "numpy", "jax"}, optional
+        Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses, for the softmax
+        gate on CPU, its NumPy path on small data (n·k ≤ 10,000: nothing to compile) and the
+        fused Numba kernel on every core otherwise, and JAX for the other gates; all give the
+        same estimate to rounding (:mod:`moetheory.em.backend`).
     x_names : sequence of str, optional
         Names of the covariates of an array ``x`` (default ``x1 .. xd``; a DataFrame's own
         column names are used).
@@ -188,7 +228,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                          f"d={spec.dim} has {n_free} free parameters: n must exceed that")
     config = _estimator(estimator, gate_options, init=init, n_init=n_init, n_keep=n_keep, tol=tol,
                         max_iter=max_iter, var_floor=var_floor, polish=polish,
-                        acceleration=acceleration, cert_tol=cert_tol)
+                        acceleration=acceleration, cert_tol=cert_tol, max_starts=max_starts,
+                        spurious=spurious)
     if truth is not None:
         if not isinstance(truth, MoEParams):
             raise TypeError(f"truth must be MoEParams; got {type(truth).__name__}")
@@ -211,8 +252,9 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     ds = (DataScale(identity_standardizer(x.shape[1]), 0.0, 1.0) if config.near_truth
           else data_scale(spec, x, y))
     y_std = (y - ds.y_center) / ds.y_scale
-    floor = (default_var_floor(y_std) if config.var_floor is None
-             else config.var_floor / ds.y_scale ** 2)
+    # None: the pipeline's default floor (default_var_floor), which it may lower for an expert
+    # of regular size whose noise is below it
+    floor = None if config.var_floor is None else config.var_floor / ds.y_scale ** 2
     res = run_pipeline(jax.random.key(seed), spec, ds.x.apply(x), y_std, config,
                        truth=None if truth is None else to_standard(truth, ds, spec), var_floor=floor,
                        em_backend=em_backend)
@@ -221,35 +263,84 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         shift = shift + x.shape[0] * float(np.sum(np.log(ds.x.scale)))
     res = res._replace(loglik=res.loglik - shift, trace=res.trace - shift,
                        start_logliks=res.start_logliks - shift,
-                       var_floor=res.var_floor * ds.y_scale ** 2)
+                       var_floor=res.var_floor * ds.y_scale ** 2,
+                       set_aside=tuple((ll - shift, a) for ll, a in res.set_aside))
     params = from_standard(as_numpy_params(res.params), ds, spec)
     params = as_numpy_params(spec.gate_family.finalise(spec, params))  # the reported representative
     check_params(spec, params)
     if not np.isfinite(res.loglik):
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
+    _warn_about(res, config, params, x.shape[0])
+    return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=int(x.shape[0]),
+                     n_iter=int(res.n_iter), converged=bool(res.certificate.certified),
+                     trace=res.trace, var_floor=float(res.var_floor),
+                     var_floor_hit=bool(res.floor_hit), start_kinds=res.start_kinds,
+                     start_logliks=np.asarray(res.start_logliks), x=x, y=y, cov_type=cov_type,
+                     x_names=names, certificate=res.certificate,
+                     em_converged=bool(res.converged), estimator=config,
+                     n_best_hits=int(res.n_best_hits), regular=res.regular,
+                     set_aside=tuple((float(ll), a.describe()) for ll, a in res.set_aside),
+                     floor_lowered=bool(res.floor_lowered),
+                     spurious_cause=None if not res.assessments else
+                     res.assessments[list(res.continued).index(res.best_start)].cause)
+
+
+def _warn_about(res, config: EMConfig, params, n: int) -> None:
+    """fit()'s warnings: each names the cause and what to change (stacklevel: fit's caller)."""
     cert = res.certificate
+    verdict = None
+    if res.assessments:
+        verdict = res.assessments[list(res.continued).index(res.best_start)]
+    n_starts = len(res.start_kinds)
     if res.floor_hit:
-        warnings.warn(
-            f"every continued EM start put an expert's variance on the floor var_floor="
-            f"{res.var_floor:.3g}: the fit is a degenerate spike on a few points, not an estimate. "
-            "Try fewer experts, more starts (n_init), another seed, or a smaller var_floor if the "
-            "noise is truly that small.", VarianceFloorWarning, stacklevel=2)
+        on = np.flatnonzero(np.asarray(params.var) <= res.var_floor * (1 + 1e-9))
+        sizes = None if verdict is None else verdict.sizes[on]
+        if sizes is not None and np.all(sizes >= verdict.min_count):
+            i = int(on[0])
+            if config.var_floor is not None:
+                why = (f"expert {i + 1} (an effective size of {sizes[0]:.4g} observations: not a "
+                       f"spike) has its variance on var_floor={res.var_floor:.3g}, so its noise is "
+                       f"at most that small and the floor decides its σ̂ = {np.sqrt(res.var_floor):.3g}. "
+                       "Pass a smaller var_floor (or leave it at its default, which is lowered "
+                       "automatically for an expert like this one).")
+            else:
+                why = (f"expert {i + 1} fits its {sizes[0]:.4g} observations exactly: its variance "
+                       f"sits on the variance floor even after lowering it to var_floor="
+                       f"{res.var_floor:.3g} (1e-24 of the response's variance), e.g. responses that "
+                       "lie exactly on a line or repeat one value (censoring). Remove or model "
+                       "those observations, or use fewer experts.")
+        else:
+            why = (f"every continued EM start put an expert's variance on the floor var_floor="
+                   f"{res.var_floor:.3g}: the fit is a degenerate spike on a few points, not an "
+                   f"estimate. Try fewer experts, more starts (max_starts), another seed, or a "
+                   "smaller var_floor if the noise is truly that small.")
+        warnings.warn(why, VarianceFloorWarning, stacklevel=3)
+    elif verdict is not None and verdict.cause in ("small_expert", "step_gate"):
+        fix = ("use fewer experts, or EMConfig(min_size=...) if an expert this small is real"
+               if verdict.cause == "small_expert" else
+               "the experts may still be usable, but a gate slope is not estimable: the regimes "
+               "switch sharply in the covariate (report the switch point, not the slope), or use "
+               "fewer experts if the step isolates a few observations")
+        what = ("spurious='keep' returned the raw highest maximum" if config.spurious == "keep"
+                else f"no regular maximum was found in {n_starts} starts")
+        warnings.warn(f"{what}: in the returned fit {verdict.describe()}, a spurious maximum of "
+                      f"the likelihood; {fix}.", SpuriousSolutionWarning, stacklevel=3)
     elif not cert.certified:
         why = _REASONS.get(cert.reason, cert.reason).format(gap=cert.gap, tol=config.cert_tol)
         if not res.converged:
             why += f" (EM stopped at max_iter={config.max_iter} before its stopping rule)"
         hint = ("try polish='newton' (the default), a larger max_iter or a smaller tol"
                 if config.polish == "none"
-                else "try more starts (n_init), a larger max_iter, or fewer experts")
+                else "try more starts (max_starts), a larger max_iter, or fewer experts")
         warnings.warn(f"the estimate is not certified as a maximum of the log-likelihood: {why}; "
-                      f"{hint}.", ConvergenceWarning, stacklevel=2)
-    return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=int(x.shape[0]),
-                     n_iter=int(res.n_iter), converged=bool(cert.certified), trace=res.trace,
-                     var_floor=float(res.var_floor), var_floor_hit=bool(res.floor_hit),
-                     start_kinds=res.start_kinds, start_logliks=np.asarray(res.start_logliks),
-                     x=x, y=y, cov_type=cov_type, x_names=names, certificate=cert,
-                     em_converged=bool(res.converged), estimator=config)
+                      f"{hint}.", ConvergenceWarning, stacklevel=3)
+    if res.assessments and res.n_best_hits < config.min_best_hits and res.params.var.size > 1:
+        warnings.warn(f"the best log-likelihood found ({res.loglik:.6g}) was reached by "
+                      f"{res.n_best_hits} of the {len(res.continued)} continued starts "
+                      f"({n_starts} drawn, max_starts={config.max_starts}), fewer than "
+                      f"min_best_hits={config.min_best_hits}: a higher maximum may exist. Try a "
+                      "larger max_starts or another seed.", MultistartWarning, stacklevel=3)
 
 
 def _estimator(estimator, gate_options, **given) -> EMConfig:

@@ -45,6 +45,18 @@ class FitResult:
         ``loglik`` can be below ``max(start_logliks)``)
     x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
     x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
+    n_best_hits : int, how many continued starts reached ``loglik`` (the start policy asks for
+        ``estimator.min_best_hits``; None when not recorded)
+    regular : bool or None, whether the fit is a regular maximum (no expert on a few points, no
+        step gate, no variance on the floor; :mod:`moetheory.em.spurious`); None for near-truth
+        starts, which are not assessed
+    set_aside : tuple of (ℓ, why), higher spurious maxima the starts reached and the fit set
+        aside (``EMConfig(spurious="keep")`` returns the highest)
+    floor_lowered : bool, the default variance floor was lowered because an expert of regular
+        size sat on it (noise smaller than 1e-4 of the response's standard deviation)
+    spurious_cause : str or None, the spurious-solution rule's verdict on the fit ("regular",
+        "small_expert", "step_gate", "variance_floor", ...; :mod:`moetheory.em.spurious`), None
+        for near-truth starts
 
     Examples
     --------
@@ -71,6 +83,11 @@ class FitResult:
     certificate: object = None
     em_converged: bool = True
     estimator: object = None
+    n_best_hits: int | None = None
+    regular: bool | None = None
+    set_aside: tuple = ()
+    floor_lowered: bool = False
+    spurious_cause: str | None = None
 
     # ---- model selection ------------------------------------------------------------
     @property
@@ -97,6 +114,12 @@ class FitResult:
     @cached_property
     def responsibilities(self) -> np.ndarray:
         """Posterior expert probabilities at the data, (n, k)."""
+        from moetheory.em.certify import derivative_backend
+
+        if derivative_backend(self.spec, self.n_obs) != "jax":  # closed form: nothing to compile
+            from moetheory.kernels.numpy_derivs import softmax_posterior
+
+            return softmax_posterior(self.params, self.x, self.y)
         return np.asarray(model.responsibilities(self.spec, self.params, self.x, self.y))
 
     def _x(self, x):
@@ -132,6 +155,14 @@ class FitResult:
         (n,) int: flexmix's ``clusters()``."""
         return np.argmax(self.responsibilities, axis=1)
 
+    def plot(self, along: int = 0, ax=None, **options):
+        """The fitted experts over the data coloured by posterior, gate probabilities beneath
+        (:func:`moetheory.plotting.plot_fit`; needs matplotlib). Returns (figure, (top,
+        bottom))."""
+        from moetheory.plotting import plot_fit
+
+        return plot_fit(self, along=along, ax=ax, **options)
+
     def log_density(self, x, y) -> np.ndarray:
         """log p(y_n | x_n) for new data, (n,) (log p(x_n, y_n) for a gate that models x, such
         as the Gaussian gate: the observation's term of the likelihood that was maximised)."""
@@ -149,7 +180,7 @@ class FitResult:
     @property
     def free_params(self) -> np.ndarray:
         """Estimates of the free parameters, in the order of :attr:`param_names`."""
-        return np.asarray(mle.pack(self.spec, self.params))
+        return mle.pack_numpy(self.spec, self.params)
 
     @cached_property
     def _standard(self):
@@ -173,16 +204,23 @@ class FitResult:
             info, scores = self._information
             bad = set(mle.unidentified_labels(self.spec))
             if not bad:
-                cov, singular = mle.covariance(info, scores, cov_type)
+                cov, singular, reason = mle.covariance(info, scores, cov_type, return_reason=True)
             else:
                 # Parameters without information (top-K, K = 1: the gate) are left out of the
                 # inversion; their rows and columns are NaN.
                 keep = np.array([lab not in bad for lab in mle.param_names(self.spec)])
-                sub, singular = mle.covariance(info[np.ix_(keep, keep)], scores[:, keep], cov_type)
+                sub, singular, reason = mle.covariance(info[np.ix_(keep, keep)], scores[:, keep],
+                                                       cov_type, return_reason=True)
                 cov = np.full(info.shape, np.nan)
                 cov[np.ix_(keep, keep)] = sub
-            cache[cov_type] = (_map_covariance(cov, self._standard[2]), singular)
+            cache[cov_type] = (_map_covariance(cov, self._standard[2]), singular, reason)
         return cache[cov_type]
+
+    def information_rank(self, cov_type: str | None = None) -> str:
+        """Why the covariance is what it is: "regular", or "singular (rank r of p; ...)" / "not
+        positive definite (...)" from the rank test relative to scale
+        (:func:`moetheory.mle.rank_test`) of the matrix ``cov_type`` inverts."""
+        return self._cov(cov_type or self.cov_type)[2]
 
     def cov_params(self, cov_type: str | None = None) -> np.ndarray:
         """Covariance of the free parameters: ``"oim"`` (observed information, default),
@@ -250,12 +288,21 @@ class FitResult:
                             index=names)
 
     def conf_int(self, alpha: float = 0.05, cov_type: str | None = None) -> np.ndarray:
-        """Wald confidence intervals, (p, 2)."""
+        """Wald confidence intervals, (p, 2): est ± z·se, except for the variances (and an
+        estimated activation-gate τ), which are positive: their intervals are Wald intervals of
+        the logarithm mapped back, est·exp(± z·se/est) (the delta method: se(log v) = se(v)/v;
+        flexmix's ``refit`` works on log σ likewise), so they never include zero or negatives."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1); got {alpha}")
         z = stats.norm.ppf(1 - alpha / 2)
         est, se = self.free_params, self.bse(cov_type)
-        return np.column_stack([est - z * se, est + z * se])
+        lo, hi = est - z * se, est + z * se
+        positive = np.array([f in ("var", "tau") for f, _, _ in mle.free_layout(self.spec)])
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            factor = np.exp(z * se / est)
+        lo = np.where(positive, est / factor, lo)
+        hi = np.where(positive, est * factor, hi)
+        return np.column_stack([lo, hi])
 
     def params_table(self, cov_type: str | None = None, alpha: float = 0.05):
         """A pandas DataFrame: coef, std err, z, P>|z| and the confidence interval."""
@@ -288,16 +335,37 @@ class FitResult:
             "x_names": None if self.x_names is None else list(self.x_names),
             "cov_type": cov_type or self.cov_type,
             "singular_information": bool(self._cov(cov_type or self.cov_type)[1]),
+            "information_rank": self.information_rank(cov_type),
             "unidentified": self.unidentified,
             "params": self.params.to_dict(),
             "identified_params": self.identified_params.to_dict(),
             "identifiability_notes": self.identifiability_notes,
             "start_logliks": [None if not np.isfinite(v) else float(v) for v in self.start_logliks],
+            "starts": self.starts_report(),
         }
         table = self.params_table(cov_type)
         out["inference"] = {name: {c: (None if not np.isfinite(v) else float(v)) for c, v in row.items()}
                             for name, row in table.iterrows()}
         return out
+
+    def starts_report(self) -> dict:
+        """How the starts went: drawn, continued, how many reached the returned maximum (and how
+        many the estimator asked for), whether it is regular, and the higher spurious maxima set
+        aside (JSON-ready).
+
+        Examples
+        --------
+        >>> res.starts_report()["n_best_hits"]      # doctest: +SKIP
+        2
+        """
+        est = self.estimator
+        return {"n_starts": len(self.start_kinds),
+                "kinds": sorted(set(self.start_kinds)),
+                "n_best_hits": self.n_best_hits,
+                "min_best_hits": None if est is None or est.near_truth else est.min_best_hits,
+                "regular": self.regular,
+                "set_aside": [{"loglik": float(ll), "why": why} for ll, why in self.set_aside],
+                "floor_lowered": self.floor_lowered, "spurious_cause": self.spurious_cause}
 
     def __repr__(self):
         return (f"FitResult(gate={self.spec.gate_name!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "

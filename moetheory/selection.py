@@ -49,8 +49,10 @@ class SelectKResult:
     Attributes
     ----------
     table : pandas.DataFrame indexed by k: ``loglik``, ``df``, ``aic``, ``bic``, ``icl``,
-        ``converged``, ``var_floor_hit``
-    criterion : str, the criterion that chose (smallest value wins)
+        ``converged``, ``var_floor_hit``, ``spurious`` (the fit is not a regular maximum,
+        :mod:`moetheory.em.spurious`)
+    criterion : str, the criterion that chose (smallest value wins among the k whose fit has no
+        expert on a few observations, when there is one)
     k : int, the chosen number of experts
     fits : dict k → FitResult
 
@@ -133,9 +135,16 @@ def select_k(x, y, k=range(1, 5), criterion: str = "bic", **fit_kwargs) -> Selec
          "aic": [f.aic for f in fits.values()], "bic": [f.bic for f in fits.values()],
          "icl": [f.icl for f in fits.values()],
          "converged": [bool(f.converged) for f in fits.values()],
-         "var_floor_hit": [bool(f.var_floor_hit) for f in fits.values()]},
+         "var_floor_hit": [bool(f.var_floor_hit) for f in fits.values()],
+         "spurious": [f.spurious_cause not in (None, "regular") for f in fits.values()]},
         index=pd.Index(ks, name="k"))
-    chosen = int(table[criterion].idxmin())
+    # A fit with an expert on a few observations (or fitted exactly) has a likelihood that no
+    # criterion penalises enough (the spike's ℓ grows without bound): it is not a candidate
+    # while a k without one exists. A step gate is a sharp regime switch, not a spike.
+    few = pd.Series([f.spurious_cause in ("small_expert", "variance_floor") for f in fits.values()],
+                    index=table.index)
+    pool = table[~few] if (~few).any() else table
+    chosen = int(pool[criterion].idxmin())
     return SelectKResult(table=table, criterion=criterion, k=chosen, fits=fits)
 
 

@@ -222,13 +222,11 @@ def standard_jacobian(spec: MoESpec, params_std: MoEParams, ds: DataScale) -> np
     >>> np.diag(standard_jacobian(MoESpec(1, 1), p, ds)).tolist()   # a: 3/2, b: 3, var: 9
     [1.5, 3.0, 9.0]
     """
-    from moetheory.mle import pack, unpack
-    from moetheory.results import as_numpy_params
+    from moetheory.mle import pack_numpy, unpack_numpy
 
     def image(theta):
-        p = as_numpy_params(unpack(spec, theta, params_std))
-        return np.asarray(pack(spec, from_standard(p, ds, spec)))
+        return pack_numpy(spec, from_standard(unpack_numpy(spec, theta, params_std), ds, spec))
 
-    p_free = len(np.asarray(pack(spec, params_std)))
+    p_free = len(pack_numpy(spec, params_std))
     origin = image(np.zeros(p_free))
     return np.column_stack([image(e) - origin for e in np.eye(p_free)])

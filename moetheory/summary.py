@@ -41,6 +41,39 @@ def _gate_notes(res):
     return notes + list(last)
 
 
+def fmt_number(v) -> str:
+    """A table entry as statsmodels formats one (``statsmodels.iolib.summary.forg``): 4
+    decimals in [1e-4, 1e4), else 4 significant digits (a variance of 2.1e-05 is not 0.0000).
+
+    Examples
+    --------
+    >>> fmt_number(1.23456), fmt_number(2.1e-5), fmt_number(float("nan"))
+    ('1.2346', '2.1e-05', 'nan')
+    """
+    from statsmodels.iolib.summary import forg
+
+    return forg(float(v), prec=4).strip()
+
+
+def _start_notes(res) -> list[str]:
+    """How the starts went (data-driven fits): how many reached the maximum, what was set aside."""
+    rep = res.starts_report()
+    notes = []
+    if rep["n_best_hits"] is not None and rep["min_best_hits"] is not None:
+        notes.append(f"Starts: {rep['n_starts']} drawn ({', '.join(rep['kinds'])}); the maximum was "
+                     f"reached by {rep['n_best_hits']} continued start(s) (asked for: "
+                     f"{rep['min_best_hits']}).")
+    for item in rep["set_aside"][:3]:
+        notes.append(f"Set aside: a higher log-likelihood {item['loglik']:.4f} where {item['why']} "
+                     "(a spurious maximum; EMConfig(spurious='keep') returns it).")
+    if len(rep["set_aside"]) > 3:
+        notes.append(f"... and {len(rep['set_aside']) - 3} more spurious maxima set aside.")
+    if rep["floor_lowered"]:
+        notes.append(f"The default variance floor was lowered to {res.var_floor:.3g}: an expert of "
+                     "regular size sat on it (its noise is below 1e-4 of the response's sd).")
+    return notes
+
+
 def _polish_iters(res) -> int:
     return 0 if res.certificate is None else int(res.certificate.n_polish)
 
@@ -86,12 +119,12 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
              ("Iterations:", f"{res.n_iter} EM + {_polish_iters(res)} Newton")]
     top = SimpleTable([[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
                       title="Gaussian Mixture-of-Experts Results")
-    fmt = lambda v: f"{v:.4f}" if np.isfinite(v) else str(v)  # noqa: E731  (nan, inf, -inf)
-    rows = [[fmt(v) for v in row] for row in table.to_numpy()]
+    rows = [[fmt_number(v) for v in row] for row in table.to_numpy()]
     params = SimpleTable(rows, headers=list(table.columns), stubs=list(table.index))
     notes = ["Notes:", f"[1] {gate.reference_note}"]
     if singular:
-        notes.append("[2] The information matrix is singular (over-fitted or non-identifiable model): "
+        notes.append(f"[2] The information matrix is singular or indefinite, "
+                     f"{res.information_rank(cov_type)} (an over-fitted or non-identifiable model): "
                      "standard errors use a pseudo-inverse and are not reliable.")
     if res.var_floor_hit:
         notes.append(f"[{len(notes)}] The variance floor {res.var_floor:.3g} was hit during EM.")
@@ -105,12 +138,14 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
         else:
             notes.append(f"[{len(notes)}] NOT certified as a maximum ({cert.reason}): a Newton step "
                          f"would gain {gap} nats; the estimate may not be the MLE.")
+    for note in _start_notes(res):
+        notes.append(f"[{len(notes)}] {note}")
     for note in _gate_notes(res):
         notes.append(f"[{len(notes)}] {note}")
     blocks = [top.as_text(), params.as_text()]
     ident = res.identified_table(cov_type) if res.spec.estimates_tau else None
     if ident is not None:
-        rows = [[fmt(v) for v in row] for row in ident.to_numpy()]
+        rows = [[fmt_number(v) for v in row] for row in ident.to_numpy()]
         blocks.append(SimpleTable(rows, headers=list(ident.columns), stubs=list(ident.index),
                                   title="Identified gate coordinates beta/tau").as_text())
     return "\n".join([*blocks, *notes])

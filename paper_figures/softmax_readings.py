@@ -105,7 +105,7 @@ def tables(preset="full", cache_dir=None) -> str:
         reps = sum(c["replicates"] for c in cells.values())
         fits = reps * fit.n_starts
         lines.append(f"| {fit.label} | {len(cells)} | {wall:.0f} | {fits} | {cert}/{len(g)} | "
-                     f"{wall / fits:.2f} | {wall / max(cert, 1):.2f} |")
+                     f"{wall / fits:.2f} | {f'{wall / cert:.2f}' if cert else '—'} |")
     return "\n".join(lines)
 
 

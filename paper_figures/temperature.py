@@ -106,10 +106,10 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
                       transform=ax_a.transAxes, fontsize=7, color="0.3")
         reps = next((s.replicates_of(label) for s in specs if label in {f.label for f in s.fits}), 0)
         fitted = "exact-fitted k = 2" if label == "k2" else "over-fitted k = 3"
-        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates; "
-                       f"{_certified(frames, specs, label, 'temperature')})")
-        ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents; "
-                       f"{_certified(frames, specs, label, 'activation')})")
+        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates)\n"
+                       f"{_certified(frames, specs, label, 'temperature')}")
+        ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents)\n"
+                       f"{_certified(frames, specs, label, 'activation')}")
         ax_g.set_title("gate-function error (L2 of the gate probabilities over the design)")
         ax_h.set_title("Hellinger distance of the conditional densities")
         for ax, ylab in ((ax_t, "Voronoi loss"), (ax_a, "Voronoi loss"), (ax_g, "error"),

@@ -143,3 +143,38 @@ def reference_cov(case: Case, order, est=None) -> np.ndarray:
             kind = {"a": "slope", "b": "const", "var": "var"}[field]
             A[row, ref_index(kind, order[i])] = 1.0
     return A @ cov_ref @ A.T
+
+
+def optimum_params(case: Case, opt: dict):
+    """An entry of ``case.ref["optima"]`` as moetheory ``MoEParams`` (the reference's order)."""
+    k = case.k
+    theta = np.asarray(opt["theta"], dtype=float)
+    gate = np.vstack([np.zeros((1, 2)), theta[: 2 * (k - 1)].reshape(k - 1, 2)])
+    ex = theta[2 * (k - 1):].reshape(k, 3)
+    est = {"gate_coef": gate.tolist(), "expert_coef": ex[:, :2].tolist(),
+           "var": np.exp(2 * ex[:, 2]).tolist()}
+    return reference_params(case, est=est)
+
+
+def best_regular(case: Case):
+    """(ℓ, cause of the best known maximum) where ℓ is the highest maximum of the reference that
+    moetheory's default spurious-solution rule counts as regular
+    (:func:`moetheory.em.spurious.assess`, default ``min_size``, no variance floor), or None
+    when the reference has none; the cause is "regular" when the best known maximum is."""
+    from moetheory.em.certify import certify
+    from moetheory.em.config import EMConfig
+    from moetheory.em.spurious import assess
+    from moetheory.spec import MoESpec
+
+    spec = MoESpec(case.k, 1)
+    found, first = None, None
+    for opt in sorted((o for o in case.ref["optima"] if o["loglik"] is not None),
+                      key=lambda o: -o["loglik"]):
+        p = optimum_params(case, opt)
+        a = assess(spec, p, case.x, case.y, np.ones(case.y.size), var_floor=0.0,
+                   certificate=certify(spec, p, case.x, case.y), min_size=EMConfig().min_size)
+        first = a.cause if first is None else first
+        if a.regular:
+            found = float(opt["loglik"])
+            break
+    return found, first

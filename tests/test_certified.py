@@ -175,3 +175,31 @@ def test_a_fit_leaves_the_warning_filters_alone():
     before = list(warnings.filters)
     mt.fit(x, y, 3, n_init=6, n_keep=3)
     assert warnings.filters == before
+
+
+def test_polish_stops_at_the_best_finite_point_when_the_hessian_overflows(monkeypatch):
+    # A gate running towards a step makes the exact Hessian overflow at a point trust-exact has
+    # accepted; scipy's factorisation then raises. The polish must keep the highest finite point
+    # (never below its start) instead of failing the replicate or the study.
+    import moetheory.em.certify as cert
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (500, 1))
+    y = np.where(x[:, 0] > 0, 1 + x[:, 0], -1 - x[:, 0]) + 0.2 * rng.standard_normal(500)
+    spec = MoESpec(2, 1)
+    start = MoEParams.create([0.5, 0.0], [[3.0], [0.0]], [[0.8], [-0.8]], [0.9, -0.9], [0.05, 0.05])
+    real = cert.derivatives
+    calls = []
+
+    def flaky(*args, **kwargs):
+        ll, g, H = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 2:  # the third evaluation onwards: an overflowing Hessian
+            H = np.full_like(H, np.nan)
+        return ll, g, H
+
+    monkeypatch.setattr(cert, "derivatives", flaky)
+    new, ll, _, _ = cert.polish(spec, start, x, y)
+    ll0 = loglik(spec, start, x, y)
+    assert np.isfinite(ll) and ll >= ll0
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in new)

@@ -330,7 +330,7 @@ def test_pipeline_reports_every_start_and_picks_the_best(datasets):
     x, y = datasets[(3, 1, 1)]
     cfg = EMConfig(n_init=N_STARTS, n_keep=3)
     ms = run_pipeline(jax.random.key(4), spec, x, y, cfg)
-    assert ms.start_kinds == KINDS
+    assert ms.start_kinds == cfg.start_kinds(N_STARTS)
     assert ms.start_logliks.shape == (N_STARTS,) and np.all(np.isfinite(ms.start_logliks))
     # The continued starts: the best distinct healthy short runs first (continuation_order).
     assert np.all(np.isfinite(ms.short_logliks))

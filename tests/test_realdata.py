@@ -29,34 +29,17 @@ CASES = rr.cases()
 #: k = 1 has one maximum (least squares); the start strategy matters from k = 2 on.
 FIT_CASES = [c for c in CASES if c.k >= 2]
 
-#: Cases where the current default fit misses the best known maximum in some seed without a
-#: warning (measured: benchmarks/results/realdata.md). They flip when the new estimator
-#: pipeline finds the best peak or says it may not have.
+#: Cases where the default fit misses the best known regular maximum in some seed without a
+#: warning (measured: python benchmarks/realdata.py, docs/realdata.md): a lower maximum was
+#: reached by two continued starts before the best one was.
 MISSES_BEST = {
-    ("tonedata", 2): "tonedata k = 2: 7 of 10 seeds stop 2.8 nats below the best known maximum, no warning",
-    ("tonedata", 3): "tonedata k = 3: 9 of 10 seeds stop 76-88 nats below the best known maximum, no warning",
-    ("tonedata", 4): "tonedata k = 4: 9 of 10 seeds stop 2.3-58 nats below the best known maximum, no warning",
-    ("co2data", 3): "co2data k = 3: 9 of 10 seeds stop 2.3-7.0 nats below the best known maximum, no warning",
-    ("npreg", 2): "npreg k = 2: 3 of 10 seeds stop 1.07 nats below the best known maximum, no warning",
-    ("ais", 4): "ais k = 4: 9 of 10 seeds stop 0.49-4.3 nats below the best known maximum, no warning",
-    ("mcycle", 2): "mcycle k = 2: 3 of 10 seeds stop 24.7-28.9 nats below the best known maximum, no warning",
-    ("mcycle", 3): "mcycle k = 3: 10 of 10 seeds stop 2.48 nats below the best known maximum, no warning",
-    ("mcycle", 4): "mcycle k = 4: 10 of 10 seeds stop 0.93-3.3 nats below the best known maximum, no warning",
-    ("faithful", 3): "faithful k = 3: 6 of 10 seeds stop 1.11-1.18 nats below the best known maximum, no warning",
-    ("faithful", 4): "faithful k = 4: 9 of 10 seeds stop 5.5-9.6 nats below the best known maximum, no warning",
-    ("boston", 4): "boston k = 4: 4 of 10 seeds stop 16.3-18.6 nats below the best known maximum, no warning",
-}
-
-#: Cases where moetheory's standard errors at the best known maximum are not the exact
-#: Hessian's (NaN: an ill-conditioned information treated as singular).
-SE_WRONG = {
-    ("mcycle", 2): "mcycle k = 2: 7 of 8 standard errors NaN (information eigenvalues 4e-4 .. 1e7 "
-                   "in standardised coordinates, treated as singular; the exact Hessian is definite)",
-    ("mcycle", 3): "mcycle k = 3: 12 of 13 standard errors NaN at the local maxima l = -580.52 and "
-                   "-607.30 (ill-conditioned, not singular, information)",
-    ("faithful", 4): "faithful k = 4: 17 of 18 standard errors NaN at the best known maximum "
-                     "(an expert of 4.9 points with variance 2e-4; information eigenvalues "
-                     "0.054 .. 2.1e12, treated as singular)",
+    ("tonedata", 2): "tonedata k = 2: 2 of 10 seeds stop 2.8 nats below the best known maximum, "
+                     "which two continued starts reached first, no warning",
+    ("tonedata", 4): "tonedata k = 4: 1 of 10 seeds stops 2.3 nats below, no warning",
+    ("npreg", 2): "npreg k = 2: 2 of 10 seeds stop 1.07 nats below, no warning",
+    ("ais", 4): "ais k = 4: 5 of 10 seeds stop 0.49 nats below, no warning",
+    ("faithful", 3): "faithful k = 3: 1 of 10 seeds stops 0.23 nats below the best regular maximum, no warning",
+    ("faithful", 4): "faithful k = 4: 1 of 10 seeds stops 0.58 nats below the best regular maximum, no warning",
 }
 
 
@@ -110,7 +93,7 @@ def _result_at(case, params):
 SE_CASES = [c for c in CASES if rr.local_maxima(c)]
 
 
-@pytest.mark.parametrize("case", _params(SE_CASES, SE_WRONG))
+@pytest.mark.parametrize("case", SE_CASES, ids=_id)
 def test_standard_errors_at_local_maxima_equal_the_exact_hessian(case):
     # At the three highest regular local maxima (negative definite Hessian) of each case.
     for est in rr.local_maxima(case):
@@ -125,12 +108,16 @@ def test_standard_errors_at_local_maxima_equal_the_exact_hessian(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _params(FIT_CASES, MISSES_BEST))
 def test_default_fit_reaches_the_best_known_maximum_or_warns(case):
+    # The target is the best known *regular* maximum: the default spurious-solution rule sets
+    # the others aside (moetheory.em.spurious; docs/fit_quality.md).
+    best_regular, _ = rr.best_regular(case)
+    target = case.best_loglik if best_regular is None else best_regular
     misses = []
     for seed in SEEDS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = mt.fit(case.x, case.y, n_experts=case.k, seed=seed)
-        gap = res.loglik - case.best_loglik
+        gap = res.loglik - target
         if gap < -REACH_TOL and not _moetheory_warnings(caught):
             misses.append((seed, round(gap, 4)))
     assert not misses, f"{_id(case)}: seeds below the best known maximum without a warning: {misses}"

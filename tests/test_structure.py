@@ -19,11 +19,13 @@ def _defs(pattern):
 
 
 def test_one_stopping_rule():
-    # the rule is defined by EMConfig.stop_thresholds; the three EM loops (JAX, Numba, NumPy
-    # oracle) only apply its two numbers, |Δℓ| <= max(tol_rel·|ℓ|, tol_abs)
+    # the rule is defined by EMConfig.stop_thresholds; the four EM loops (JAX, Numba, its
+    # NumPy twin for small data, NumPy oracle) only apply its two numbers,
+    # |Δℓ| <= max(tol_rel·|ℓ|, tol_abs)
     assert set(_defs(r"def stop_thresholds")) == {"em/config.py"}
     appliers = _defs(r"<=\s*(jnp\.)?max(imum)?\(tol_rel \*")
-    assert set(appliers) == {"em/run.py", "kernels/numba_em.py", "kernels/reference.py"}, appliers
+    assert set(appliers) == {"em/run.py", "kernels/numba_em.py", "kernels/numpy_em.py",
+                             "kernels/reference.py"}, appliers
     assert not _defs(r"LL_FLOOR_PER_OBS|ll_floor"), "a second stopping rule"
 
 
@@ -31,8 +33,9 @@ def test_one_tie_rule_and_one_start_drawer():
     assert set(_defs(r"def pick_best\b")) == {"em/starts.py"}
     assert set(_defs(r"\bpick_best\(")) <= {"em/starts.py", "em/pipeline.py"}
     assert set(_defs(r"def draw_starts\b")) == {"em/starts.py"}
-    # the initialisers are called by the start drawer only (and by each other)
+    # the initialisers are called by the start drawer only (and by each other); em/init_numpy.py
+    # holds the NumPy twins of the data-driven ones for the CPU backends
     callers = _defs(r"\b(paper_init|perturb_init|data_partition|params_from_resp)\(")
-    assert set(callers) <= {"em/starts.py", "em/init.py"}, callers
+    assert set(callers) <= {"em/starts.py", "em/init.py", "em/init_numpy.py"}, callers
     # one driver: fit and every study cell call run_pipeline
     assert set(_defs(r"\brun_pipeline\(")) <= {"em/pipeline.py", "api.py", "study/runner.py"}

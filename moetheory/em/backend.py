@@ -1,4 +1,5 @@
-"""Which EM implementation runs a batch of fits: the JAX loop or the fused Numba kernel on CPU.
+"""Which EM implementation runs a batch of fits: the JAX loop, or on CPU the fused Numba kernel
+or its NumPy twin.
 
 The fused Numba kernel (:mod:`moetheory.kernels.numba_em`) implements the softmax-gate EM of
 :func:`moetheory.em.run.run_em` (same iterates up to rounding; ``tests/test_kernels.py``) with one
@@ -7,7 +8,15 @@ run on every core from a thread pool, each stopping at its own iteration count. 
 JAX that is several times faster than ``run_em`` (``benchmarks/results``); on accelerators, for
 the other gates and for fixed-iteration runs the JAX loop is used.
 
-``$MOETHEORY_EM_BACKEND`` = ``auto`` (default), ``numba`` or ``jax`` chooses;
+The Numba kernel is compiled on its first use in an install (about a minute on 2 cores, then
+cached on disk). Fits of small data (n·k ≤ :data:`NUMPY_MAX_CELLS`) run the same algorithm in
+vectorised NumPy instead (:mod:`moetheory.kernels.numpy_em`): nothing to compile, and at that
+size at most a few times slower per iteration (``benchmarks/results/first_fit.md``). The choice
+depends on the problem only, never on what happens to be compiled, so a seed gives the same
+numbers in every process. Study cells ask for ``"numba"`` explicitly (thousands of fits share
+one compilation).
+
+``$MOETHEORY_EM_BACKEND`` = ``auto`` (default), ``numba``, ``numpy`` or ``jax`` chooses;
 ``$MOETHEORY_THREADS`` sets the thread count (default: the CPUs this process may use).
 """
 from __future__ import annotations
@@ -22,7 +31,12 @@ import numpy as np
 
 from moetheory.params import MoEParams
 
-BACKENDS = ("auto", "numba", "jax")
+BACKENDS = ("auto", "numba", "numpy", "jax")
+#: the backends that run the softmax EM on CPU, one start per task (:func:`cpu_fit`)
+CPU_BACKENDS = ("numba", "numpy")
+#: automatic choice: data with n·k at most this run on the NumPy path (no compilation); larger
+#: ones on the Numba kernel (compiled once per install)
+NUMPY_MAX_CELLS = 10_000
 #: the gate Newton stopping tolerance of the softmax gate step (its default in ``run_em``)
 NEWTON_TOL = 1e-12
 
@@ -32,8 +46,9 @@ NUMBA_GATE_OPTIONS = ("max_newton", "newton_tol")
 
 
 def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
-    """Whether the Numba kernel implements EM for this model (a gate with ``numba = True`` — the
-    softmax gate —, early stopping, gate options among :data:`NUMBA_GATE_OPTIONS`).
+    """Whether the Numba kernel (and its NumPy twin) implements EM for this model (a gate with
+    ``numba = True`` — the softmax gate —, early stopping, gate options among
+    :data:`NUMBA_GATE_OPTIONS`).
 
     Examples
     --------
@@ -45,9 +60,23 @@ def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
             and set(dict(gate_options or ())) <= set(NUMBA_GATE_OPTIONS))
 
 
+def small_data(spec, n_obs) -> bool:
+    """Whether data of ``n_obs`` rows is small enough for the NumPy path of the softmax gate on
+    CPU (n·k ≤ :data:`NUMPY_MAX_CELLS`): the one size rule of the EM backend and of the
+    derivatives (:func:`moetheory.em.certify.derivative_backend`).
+
+    Examples
+    --------
+    >>> from moetheory.spec import MoESpec
+    >>> small_data(MoESpec(2, 1), 2000), small_data(MoESpec(3, 1), 10 ** 5)
+    (True, False)
+    """
+    return n_obs is not None and float(n_obs) * spec.n_experts <= NUMPY_MAX_CELLS
+
+
 def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "em_backend",
-                   gate_options=()) -> str:
-    """``"numba"`` or ``"jax"`` for fits of ``spec``.
+                   gate_options=(), n_obs=None) -> str:
+    """``"numba"``, ``"numpy"`` or ``"jax"`` for fits of ``spec``.
 
     Parameters
     ----------
@@ -55,10 +84,13 @@ def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "
     fixed_iter : bool, the fits run a fixed number of iterations (JAX only)
     gate_options : (name, value) pairs of the gate step
     requested : str, optional
-        ``"auto"`` (default; also ``$MOETHEORY_EM_BACKEND``), ``"numba"`` or ``"jax"``. Auto picks
-        Numba on a CPU-only JAX where the kernel implements the estimator; asking for ``"numba"``
-        where it cannot run is an error.
+        ``"auto"`` (default; also ``$MOETHEORY_EM_BACKEND``), ``"numba"``, ``"numpy"`` or
+        ``"jax"``. Auto picks, where the CPU kernels implement the estimator on a CPU-only JAX,
+        NumPy for small data (:func:`small_data` of ``n_obs``) and Numba otherwise (also when
+        ``n_obs`` is not given); asking for ``"numba"`` or ``"numpy"`` where they cannot run is
+        an error.
     what : str, the argument name used in error messages
+    n_obs : int, optional, the rows of the data (the automatic choice by size)
 
     Examples
     --------
@@ -67,6 +99,8 @@ def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "
     'jax'
     >>> choose_backend(MoESpec(2, 1, gate="topk", top_k=1))
     'jax'
+    >>> choose_backend(MoESpec(2, 1), n_obs=150), choose_backend(MoESpec(2, 1), n_obs=10 ** 5)
+    ('numpy', 'numba')
     """
     req = requested or os.environ.get("MOETHEORY_EM_BACKEND", "auto")
     if req not in BACKENDS:
@@ -74,18 +108,20 @@ def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "
     if req == "jax":
         return "jax"
     ok = numba_implements(spec, fixed_iter, gate_options)
-    if req == "numba":
+    if req in CPU_BACKENDS:
         if not ok:
-            raise ValueError(f"{what}='numba' implements the softmax gate without fixed_iter, with "
+            raise ValueError(f"{what}={req!r} implements the softmax gate without fixed_iter, with "
                              f"gate options among {NUMBA_GATE_OPTIONS}; got gate={spec.gate_name!r}, "
                              f"fixed_iter={fixed_iter}, gate options {sorted(dict(gate_options or ()))}")
-        return "numba"
+        return req
     if not ok or jax.default_backend() != "cpu":
         return "jax"
+    if small_data(spec, n_obs):
+        return "numpy"
     try:
         import numba  # noqa: F401
     except ImportError:  # pragma: no cover - numba is a core dependency
-        return "jax"
+        return "numpy"
     return "numba"
 
 
@@ -112,9 +148,23 @@ def thread_count() -> int:
         return os.cpu_count() or 1
 
 
-def numba_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floor, max_newton=1,
-              newton_tol=NEWTON_TOL, n_hard=0, fuse_check=True) -> dict:
-    """One softmax-gate EM run on the Numba kernel (NumPy in, NumPy out; never raises).
+def kernel_array(v) -> np.ndarray:
+    """``v`` as the one array type the Numba kernels are compiled for: float64, C-contiguous,
+    writable (a copy only when ``v`` is not already one).
+
+    Examples
+    --------
+    >>> a = np.zeros(3); a.flags.writeable = False
+    >>> kernel_array(a).flags.writeable, kernel_array(np.zeros(3)) is not None
+    (True, True)
+    """
+    return np.require(np.asarray(v, dtype=np.float64), requirements=("C", "W"))
+
+
+def cpu_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floor, max_newton=1,
+            newton_tol=NEWTON_TOL, n_hard=0, fuse_check=True, backend="numba") -> dict:
+    """One softmax-gate EM run on the Numba kernel or its NumPy twin (NumPy in, NumPy out;
+    never raises).
 
     Parameters
     ----------
@@ -123,7 +173,9 @@ def numba_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floo
     tol_rel, tol_abs, max_iter, var_floor, max_newton, newton_tol, n_hard : as
         :func:`moetheory.em.run.run_em`
     fuse_check : the one-pass iteration of ``max_newton=1`` (False: two passes, as needed when
-        a single iteration's end point must be exact, e.g. by SQUAREM)
+        a single iteration's end point must be exact, e.g. by SQUAREM); Numba only
+    backend : "numba" (:func:`moetheory.kernels.numba_em.em_loop`) or "numpy"
+        (:func:`moetheory.kernels.numpy_em.em_loop`)
 
     Returns
     -------
@@ -137,14 +189,20 @@ def numba_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floo
     >>> rng = np.random.default_rng(0)
     >>> x = rng.uniform(-1, 1, (300, 1)); y = np.sign(x[:, 0]) + 0.3 * rng.standard_normal(300)
     >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[0.], [0.]], [1., -1.], [1., 1.])
-    >>> out = numba_fit(x, y, np.ones(300), p, tol_rel=0.0, tol_abs=3e-6, max_iter=100,
-    ...                 var_floor=1e-10)  # doctest: +SKIP
-    >>> out["params"].a.shape, out["converged"]  # doctest: +SKIP
+    >>> out = cpu_fit(x, y, np.ones(300), p, tol_rel=0.0, tol_abs=3e-6, max_iter=100,
+    ...               var_floor=1e-10, backend="numpy")
+    >>> out["params"].a.shape, out["converged"]
     ((2, 1), True)
     """
-    from moetheory.kernels.numba_em import em_loop
+    if backend == "numpy":
+        from moetheory.kernels.numpy_em import em_loop
+    else:
+        from moetheory.kernels.numba_em import em_loop
 
     arr = lambda v: np.array(v, dtype=np.float64)  # noqa: E731  (contiguous copies)
+    # one argument type for Numba: read-only data (views of JAX arrays, in study cells) would
+    # compile the kernel a second time (a minute after an install)
+    x, y, w = (kernel_array(v) for v in (x, y, w))
     trace = np.full(int(max_iter) + 1, np.nan)
     counts = np.zeros(2, dtype=np.int64)
     tau = arr(getattr(start, "tau", 1.0))
@@ -161,6 +219,44 @@ def numba_fit(x, y, w, start: MoEParams, *, tol_rel, tol_abs, max_iter, var_floo
                 "trace": trace, "error": f"{type(err).__name__}: {err}"}
     return {"params": MoEParams(b0, b1, a, b, v, tau), "loglik": float(ll), "n_iter": int(n_iter),
             "converged": bool(conv), "floor_hit": bool(floor), "trace": trace}
+
+
+#: the Numba kernel's EM run (the name its callers know)
+numba_fit = cpu_fit
+
+
+def compile_numba() -> float:
+    """Compile the Numba kernels of the CPU pipeline (EM and ℓ's derivatives), or load them from
+    Numba's on-disk cache, by running each once on a tiny problem: a study calls it before its
+    first cell so that its progress display can show the compile phase as such and time its
+    cells without it. Numba compiles per argument type, never per shape, so every later fit
+    reuses this compilation.
+
+    Returns
+    -------
+    float, the seconds it took (about a minute after an install on 2 cores; about a second
+    once cached)
+
+    Examples
+    --------
+    >>> compile_numba() >= 0.0  # doctest: +SKIP
+    True
+    """
+    import time
+
+    from moetheory.kernels.numba_derivs import softmax_derivatives, softmax_loglik
+
+    t0 = time.perf_counter()
+    x = np.linspace(-1.0, 1.0, 16)[:, None]
+    y = np.where(x[:, 0] > 0, 1.0, -1.0) + 0.1 * np.cos(7.0 * x[:, 0])
+    w = np.ones(16)
+    p = MoEParams.create([0.5, 0.0], [[1.0], [0.0]], [[0.0], [0.0]], [1.0, -1.0], [1.0, 1.0])
+    for fuse in (True, False):  # the one-pass iteration and SQUAREM's two-pass one
+        cpu_fit(x, y, w, p, tol_rel=0.0, tol_abs=0.0, max_iter=2, var_floor=1e-10,
+                fuse_check=fuse, backend="numba")
+    softmax_derivatives(p, x, y, w)
+    softmax_loglik(p, x, y, w)
+    return time.perf_counter() - t0
 
 
 def map_fits(fn, tasks, threads=None) -> list:
@@ -211,7 +307,7 @@ def run_starts(spec, starts: MoEParams, x, y, w, *, backend: str, tol_rel, tol_a
     starts : MoEParams with a leading start axis: ``beta1``, ``a`` (S, k, d); ``beta0``, ``b``,
         ``var`` (S, k); ``tau`` (S,)
     x : (n, d); y, w : (n,) — w the observation weights (0: a padded row)
-    backend : "numba" (one start per thread, :func:`numba_fit`) or "jax" (one compiled program:
+    backend : "numba" or "numpy" (one start per thread, :func:`cpu_fit`) or "jax" (one compiled program:
         ``tol_rel``, ``tol_abs``, ``n_hard`` and ``n_steps`` are traced, so short and long runs
         of one batch size share it)
     tol_rel, tol_abs : the stopping thresholds (:meth:`moetheory.em.config.EMConfig.stop_thresholds`)
@@ -238,16 +334,15 @@ def run_starts(spec, starts: MoEParams, x, y, w, *, backend: str, tol_rel, tol_a
     ((2,), (2, 2, 1))
     """
     n_steps = max_iter if n_steps is None else min(int(n_steps), int(max_iter))
-    if backend == "numba":
-        xn = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-        yn = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
-        wn = np.ascontiguousarray(np.asarray(w, dtype=np.float64))
+    if backend in CPU_BACKENDS:
+        xn, yn, wn = (kernel_array(v) for v in (x, y, w))
         starts_np = jax.tree.map(np.asarray, starts)
         opts = dict(gate_options or ())
 
         def run(i):
-            return numba_fit(xn, yn, wn, _take(starts_np, i), tol_rel=tol_rel, tol_abs=tol_abs,
-                             max_iter=n_steps, var_floor=var_floor, n_hard=n_hard, **opts)
+            return cpu_fit(xn, yn, wn, _take(starts_np, i), tol_rel=tol_rel, tol_abs=tol_abs,
+                           max_iter=n_steps, var_floor=var_floor, n_hard=n_hard, backend=backend,
+                           **opts)
 
         outs = map_fits(run, list(range(np.shape(starts_np.beta0)[0])), threads)
         trace = np.full((len(outs), max_iter + 1), np.nan)

@@ -26,8 +26,10 @@ and left out of the certificate (:func:`held_labels`); EM's gate step maximises 
 top-K certificate therefore says: a strict maximum over every other parameter, with the active
 sets of the estimate.
 
-The derivatives come from :func:`derivatives`: the one-pass Numba kernel
-(:mod:`moetheory.kernels.numba_derivs`) for the softmax gate on CPU, JAX autodiff otherwise.
+The derivatives come from :func:`derivatives`: for the softmax gate on CPU the closed forms,
+in NumPy for small data (:mod:`moetheory.kernels.numpy_derivs`, nothing to compile) and in the
+one-pass Numba kernel otherwise (:mod:`moetheory.kernels.numba_derivs`); JAX autodiff for the
+other gates (:func:`derivative_backend`).
 """
 from __future__ import annotations
 
@@ -39,8 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.gates.base import get_field
-from moetheory.mle import free_layout, pack, unidentified_labels, unpack
+from moetheory.mle import free_layout, pack, pack_numpy, unidentified_labels, unpack, unpack_numpy
 from moetheory.params import MoEParams
 
 #: Relative eigenvalue (after unit-diagonal scaling) below which a direction counts as flat.
@@ -108,17 +109,25 @@ def _log_fields(spec):
     return np.array([f == "var" or gate.log_scale(f, idx) for f, idx, _ in free_layout(spec)])
 
 
-def uses_numba(spec) -> bool:
-    """True when :func:`derivatives` runs the Numba kernel: a gate with ``numba = True`` (the
-    softmax gate), CPU JAX.
+def derivative_backend(spec, n_obs) -> str:
+    """Who computes ℓ's derivatives for ``spec`` on data of ``n_obs`` rows: ``"numpy"`` or
+    ``"numba"`` (the closed forms of the softmax gate on a CPU JAX; NumPy for small data by
+    :func:`moetheory.em.backend.small_data`) or ``"jax"`` (autodiff). Also the information
+    matrix of :func:`moetheory.mle.information` follows it.
 
     Examples
     --------
     >>> from moetheory.spec import MoESpec
-    >>> uses_numba(MoESpec(2, 1, gate="temperature"))
-    False
+    >>> derivative_backend(MoESpec(2, 1, gate="temperature"), 100)
+    'jax'
+    >>> derivative_backend(MoESpec(2, 1), 100), derivative_backend(MoESpec(2, 1), 10 ** 6)
+    ('numpy', 'numba')
     """
-    return spec.gate_family.numba and jax.default_backend() == "cpu"
+    from moetheory.em.backend import small_data
+
+    if not spec.gate_family.numba or jax.default_backend() != "cpu":
+        return "jax"
+    return "numpy" if small_data(spec, n_obs) else "numba"
 
 
 def piecewise(spec) -> bool:
@@ -216,7 +225,12 @@ def derivatives(spec, params: MoEParams, x, y, weights=None, mask=None):
     ((8,), (8, 8))
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_derivatives
+
+        return softmax_derivatives(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_derivatives
 
         return softmax_derivatives(params, x, y, w)
@@ -246,7 +260,12 @@ def loglik(spec, params: MoEParams, x, y, weights=None, mask=None) -> float:
     -1.837877
     """
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if uses_numba(spec):
+    path = derivative_backend(spec, np.shape(y)[0])
+    if path == "numpy":
+        from moetheory.kernels.numpy_derivs import softmax_loglik
+
+        return softmax_loglik(params, x, y, w)
+    if path == "numba":
         from moetheory.kernels.numba_derivs import softmax_loglik
 
         return softmax_loglik(params, x, y, w)
@@ -257,22 +276,21 @@ def loglik(spec, params: MoEParams, x, y, weights=None, mask=None) -> float:
 
 class _Chart:
     """The polish's coordinates θ̃: the free parameters (:func:`free_layout` order) with
-    log-variances (and log-τ). NumPy only: the polish converts at every trial point, where
-    JAX's per-element dispatch would cost more than the likelihood pass itself."""
+    log-variances (and log-τ). NumPy only (:func:`moetheory.mle.pack_numpy`): the polish
+    converts at every trial point, where JAX's per-element dispatch would cost more than the
+    likelihood pass itself."""
 
     def __init__(self, spec, params, held=frozenset()):
         self.spec = spec
-        self.template = {f: np.array(v, dtype=np.float64) for f, v in params.arrays().items()}
-        layout = free_layout(spec)
+        self.template = unpack_numpy(spec, pack_numpy(spec, params), params)  # float64 copies
         #: (p,) bool: the coordinates the polish moves (the others stay at the template's)
-        self.keep = np.array([lab not in held for _, _, lab in layout], dtype=bool)
-        self.layout = [(f, idx) for (f, idx, _), k in zip(layout, self.keep) if k]
+        self.keep = np.array([lab not in held for _, _, lab in free_layout(spec)], dtype=bool)
+        self._full = pack_numpy(spec, self.template)
         self.logs = _log_fields(spec)[self.keep]
 
     def pack(self, params) -> np.ndarray:
-        """Free parameters (p,) in natural coordinates."""
-        return np.array([np.asarray(get_field(params, f), dtype=np.float64)[idx]
-                         for f, idx in self.layout], dtype=np.float64)
+        """The moved free parameters (p,) in natural coordinates."""
+        return pack_numpy(self.spec, params)[self.keep]
 
     def to_theta(self, params) -> np.ndarray:
         th = self.pack(params)
@@ -280,10 +298,9 @@ class _Chart:
 
     def to_params(self, theta) -> MoEParams:
         nat = np.where(self.logs, np.exp(np.where(self.logs, theta, 0.0)), theta)
-        fields = {f: v.copy() for f, v in self.template.items()}
-        for t, (f, idx) in enumerate(self.layout):
-            fields[f][idx] = nat[t]
-        return self.spec.gate_family.complete(self.spec, MoEParams.from_arrays(fields))
+        full = self._full.copy()
+        full[self.keep] = nat
+        return unpack_numpy(self.spec, full, self.template)
 
     def transform(self, theta, g, H):
         """Gradient and Hessian from natural (all free parameters) to θ̃ coordinates (the kept
@@ -431,15 +448,31 @@ def _trust_region(spec, params, x, y, weights, max_iter, var_floor):
         return params, start[0], start[:3], 0
     # (no warnings.catch_warnings here: it swaps a process-wide filter list and is not safe in
     # the worker threads that polish starts side by side; trust-exact stays silent without
-    # disp, and trial points whose exp overflows are rejected by their infinite objective)
+    # disp, and trial points whose exp overflows are rejected by their infinite objective —
+    # trust-exact evaluates the Hessian of a trial point before rejecting it, so non-finite
+    # entries there are zeroed rather than raised)
+    finite = lambda a: np.where(np.isfinite(a), a, 0.0)  # noqa: E731
+    best = [theta0, start[0]]  # the highest finite point trust-exact has evaluated
+
+    def track(theta):
+        out = full(theta)
+        if math.isfinite(out[0]) and out[0] > best[1] and np.all(np.isfinite(out[4])):
+            best[:] = [np.array(theta), out[0]]
+        return out
+
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        res = minimize(fun, theta0, jac=lambda t: -full(t)[3] / n_w,
-                       hess=lambda t: -full(t)[4] / n_w, method="trust-exact",
-                       options={"maxiter": int(max_iter), "gtol": 1e-12})
-    theta = res.x
+        try:
+            res = minimize(fun, theta0, jac=lambda t: finite(-track(t)[3] / n_w),
+                           hess=lambda t: finite(-track(t)[4] / n_w), method="trust-exact",
+                           options={"maxiter": int(max_iter), "gtol": 1e-12})
+            theta, nit = res.x, int(res.nit)
+        except (ValueError, np.linalg.LinAlgError):
+            # an accepted point whose exact Hessian overflows (a gate running to a step):
+            # scipy's factorisations refuse it; stop at the best finite point instead
+            theta, nit = best[0], int(max_iter)
     new = chart.to_params(theta)
     ll_new, g, H, _, _ = full(theta)
     if (not math.isfinite(ll_new) or ll_new < start[0]
             or (var_floor > 0 and np.any(np.asarray(new.var) < var_floor))):
-        return params, start[0], start[:3], int(res.nit)
-    return new, ll_new, (ll_new, g, H), int(res.nit)
+        return params, start[0], start[:3], nit
+    return new, ll_new, (ll_new, g, H), nit

@@ -39,16 +39,26 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-#: start kinds: "auto" alternates k-means and random partitions (data-driven); "paper" and
+#: start kinds: "auto" cycles through the data-driven kinds :data:`AUTO_KINDS`; "paper" and
 #: "perturb" start near a known truth (simulation studies)
-INIT_KINDS = ("auto", "kmeans", "random", "paper", "perturb")
+INIT_KINDS = ("auto", "kmeans", "random", "lines", "paper", "perturb")
+#: the data-driven kinds "auto" cycles through (different kinds fail on different data: k-means
+#: finds clusters in (x, y), random partitions mixed regimes, random lines thin regimes along a
+#: line that k-means splits)
+AUTO_KINDS = ("lines", "kmeans", "random")
+#: what to do with spurious maxima (:mod:`moetheory.em.spurious`)
+SPURIOUS = ("reject", "keep")
 STOP_RULES = ("mean", "relative")
 ACCELERATIONS = ("none", "squarem")
 POLISHES = ("newton", "none")
 #: the stopping rule's floor on |ℓ| per observation under ``stop_rule="relative"``
 REL_LL_FLOOR = 0.01
-#: default number of starts for data-driven initialisation
+#: default number of starts for data-driven initialisation (per round of the start policy)
 DEFAULT_N_INIT = 12
+#: fields that only data-driven starts use (the start policy and the spurious-solution rule):
+#: a near-truth configuration omits them from :meth:`EMConfig.to_dict` at their defaults, so
+#: the identity (hash) of a near-truth study panel does not depend on them
+DATA_DRIVEN_FIELDS = ("min_best_hits", "max_starts", "spurious", "min_size")
 
 
 def _is_int(v) -> bool:
@@ -65,12 +75,14 @@ class EMConfig:
 
     Parameters
     ----------
-    init : {"auto", "kmeans", "random", "paper", "perturb"}
-        Kind of the starts: ``"auto"`` alternates k-means on standardised (x, y) and random
-        partitions; ``"paper"`` (the softmax paper's near-truth starts, noise shrinking with n)
-        and ``"perturb"`` (n-independent noise) need the truth.
+    init : {"auto", "kmeans", "random", "lines", "paper", "perturb"}
+        Kind of the starts: ``"auto"`` cycles through random lines, k-means on standardised
+        (x, y) and random partitions (:data:`AUTO_KINDS`); ``"paper"`` (the softmax paper's
+        near-truth starts, noise shrinking with n) and ``"perturb"`` (n-independent noise) need
+        the truth.
     n_init : int, optional
-        Number of starts (default: 12 for data-driven kinds, 1 near the truth).
+        Number of starts (default: 12 for data-driven kinds, 1 near the truth); for data-driven
+        kinds, the starts of each round of the start policy (``min_best_hits``).
     n_keep : int
         Starts continued to convergence after a short run of all of them (when n_init > n_keep).
     n_short, n_hard : int
@@ -111,7 +123,21 @@ class EMConfig:
     fixed_iter : bool
         Run exactly ``max_iter`` EM iterations (JAX backend; batches under ``vmap`` then do not
         wait on data-dependent loops).
-
+    min_best_hits : int
+        The start policy (data-driven starts only): rounds of ``n_init`` new starts are drawn
+        until the best log-likelihood has been reached by at least this many continued starts
+        (each its own random draw), or ``max_starts`` starts have been drawn; the result reports how many reached it (1: a single round, as many starts as
+        ``n_init``).
+    max_starts : int
+        The policy's budget of starts (data-driven starts only; at least one round).
+    spurious : {"reject", "keep"}
+        Data-driven starts only: ``"reject"`` (default) never returns a spurious maximum — an
+        expert with effective size below ``min_size``, a step gate, a variance on the floor —
+        when a regular one was found (:mod:`moetheory.em.spurious`); ``"keep"`` returns the
+        raw highest log-likelihood (starts on the variance floor are still passed over).
+    min_size : float
+        The smallest effective expert size Σ_n r_ni of a regular fit, as a fraction of n
+        (default 0.05, flexmix's ``minprior``), and never below d + 2 observations.
     Examples
     --------
     >>> EMConfig(tol=1e-9).tol
@@ -142,14 +168,20 @@ class EMConfig:
     max_polish: int = 200
     cert_tol: float = 1e-6
     fixed_iter: bool = False
+    min_best_hits: int = 2
+    max_starts: int = 96
+    spurious: str = "reject"
+    min_size: float = 0.05
 
     def __post_init__(self):
         for name, choices in (("init", INIT_KINDS), ("stop_rule", STOP_RULES),
-                              ("acceleration", ACCELERATIONS), ("polish", POLISHES)):
+                              ("acceleration", ACCELERATIONS), ("polish", POLISHES),
+                              ("spurious", SPURIOUS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"estimator {name} must be one of {choices}; got {getattr(self, name)!r}")
         for name, low in (("n_keep", 1), ("n_short", 0), ("n_hard", 0), ("max_iter", 1),
-                          ("max_newton", 1), ("max_polish", 0)):
+                          ("max_newton", 1), ("max_polish", 0), ("min_best_hits", 1),
+                          ("max_starts", 1)):
             v = getattr(self, name)
             if not _is_int(v) or v < low:
                 raise ValueError(f"estimator {name} must be an integer >= {low}; got {v!r}")
@@ -163,6 +195,10 @@ class EMConfig:
             if not _is_real(v) or not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"estimator {name} must be a finite number >= 0; got {v!r}")
             object.__setattr__(self, name, float(v))
+        if not _is_real(self.min_size) or not 0 <= self.min_size < 1:
+            raise ValueError(f"estimator min_size must be a fraction of n in [0, 1); got "
+                             f"{self.min_size!r}")
+        object.__setattr__(self, "min_size", float(self.min_size))
         if self.var_floor is not None:
             v = self.var_floor
             if not _is_real(v) or not (math.isfinite(v) and v > 0):
@@ -189,18 +225,21 @@ class EMConfig:
         """True for starts drawn near a known truth (``paper``, ``perturb``)."""
         return self.init in ("paper", "perturb")
 
-    def start_kinds(self, n_init: int | None = None) -> tuple:
-        """The kind of each start (length ``n_init``, default :attr:`n_init` or its default).
+    def start_kinds(self, n_init: int | None = None, first: int = 0) -> tuple:
+        """The kind of each start (length ``n_init``, default :attr:`n_init` or its default);
+        ``first``: the index of the first start in the whole sequence (later rounds of the
+        start policy continue the cycle of ``"auto"``).
 
         Examples
         --------
         >>> EMConfig().start_kinds(4)
-        ('kmeans', 'random', 'kmeans', 'random')
+        ('lines', 'kmeans', 'random', 'lines')
+        >>> EMConfig().start_kinds(2, first=4)
+        ('kmeans', 'random')
         """
         n = n_init or self.n_init or (1 if self.near_truth else DEFAULT_N_INIT)
         if self.init == "auto":
-            # different kinds fail on different data
-            return tuple("kmeans" if i % 2 == 0 else "random" for i in range(n))
+            return tuple(AUTO_KINDS[(first + i) % len(AUTO_KINDS)] for i in range(n))
         return (self.init,) * n
 
     def stop_thresholds(self, n_weight: float) -> tuple:
@@ -226,8 +265,21 @@ class EMConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a table; a near-truth configuration leaves out the data-driven fields
+        (:data:`DATA_DRIVEN_FIELDS`) that are at their defaults: they change nothing it computes.
+
+        Examples
+        --------
+        >>> "min_best_hits" in EMConfig().to_dict(), "min_best_hits" in EMConfig(init="paper").to_dict()
+        (True, False)
+        """
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["gate_options"] = dict(self.gate_options)
+        if self.near_truth:
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in DATA_DRIVEN_FIELDS:
+                if d[name] == defaults[name]:
+                    del d[name]
         return d
 
     @classmethod

@@ -1,8 +1,9 @@
-"""Initialisation modes (DESIGN.md §3.3): paper, perturb, random, kmeans.
+"""Initialisation modes (DESIGN.md §3.3): paper, perturb, random, kmeans, lines.
 
 Every initialiser is a pure JAX function ``key -> MoEParams`` (key first), so starts can be
-drawn under ``vmap``. Data-driven starts (``random``, ``kmeans``) build a partition of the
-sample, then take one exact M-step from it.
+drawn under ``vmap``. Data-driven starts ``random`` and ``kmeans`` build a partition of the
+sample, then take one exact M-step from it; ``lines`` starts each expert on the line through
+d + 1 random observations (:func:`lines_init`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from moetheory.em.mstep import expert_m_step, gate_m_step
 from moetheory.gates.base import reference_pin
 from moetheory.params import MoEParams
 
-INIT_MODES = ("paper", "perturb", "random", "kmeans")
+INIT_MODES = ("paper", "perturb", "random", "kmeans", "lines")
 
 
 def assign_to_truth(key, k: int, k_true: int) -> jnp.ndarray:
@@ -297,3 +298,60 @@ def data_partition(key, x, y, k: int, kind: str, weights=None) -> jnp.ndarray:
     else:
         raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
     return resp if weights is None else resp * weights[:, None]
+
+
+def lines_init(key, spec, x, y, weights=None, var_floor=1e-10, tau=1.0) -> MoEParams:
+    """A ``lines`` start: expert i on the hyperplane through d + 1 distinct random observations.
+
+    Random minimal subsets are the elemental sets of robust regression (least median of
+    squares, Rousseeuw 1984): an expert whose d + 1 points belong to one regime starts on that
+    regime's line, however thin the regime is and however it interleaves with the others, where
+    a partition-based start averages regimes. Each expert's variance starts at the 1/(2k)
+    quantile of the squared residuals from its line (the spread of the share of the data that
+    lies closest to it), at least 1e-6·Var(y); the gate is fitted to the posterior of these
+    experts under equal weights (one gate M-step from zero).
+
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+    spec : MoESpec
+    x : array (n, d); y : array (n,)
+    weights : array (n,), optional (rows with weight 0 are never drawn)
+    var_floor : float, minimum variance; tau : float, the start's temperature
+
+    Returns
+    -------
+    MoEParams: ``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,)
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from moetheory.spec import MoESpec
+    >>> x = jnp.linspace(-1, 1, 8)[:, None]; y = jnp.where(x[:, 0] > 0, 2.0, -1.0) * x[:, 0]
+    >>> p = lines_init(jax.random.PRNGKey(0), MoESpec(2, 1), x, y)
+    >>> p.a.shape, p.var.shape
+    ((2, 1), (2,))
+    """
+    n, d = x.shape
+    k = spec.n_experts
+    dtype = x.dtype
+    w = jnp.ones(n, dtype) if weights is None else jnp.asarray(weights, dtype)
+    live = w > 0
+    xt = jnp.concatenate([x, jnp.ones((n, 1), dtype)], axis=1)  # (n, d+1): slopes, intercept
+    rows = jax.random.choice(key, n, (k, d + 1), replace=False, p=live / live.sum())
+    # min-norm solution: a repeated x value leaves the line through the points' mean
+    coef = (jnp.linalg.pinv(xt[rows]) @ y[rows][..., None])[..., 0]  # (k, d+1)
+    resid2 = (y[:, None] - xt @ coef.T) ** 2  # (n, k)
+    m = live.sum()
+    ordered = jnp.sort(jnp.where(live[:, None], resid2, jnp.inf), axis=0)
+    q = ordered[jnp.floor((m - 1) / (2 * k)).astype(jnp.int32)]  # (k,)
+    mean = (w * y).sum() / w.sum()
+    var_y = (w * (y - mean) ** 2).sum() / w.sum()
+    var = jnp.maximum(q, 1e-6 * var_y) + var_floor
+    params = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), coef[:, :d], coef[:, d], var,
+                       jnp.asarray(tau, dtype))
+    log_phi = -0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * resid2 / var
+    resp = jax.nn.softmax(log_phi, axis=1) * w[:, None]
+    return gate_m_step(spec, params, x, resp)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.em.init import data_partition, paper_init, params_from_resp, perturb_init
+from moetheory.em.init import data_partition, lines_init, paper_init, params_from_resp, perturb_init
 
 #: Final log-likelihoods closer than this (relative) are one optimum reached by several starts:
 #: far above the rounding differences between backends and thread counts (≈ 1e-15 here), far
@@ -114,6 +114,11 @@ def _partitions(keys, x, y, w, k, kind):
 
 
 @partial(jax.jit, static_argnames=("spec",))
+def _lines(spec, keys, x, y, w, var_floor, tau):
+    return jax.vmap(lambda kk: lines_init(kk, spec, x, y, w, var_floor, tau))(keys)
+
+
+@partial(jax.jit, static_argnames=("spec",))
 def _params_from_partitions(spec, x, y, resp, var_floor, tau):
     # One program for every data-driven start, whatever its kind.
     return jax.vmap(lambda r: params_from_resp(spec, x, y, r, var_floor, tau))(resp)
@@ -129,7 +134,7 @@ def _near_truth_starts(keys, truth, n_obs, scale, spec, kind, var_from_sd):
 
 
 def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10, perturb_scale=0.1,
-                var_from_sd=False, weights=None, tau=None):
+                var_from_sd=False, weights=None, tau=None, backend="jax"):
     """Starting parameters for each entry of ``kinds`` (batched MoEParams, leading axis).
 
     Parameters
@@ -137,7 +142,8 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     key : jax.random.PRNGKey
     spec : MoESpec
     x : array (n, d); y : array (n,)
-    kinds : sequence of str in {"paper", "perturb", "random", "kmeans"}, one per start (S starts)
+    kinds : sequence of str in {"paper", "perturb", "random", "kmeans", "lines"}, one per start
+        (S starts)
     truth : MoEParams, optional, required by "paper" and "perturb" starts
     n_obs : int, optional, the n of the "paper" noise (default: Σ weights, else ``x.shape[0]``)
     var_floor : float; perturb_scale : float
@@ -145,6 +151,10 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     weights : (n,), optional observation weights (0: a padded row, never part of a partition)
     tau : float, optional, a known temperature (the gate option ``tau_value``): every start
         carries it, and data-driven starts fit their gate at it
+    backend : the EM backend the starts are for: on the CPU ones ("numba", "numpy") the
+        data-driven starts of a softmax spec are built in NumPy from the same random numbers
+        (:mod:`moetheory.em.init_numpy`: no compilation per data shape), and the result holds
+        NumPy arrays
 
     Returns
     -------
@@ -165,11 +175,23 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     """
     keys = jax.random.split(key, len(kinds))
     starts = [None] * len(kinds)
-    w = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights)
     if n_obs is None:
         n_obs = x.shape[0] if weights is None else float(np.sum(np.asarray(weights)))
     data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
-    if data_idx:
+    on_cpu = backend != "jax" and spec.gate_family.numba
+    if data_idx and on_cpu:
+        from moetheory.em.init_numpy import data_starts
+
+        sub = keys if len(data_idx) == len(kinds) else keys[np.array(data_idx)]
+        made = data_starts(sub, np.asarray(x), np.asarray(y),
+                           [kinds[i] for i in data_idx], spec.n_experts,
+                           None if weights is None else np.asarray(weights), var_floor,
+                           1.0 if tau is None else float(tau))
+        for i, p in zip(data_idx, made):
+            starts[i] = p
+    elif data_idx:
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        w = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights)
         resp = [None] * len(kinds)
         for kind in ("kmeans", "random"):
             idx = [i for i in data_idx if kinds[i] == kind]
@@ -180,6 +202,14 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
         batch = _params_from_partitions(spec, x, y, jnp.stack([resp[i] for i in data_idx]), var_floor,
                                         1.0 if tau is None else float(tau))
         for j, i in enumerate(data_idx):
+            starts[i] = _take(batch, j)
+    line_idx = [i for i, kd in enumerate(kinds) if kd == "lines"]
+    if line_idx:
+        xl, yl = jnp.asarray(x), jnp.asarray(y)
+        wl = jnp.ones(xl.shape[0], xl.dtype) if weights is None else jnp.asarray(weights)
+        batch = _lines(spec, keys[np.array(line_idx)], xl, yl, wl, var_floor,
+                       1.0 if tau is None else float(tau))
+        for j, i in enumerate(line_idx):
             starts[i] = _take(batch, j)
     for kind in ("paper", "perturb"):
         idx = [i for i, kd in enumerate(kinds) if kd == kind]
@@ -192,8 +222,13 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
                                    jnp.asarray(float(perturb_scale)), spec, kind, bool(var_from_sd))
         for j, i in enumerate(idx):
             starts[i] = _take(batch, j)
-    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "paper", "perturb")]
+    unknown = [kd for kd in kinds if kd not in ("random", "kmeans", "lines", "paper", "perturb")]
     if unknown:
-        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, kmeans")
+        raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, "
+                         "kmeans, lines")
+    if on_cpu:
+        out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
+                           *starts)
+        return out if tau is None else out._replace(tau=np.full_like(out.tau, float(tau)))
     out = _stack(starts)
     return out if tau is None else out._replace(tau=jnp.full_like(out.tau, float(tau)))

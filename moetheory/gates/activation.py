@@ -112,6 +112,9 @@ class ActivationGate(SoftmaxGate):
     step_options = ("max_newton", "newton_tol", "tau_value")
     sympy_checks = ("euler",)
 
+    def softmax_of_linear(self, spec) -> bool:
+        return False
+
     @classmethod
     def from_spec(cls, spec):
         if spec.activation is None:

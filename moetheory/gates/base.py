@@ -304,6 +304,12 @@ class Gate:
         leaves them out (:func:`moetheory.em.certify.held_labels`)."""
         return ()
 
+    def softmax_of_linear(self, spec) -> bool:
+        """Whether the gate weights are a softmax over every expert of logits linear in x: then
+        the gate's Fisher information tells a step gate from a regular one
+        (:func:`moetheory.em.spurious.gate_information`)."""
+        return False
+
     def active_mask(self, spec, params, z):
         """Boolean (n, k): active experts (all of them by default)."""
         return jnp.ones((z.shape[0], spec.n_experts), dtype=bool)

@@ -147,6 +147,9 @@ class SoftmaxGate(Gate):
     reference_note = ("The last expert's gate is the reference (pinned at zero); 'var' is the "
                       "expert noise variance.")
 
+    def softmax_of_linear(self, spec) -> bool:
+        return True
+
     def spec_fields(self):
         return {"gate": self.name}
 

@@ -160,6 +160,9 @@ class TopKGate(SoftmaxGate):
     sympy_checks = ()  # theory pdes: the table row (a softmax on every region)
     step_options = ("max_newton", "newton_tol", "method", "max_halvings")
 
+    def softmax_of_linear(self, spec) -> bool:
+        return spec.top_k == spec.n_experts  # K < k: zeros by construction, not by a step
+
     @classmethod
     def from_spec(cls, spec):
         if spec.top_k is None:

@@ -234,7 +234,8 @@ def softmax_derivatives(params, x, y, weights=None, n_chunks: int = 1):
     >>> g.shape, H.shape  # doctest: +SKIP
     ((8,), (8, 8))
     """
-    f = lambda v: np.ascontiguousarray(np.asarray(v, dtype=np.float64))  # noqa: E731
+    from moetheory.em.backend import kernel_array as f  # the one type the kernel is compiled for
+
     x = f(x)
     if x.ndim == 1:
         x = x[:, None]
@@ -264,7 +265,8 @@ def softmax_loglik(params, x, y, weights=None) -> float:
     >>> round(softmax_loglik(p, np.zeros((2, 1)), np.zeros(2)), 6)  # doctest: +SKIP
     -1.837877
     """
-    f = lambda v: np.ascontiguousarray(np.asarray(v, dtype=np.float64))  # noqa: E731
+    from moetheory.em.backend import kernel_array as f  # the one type the kernel is compiled for
+
     x = f(x)
     if x.ndim == 1:
         x = x[:, None]

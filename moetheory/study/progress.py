@@ -1,27 +1,50 @@
-"""Per-cell progress with ETA (tqdm on stderr), silenceable.
+"""Per-cell progress with a compile phase and an ETA (tqdm on stderr), silenceable.
 
-The bar counts observations × replicates × starts, so the ETA weighs large cells correctly; the
-postfix shows the last finished cell, its wall time and its failure count.
+The bar counts cells. Two things made the raw tqdm ETA useless (an ETA of hours for a
+two-minute job): the first cell carried the minute of Numba compilation after an install, and
+the cells' cost is not proportional to their observations (per-replicate work — starts, polish,
+certificate — dominates small cells). So
+
+* the kernels are compiled first, in a phase the bar names as such (:meth:`CellProgress.compile`),
+  and its clock starts after it;
+* the ETA (:meth:`CellProgress.eta`) sums the predicted times of the cells left, each its cost
+  ``replicates × starts × (n·k + N0)`` (:data:`OVERHEAD_OBS` = N0) times the seconds per unit of
+  cost of the finished cells most like it: those of its own fitted model, else those of its
+  estimator, else all. A model's first cell also pays its JAX compilations, so it counts only
+  while the model has no other finished cell.
+
+``benchmarks/first_fit.py`` measures the ETA against the time that was actually left.
 """
 from __future__ import annotations
 
 import sys
+import time
+
+#: per-replicate work of one start in observation-equivalents (the N0 of the cost model)
+OVERHEAD_OBS = 20_000
+
+
+def _clock(seconds) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 class CellProgress:
     """Context manager: ``with CellProgress(study, todo, enabled) as bar: ... bar.done(...)``.
 
+    ``compile(fn, what)`` runs the compile phase ``fn()`` with the bar labelled by it;
     ``done(label, n, arrays, wall_s)`` advances the bar after a cell; ``arrays["failed"]`` (shape
     (replicates,), bool) gives the failure count shown. ``skip((label, n))`` advances it past a
-    cell that another process computed.
+    cell that another process computed. ``history`` holds, after each computed cell,
+    ``(seconds since the compile phase ended, ETA in seconds or None)``, also when disabled.
 
     Parameters
     ----------
     study : StudySpec
     todo : list of (fit label, n)
-        The cells to be computed; the bar's total is Σ n × replicates × starts over them.
+        The cells to be computed.
     enabled : bool
-        False (or an empty ``todo``) makes every call a no-op.
+        False (or an empty ``todo``) shows nothing.
     desc : str, optional
         Bar label (default: the study name).
 
@@ -36,8 +59,8 @@ class CellProgress:
     >>> import numpy as np
     >>> with CellProgress(study, study.cells(), enabled=False) as bar:
     ...     bar.done("k2", 100, {"failed": np.zeros(2, bool)}, wall_s=0.5)
-    >>> bar.bar is None
-    True
+    >>> bar.bar is None, round(bar.eta(), 3)          # the one cell left: 2 reps × (200·2 + N0)
+    (True, 0.505)
     """
 
     def __init__(self, study, todo, enabled=True, desc=None):
@@ -46,35 +69,84 @@ class CellProgress:
         self.bar = None
         self.desc = desc or f"{study.name}"
         self.todo = list(todo)
+        self.left = list(self.todo)
+        self.finished = []  # (label, estimator, cost, wall_s, first of its label)
+        self.history = []
+        self.t0 = time.perf_counter()
 
-    def _cost(self, label, n):
-        return int(n) * self.study.replicates_of(label) * self.study.fit(label).n_starts
+    def cost(self, label, n) -> float:
+        """The cost model: replicates × starts × (n·k + :data:`OVERHEAD_OBS`)."""
+        fit = self.study.fit(label)
+        return (self.study.replicates_of(label) * fit.n_starts
+                * (int(n) * fit.spec.n_experts + OVERHEAD_OBS))
+
+    def _estimator(self, label):
+        return repr(self.study.estimator_of(label))
+
+    def eta(self):
+        """Predicted seconds for the cells left (None before the first computed cell)."""
+        if not self.finished:
+            return None
+        total = 0.0
+        for label, n in self.left:
+            est = self._estimator(label)
+            for like in (lambda f: f[0] == label and not f[4], lambda f: f[1] == est and not f[4],
+                         lambda f: not f[4], lambda f: f[0] == label, lambda f: f[1] == est,
+                         lambda f: True):
+                pool = [f for f in self.finished if like(f)]
+                if pool:
+                    break
+            total += self.cost(label, n) * sum(f[3] for f in pool) / sum(f[2] for f in pool)
+        return total
 
     def __enter__(self):
         if self.enabled:
             from tqdm.auto import tqdm
 
-            total = sum(self._cost(lab, n) for lab, n in self.todo)
-            self.bar = tqdm(total=total, desc=f"{self.desc} ({len(self.todo)} cells)",
-                            unit="obs", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
-                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} obs·rep "
-                                       "[{elapsed}<{remaining}] {postfix}")
+            self.bar = tqdm(total=len(self.todo), desc=f"{self.desc}", unit="cell",
+                            file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} cells [{elapsed}] "
+                                       "{postfix}")
         return self
 
+    def compile(self, fn, what="the Numba kernels"):
+        """Run ``fn()`` as the compile phase, shown as such; the bar's clock starts after it."""
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.desc}: compiling {what} (about a minute after "
+                                         "an install, then cached)")
+            self.bar.refresh()
+        t = time.perf_counter()
+        out = fn()
+        took = time.perf_counter() - t
+        self.t0 = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_description_str(self.desc)
+            self.bar.set_postfix_str(f"compiled {what} in {took:.1f}s", refresh=False)
+            self.bar.reset()
+        return out
+
+    def _advance(self, label, n, text):
+        if (label, n) in self.left:
+            self.left.remove((label, n))
+        eta = self.eta()
+        self.history.append((time.perf_counter() - self.t0, eta))
+        if self.bar is not None:
+            head = "ETA ?" if eta is None else f"ETA {_clock(eta)}"
+            self.bar.set_postfix_str(f"{head} | {text}", refresh=False)
+            self.bar.update(1)
+
     def done(self, label, n, arrays, wall_s):
-        if self.bar is None:
-            return
+        first = not any(f[0] == label for f in self.finished)
+        self.finished.append((label, self._estimator(label), self.cost(label, n), float(wall_s),
+                              first))
         failed = int(arrays["failed"].sum()) if "failed" in arrays else 0
-        self.bar.set_postfix_str(f"{label} n={n} {wall_s:.1f}s failed={failed}", refresh=False)
-        self.bar.update(self._cost(label, n))
+        self._advance(label, n, f"{label} n={n} {wall_s:.1f}s failed={failed}")
 
     def skip(self, cell):
         """Advance past a cell ``(label, n)`` that another process computed."""
-        if self.bar is None:
-            return
         label, n = cell
-        self.bar.set_postfix_str(f"{label} n={n} done by another process", refresh=False)
-        self.bar.update(self._cost(label, n))
+        self._advance(label, n, f"{label} n={n} done by another process")
+        self.history.pop()
 
     def __exit__(self, *exc):
         if self.bar is not None:

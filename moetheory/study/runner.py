@@ -561,9 +561,13 @@ def run_cells_local(study, todo, cache, progress=True):
 
     from moetheory.study.progress import CellProgress
 
+    from moetheory.em.backend import compile_numba
+
     configure_compile_cache()
     with CellProgress(study, todo, enabled=progress) as bar, \
             closing(cache.share(study, todo, on_other=bar.skip)) as cells:
+        if any(cell_backend(study, label) == "numba" for label in {lab for lab, _ in todo}):
+            bar.compile(compile_numba)  # shown as its own phase, not inside the first cell
         for label, n in cells:  # each cell once, however many processes run the study
             t0 = time.perf_counter()
             arrays = compute_cell(study, label, n)
