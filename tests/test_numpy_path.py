@@ -241,6 +241,40 @@ def test_numpy_starts_equal_the_jax_drawer(seed):
         assert abs(qg - qt) <= 1e-9 * max(1.0, abs(qt)), (s, qg, qt)
 
 
+@pytest.mark.parametrize("k, weighted", [(3, False), (4, True)])
+def test_numba_starts_equal_the_numpy_ones(k, weighted):
+    # The Numba start builder (k-means Lloyd steps and the gate's Newton steps in the EM
+    # kernel) against the NumPy one on the same random numbers: the same k-means labels exactly
+    # (the same arithmetic), experts to 1e-9 and the gate objective to 1e-9 (the gate's end
+    # point moves with rounding; see test_numpy_starts_equal_the_jax_drawer).
+    from moetheory.em.init_numpy import (data_starts, kmeans_labels, random_labels, seed_draws,
+                                         standardise_xy)
+    from moetheory.em.mstep import gate_objective
+
+    n, d = 6000, 1
+    x, y = _data(7 + k, n, k, d)
+    w = np.random.default_rng(k).uniform(0.5, 2.0, n) if weighted else None
+    keys = jax.random.split(jax.random.key(k), 4)
+    kinds = ("kmeans", "random", "kmeans", "random")
+    z = standardise_xy(x, y, w)
+    for key in keys[::2]:
+        draws = seed_draws(key, n, k)
+        np.testing.assert_array_equal(kmeans_labels(z, k, *draws, backend="numba"),
+                                      kmeans_labels(z, k, *draws))
+    got = data_starts(keys, x, y, kinds, k, w, 1e-8, backend="numba")
+    want = data_starts(keys, x, y, kinds, k, w, 1e-8)
+    spec = MoESpec(k, d)
+    for g, t, key, kind in zip(got, want, keys, kinds):
+        for name in ("a", "b", "var"):
+            _close(getattr(g, name), getattr(t, name), 1e-9, name)
+        lab = (kmeans_labels(z, k, *seed_draws(key, n, k)) if kind == "kmeans"
+               else random_labels(key, n, k))
+        resp = np.eye(k)[lab] * (1.0 if w is None else w[:, None])
+        qg, qt = (float(gate_objective(spec, jax.tree.map(jnp.asarray, p), jnp.asarray(x), resp))
+                  for p in (g, t))
+        assert abs(qg - qt) <= 1e-9 * max(1.0, abs(qt)), (kind, qg, qt)
+
+
 def test_backend_choice_by_size(monkeypatch):
     from moetheory.em.backend import NUMPY_MAX_CELLS, choose_backend
     from moetheory.em.certify import derivative_backend

@@ -22,6 +22,8 @@ from moetheory.params import MoEParams
 
 #: Lloyd iterations of k-means (as :func:`moetheory.em.init.kmeans_labels`)
 LLOYD_ITERATIONS = 25
+#: Newton steps at most of a start's gate fit (as :func:`moetheory.em.init.params_from_resp`)
+START_NEWTON = 50
 #: random partitions are drawn at a length rounded up to a power of two (at least this), and
 #: k-means++ draws for a multiple of 8 centres, then cut: with partitionable threefry (JAX's
 #: default) the first m values of a longer draw or split are the m values, so one compiled
@@ -93,11 +95,12 @@ def standardise_xy(x, y, weights=None) -> np.ndarray:
     return np.where(w[:, None] > 0, z, z[0])
 
 
-def kmeans_labels(z, k: int, first: int, uniforms) -> np.ndarray:
+def kmeans_labels(z, k: int, first: int, uniforms, backend="numpy") -> np.ndarray:
     """The labels (n,) of :func:`moetheory.em.init.kmeans_labels` given its random numbers
     (:func:`seed_draws`): k-means++ seeding (the first centre ``z[first]``, each next one where
     the uniform of ``jax.random.choice`` falls in the cumulated squared distances), then Lloyd
-    iterations.
+    iterations (in the Numba kernel :func:`moetheory.kernels.numba_em.lloyd` for
+    ``backend="numba"``: the same arithmetic).
 
     Examples
     --------
@@ -113,24 +116,59 @@ def kmeans_labels(z, k: int, first: int, uniforms) -> np.ndarray:
     centres = np.zeros((k, z.shape[1]))
     centres[0] = z[int(first)]
     for c in range(1, k):
-        d2 = ((z[:, None, :] - centres[None, :c]) ** 2).sum(-1).min(axis=1)
+        d2 = _sq_distances(z, centres[:c]).min(axis=1)
         cum = np.cumsum(d2 / max(d2.sum(), 1e-300))
         centres[c] = z[min(int(np.searchsorted(cum, cum[-1] * (1.0 - uniforms[c - 1]))), n - 1)]
+    if backend == "numba":
+        from moetheory.kernels.numba_em import lloyd
+
+        return lloyd(np.ascontiguousarray(z), centres, LLOYD_ITERATIONS)
+    lab = _nearest(_sq_distances(z, centres))
     for _ in range(LLOYD_ITERATIONS):
-        lab = np.argmin(((z[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
         cnt = np.bincount(lab, minlength=k).astype(np.float64)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, lab, z)
+        sums = np.stack([np.bincount(lab, weights=z[:, j], minlength=k)
+                         for j in range(z.shape[1])], axis=1)
         new = sums / np.maximum(cnt, 1.0)[:, None]
         centres = np.where(cnt[:, None] > 0, new, centres)
-    return np.argmin(((z[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        new_lab = _nearest(_sq_distances(z, centres))
+        if np.array_equal(new_lab, lab):  # a fixed point: the remaining iterations repeat it
+            break
+        lab = new_lab
+    return lab
 
 
-def params_from_resp(x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
+def _nearest(dist) -> np.ndarray:
+    """``np.argmin(dist, axis=1)`` (the first on ties) by a pass per column: numpy's argmin
+    along a short axis is several times slower."""
+    best = dist[:, 0].copy()
+    lab = np.zeros(dist.shape[0], dtype=np.int64)
+    for c in range(1, dist.shape[1]):
+        closer = dist[:, c] < best
+        lab[closer] = c
+        np.minimum(best, dist[:, c], out=best)
+    return lab
+
+
+def _sq_distances(z, centres) -> np.ndarray:
+    """(n, c) squared distances Σ_j (z_j − centre_j)², summed over j in order (as
+    ``((z[:, None] - centres[None]) ** 2).sum(-1)``) without the (n, c, p) temporary."""
+    out = np.empty((z.shape[0], centres.shape[0]))
+    for c in range(centres.shape[0]):
+        acc = (z[:, 0] - centres[c, 0]) ** 2
+        for j in range(1, z.shape[1]):
+            acc += (z[:, j] - centres[c, j]) ** 2
+        out[:, c] = acc
+    return out
+
+
+def params_from_resp(x, y, resp, var_floor=1e-10, tau=1.0, backend="numpy") -> MoEParams:
     """One exact M-step of the softmax model from responsibilities ``resp`` (n, k): experts by
     weighted least squares (an expert without weight keeps a = 0, b = mean y, ν = var y + floor),
     then the gate by Newton from zero (up to 50 steps), as
-    :func:`moetheory.em.init.params_from_resp` does for a softmax spec.
+    :func:`moetheory.em.init.params_from_resp` does for a softmax spec. ``backend="numba"`` runs
+    the gate's Newton steps in the Numba EM kernel's gate step
+    (:func:`moetheory.kernels.numba_em.gate_newton`; the same iterates to rounding, a few times
+    faster on large data).
 
     Examples
     --------
@@ -140,7 +178,7 @@ def params_from_resp(x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
     >>> p.a.shape, p.b.shape, float(p.beta0[-1])
     ((2, 1), (2,), 0.0)
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = x.shape
     k = resp.shape[1]
@@ -159,15 +197,25 @@ def params_from_resp(x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
                        np.var(y) + var_floor)
     var = np.maximum(var_raw, var_floor)
     beta0, beta1 = np.zeros(k), np.zeros((k, d))
-    if k > 1:
+    if k > 1 and backend == "numba":
+        from moetheory.kernels.numba_em import gate_newton, gate_qd
+
+        rn = np.ascontiguousarray(r.T)
+        w = rn.sum(axis=1)
+        q, grad, info = gate_qd(x, w, rn, beta0, beta1, 1)
+        beta0, beta1 = gate_newton(x, w, rn, beta0, beta1, q, grad, info, START_NEWTON, 1e-12, 1,
+                                   np.zeros(2, np.int64))
+    elif k > 1:
         w = r.sum(axis=0)
         logg, g = _log_softmax(np.zeros((k, n)))
         beta0, beta1 = _gate_step(xt, w, r, beta0, beta1, gate_objective(r, logg), g,
-                                  max_newton=50, newton_tol=1e-12, stats=np.zeros(2, np.int64))
+                                  max_newton=START_NEWTON, newton_tol=1e-12,
+                                  stats=np.zeros(2, np.int64))
     return MoEParams(beta0, beta1, a, b, var, np.asarray(tau, dtype=np.float64))
 
 
-def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.0) -> list:
+def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.0,
+                backend="numpy") -> list:
     """Softmax starts of the data-driven ``kinds`` ("kmeans", "random"), one per key: a
     partition, then :func:`params_from_resp` (NumPy MoEParams; a partition times the weights).
 
@@ -175,6 +223,7 @@ def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.
     ----------
     keys : (S,) JAX keys, one per start; x : (n, d); y, weights : (n,)
     kinds : S strings in {"kmeans", "random"}; k : experts
+    backend : {"numpy", "numba"}, who runs the gate's Newton steps (:func:`params_from_resp`)
 
     Examples
     --------
@@ -185,15 +234,15 @@ def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.
     >>> [s.a.shape for s in starts]
     [(2, 1), (2, 1)]
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
     n = x.shape[0]
     z = standardise_xy(x, y, weights) if "kmeans" in kinds else None
     out = []
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         for key, kind in zip(keys, kinds):
             if kind == "kmeans":
-                lab = kmeans_labels(z, k, *seed_draws(key, n, k))
+                lab = kmeans_labels(z, k, *seed_draws(key, n, k), backend=backend)
             elif kind == "random":
                 lab = random_labels(key, n, k)
             else:
@@ -201,5 +250,5 @@ def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.
             resp = np.eye(k)[lab]
             if weights is not None:
                 resp = resp * np.asarray(weights, dtype=np.float64)[:, None]
-            out.append(params_from_resp(x, y, resp, var_floor, tau))
+            out.append(params_from_resp(x, y, resp, var_floor, tau, backend))
     return out

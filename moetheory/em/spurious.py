@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moetheory.kernels.numpy_em import gate_derivatives
+
 #: Smallest eigenvalue (in observations, standardised covariates) of the gate's own Fisher
 #: information below which a gate counts as a step on the data (module docstring).
 STEP_INFORMATION = 1e-8
@@ -143,11 +145,9 @@ def gate_information(g, x, w=None) -> float:
     live = w > 0
     mean = x[live].mean(axis=0)
     sd = x[live].std(axis=0)
-    xs = np.column_stack([np.ones(n), (x - mean) / np.where(sd > 0, sd, 1.0)])
-    gw = g[:, :-1] * w[:, None]  # (n, k-1)
-    # (diag g − g gᵀ) restricted to the free experts, weighted
-    cov = np.einsum("ni,ij->nij", gw, np.eye(k - 1)) - np.einsum("ni,nj->nij", gw, g[:, :-1])
-    info = np.einsum("nij,na,nb->iajb", cov, xs, xs).reshape((k - 1) * xs.shape[1], -1)
+    xt = np.vstack([((x - mean) / np.where(sd > 0, sd, 1.0)).T, np.ones((1, n))])  # (d + 1, n)
+    # the gate objective's information at g (the multinomial logit's Fisher information)
+    info = gate_derivatives(xt, w, g.T, np.ascontiguousarray(g.T))[1]
     return float(np.linalg.eigvalsh(0.5 * (info + info.T))[0])
 
 

@@ -186,7 +186,7 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
         made = data_starts(sub, np.asarray(x), np.asarray(y),
                            [kinds[i] for i in data_idx], spec.n_experts,
                            None if weights is None else np.asarray(weights), var_floor,
-                           1.0 if tau is None else float(tau))
+                           1.0 if tau is None else float(tau), backend)
         for i, p in zip(data_idx, made):
             starts[i] = p
     elif data_idx:

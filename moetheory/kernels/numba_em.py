@@ -973,6 +973,105 @@ def _set_gate(nb0, nb1, beta0, beta1, step, alpha, d, p):
 
 
 @_jit
+def lloyd(z, centres, max_iter):
+    """Lloyd's k-means on the rows of z (n, p) from ``centres`` (k, p) (updated in place): at most
+    ``max_iter`` centre updates, stopping at a fixed point; returns the labels (n,) of the last
+    centres. The arithmetic of :func:`moetheory.em.init_numpy.kmeans_labels` (squared distances
+    summed over the columns in order, the first centre on ties, sums in row order), so the same
+    labels."""
+    n, p = z.shape
+    k = centres.shape[0]
+    lab = np.zeros(n, dtype=np.int64)
+    _nearest_centre(z, centres, lab)
+    sums = np.zeros((k, p))
+    cnt = np.zeros(k)
+    for _ in range(max_iter):
+        sums[:] = 0.0
+        cnt[:] = 0.0
+        for i in range(n):
+            c = lab[i]
+            cnt[c] += 1.0
+            for j in range(p):
+                sums[c, j] += z[i, j]
+        for c in range(k):
+            if cnt[c] > 0.0:
+                for j in range(p):
+                    centres[c, j] = sums[c, j] / cnt[c]
+        if not _nearest_centre(z, centres, lab):
+            break
+    return lab
+
+
+@_jit
+def _nearest_centre(z, centres, lab):
+    """Assign each row of z its nearest centre in ``lab`` (in place); True when a label changed."""
+    n, p = z.shape
+    changed = False
+    for i in range(n):
+        best = 0
+        best_d = np.inf
+        for c in range(centres.shape[0]):
+            dist = (z[i, 0] - centres[c, 0]) ** 2
+            for j in range(1, p):
+                dist += (z[i, j] - centres[c, j]) ** 2
+            if c == 0 or dist < best_d:
+                best = c
+                best_d = dist
+        if lab[i] != best:
+            lab[i] = best
+            changed = True
+    return changed
+
+
+@_jit
+def gate_newton(x, w, resp, beta0, beta1, q, grad, info, max_newton, newton_tol, n_chunks, stats):
+    """Up to ``max_newton`` Newton steps with step halving on the softmax gate objective Q of the
+    responsibilities ``resp`` (n, k), from (β_0, β_1) whose Q, gradient and information
+    (:func:`gate_qd`) are given; the last expert stays pinned. Returns the new (β_0, β_1)
+    (the inputs when no step is accepted); ``stats[0]`` counts the passes over the data. The
+    gate step of :func:`em_loop` and of the data-driven starts
+    (:func:`moetheory.em.init_numpy.params_from_resp`)."""
+    d = x.shape[1]
+    p = d + 1
+    m = (beta0.shape[0] - 1) * p
+    eye_m = np.eye(m)
+    for t in range(max_newton):
+        ridge = 1e-12 * (1.0 + np.trace(info) / m)
+        step = np.linalg.solve(info + ridge * eye_m, grad.reshape(m))
+        alpha = 1.0
+        ok = False
+        qc = q
+        nb0 = beta0.copy()
+        nb1 = beta1.copy()
+        gc = grad
+        ic = info
+        want = t + 1 < max_newton
+        for _h in range(40):
+            _set_gate(nb0, nb1, beta0, beta1, step, alpha, d, p)
+            if want:
+                qc, gc, ic = gate_qd(x, w, resp, nb0, nb1, n_chunks)
+            else:
+                qc = gate_q(x, resp, nb0, nb1, n_chunks)
+            stats[0] += 1
+            if np.isfinite(qc) and qc >= q:
+                ok = True
+                break
+            alpha *= 0.5
+        if not ok:
+            break
+        improvement = qc - q
+        q_old = q
+        beta0 = nb0
+        beta1 = nb1
+        q = qc
+        grad = gc
+        info = ic
+        if not improvement > newton_tol * (1.0 + abs(q_old)):
+            break
+    return beta0, beta1
+
+
+@_jit
 def em_loop(x, y, w, beta0, beta1, a, b, var, tol_rel, tol_abs, max_iter, var_floor, max_newton,
             newton_tol, n_chunks, trace, fuse_check, stats, n_hard):
     """The EM loop of :func:`run_em_numba` (see there).
@@ -1086,39 +1185,8 @@ def em_loop(x, y, w, beta0, beta1, a, b, var, tol_rel, tol_abs, max_iter, var_fl
             _set_gate(beta0, beta1, ob0, ob1, pstep, 1.0, d, p)
             pending = True
         elif k > 1:
-            for t in range(max_newton):
-                ridge = 1e-12 * (1.0 + np.trace(info) / m)
-                step = np.linalg.solve(info + ridge * eye_m, grad.reshape(m))
-                alpha = 1.0
-                ok = False
-                qc = q
-                nb0 = beta0.copy()
-                nb1 = beta1.copy()
-                gc = grad
-                ic = info
-                want = t + 1 < max_newton
-                for _h in range(40):
-                    _set_gate(nb0, nb1, beta0, beta1, step, alpha, d, p)
-                    if want:
-                        qc, gc, ic = gate_qd(x, w, resp, nb0, nb1, n_chunks)
-                    else:
-                        qc = gate_q(x, resp, nb0, nb1, n_chunks)
-                    stats[0] += 1
-                    if np.isfinite(qc) and qc >= q:
-                        ok = True
-                        break
-                    alpha *= 0.5
-                if not ok:
-                    break
-                improvement = qc - q
-                q_old = q
-                beta0 = nb0
-                beta1 = nb1
-                q = qc
-                grad = gc
-                info = ic
-                if not improvement > newton_tol * (1.0 + abs(q_old)):
-                    break
+            beta0, beta1 = gate_newton(x, w, resp, beta0, beta1, q, grad, info, max_newton,
+                                       newton_tol, n_chunks, stats)
     if not converged:
         ll_f, R, G, rxe, ree, q, grad, info, Z = estep_pass(
             x, y, w, beta0, beta1, a, b, var, resp, n_chunks, False, not fused, unit_w)
