@@ -350,8 +350,9 @@ def lines_init(key, spec, x, y, weights=None, var_floor=1e-10, tau=1.0) -> MoEPa
     mean = (w * y).sum() / w.sum()
     var_y = (w * (y - mean) ** 2).sum() / w.sum()
     var = jnp.maximum(q, 1e-6 * var_y) + var_floor
-    params = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), coef[:, :d], coef[:, d], var,
-                       jnp.asarray(tau, dtype))
+    gate = spec.gate_family.blank(spec, dtype, tau)
+    params = MoEParams(gate.pop("beta0"), gate.pop("beta1"), coef[:, :d], coef[:, d], var,
+                       gate.pop("tau"), gate)
     log_phi = -0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * resid2 / var
     resp = jax.nn.softmax(log_phi, axis=1) * w[:, None]
     return gate_m_step(spec, params, x, resp)

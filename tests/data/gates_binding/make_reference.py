@@ -1,6 +1,7 @@
 """Reference numbers of the four built-in gates, made BEFORE gates became objects (issue 19).
 
-Run from the repository root on main before the refactor (d9dd2ea: the top-K certificate
+Run from the repository root on main before the refactor (made last on 3fb31a7, the start
+policy, spurious-solution rule and Numba starts; earlier on d9dd2ea: the top-K certificate
 and the NumPy polish chart; the first reference, made on b0aa4c0, predates them):
 
     .venv/bin/python tests/data/gates_binding/make_reference.py
