@@ -20,9 +20,9 @@ machine); the wall-clock medians are in the JSON.
    size with ``weights`` (0 on padded rows) gives the same fit (so all n of a bucket share one
    compiled program).
 
-The variants of the gate M-step are defined here and registered into ``GATE_MSTEPS`` only
-while their program is being lowered (AOT ``lower().compile()``), then the original is put
-back: nothing in ``moetheory`` is modified.
+The variants of the gate M-step are defined here and put in place of the softmax gate's step
+(``SoftmaxGate.m_step``) only while their program is being lowered (AOT ``lower().compile()``),
+then the original is put back: nothing in ``moetheory`` is modified.
 
 Usage: ``python benchmarks/profile_em.py [--n 100000] [--repeats 5]``.
 """
@@ -122,15 +122,19 @@ def gate_step_variant(reuse_logp=True, gram_hessian=False):
 
 @contextmanager
 def softmax_step(fn):
-    from moetheory.em import mstep
+    from moetheory.gates.softmax import SoftmaxGate
 
-    old = mstep.GATE_MSTEPS["softmax"]
+    old = SoftmaxGate.m_step
     if fn is not None:
-        mstep.GATE_MSTEPS["softmax"] = fn
+        def m_step(self, spec, params, z, resp, y=None, weights=None, max_newton=50,
+                   newton_tol=1e-12, **options):
+            return fn(spec, params, z, resp, max_newton=max_newton, newton_tol=newton_tol)
+
+        SoftmaxGate.m_step = m_step
     try:
         yield
     finally:
-        mstep.GATE_MSTEPS["softmax"] = old
+        SoftmaxGate.m_step = old
 
 
 def cpu_time(fn, repeats):

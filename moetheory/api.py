@@ -12,7 +12,6 @@ import numpy as np
 from moetheory._jax import ensure_x64
 from moetheory.em.config import EMConfig
 from moetheory.em.config import named as named_estimator
-from moetheory.em.gate_steps import GATE_OPTIONS, TOPK_METHODS, normalise_temperature
 from moetheory.em.pipeline import default_var_floor, run_pipeline
 from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
@@ -93,7 +92,7 @@ _REASONS = {
 }
 
 
-def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None,
+def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         select_by: str = "score", activation: str | None = None, tau: str | float = "fixed",
         tau_value: float | None = None, estimator: EMConfig | str | None = None,
         init: str | None = None, n_init: int | None = None, n_keep: int | None = None,
@@ -122,7 +121,11 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
         Responses (not all equal).
     n_experts : int
         Number of experts k.
-    gate : {"softmax", "topk", "temperature", "activation"}
+    gate : str or moetheory.gates.Gate
+        A registered gate name (``"softmax"``, ``"topk"``, ``"temperature"``, ``"activation"``,
+        ``"sigmoid"``, ``"gaussian"``, or one added by :func:`moetheory.gates.register_gate`) or a
+        gate object — e.g. one defined in your own code (docs/tutorials/custom-gate.md). The Gaussian gate
+        models x as well: its fit maximises the joint likelihood of (x, y).
     top_k, select_by, activation : gate options, see :class:`MoESpec`.
     tau : {"fixed", "estimated"} or float
         Temperature of the temperature and activation gates: ``"fixed"`` (known, the value
@@ -172,10 +175,11 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     cov_type : {"oim", "opg", "sandwich"}
         Default covariance for standard errors and ``summary()``.
     gate_options : dict, optional
-        Options of the gate M-step: ``max_newton`` (inner Newton steps per EM iteration,
-        default 1: the ECM step), ``newton_tol``; for ``gate="topk"`` also ``method``
-        (``"gem"``: generalised EM on the E-step's active sets, default; ``"direct"``: Newton on
-        the observed log-likelihood over the gate) and ``max_halvings``.
+        Options of the gate M-step (``spec.gate_family.step_options``): ``max_newton`` (inner
+        Newton steps per EM iteration, default 1: the ECM step), ``newton_tol``; for
+        ``gate="topk"`` also ``method`` (``"gem"``: generalised EM on the E-step's active sets,
+        default; ``"direct"``: Newton on the observed log-likelihood over the gate) and
+        ``max_halvings``.
     em_backend : {"auto", "numba", "numpy", "jax"}, optional
         Who runs EM: ``"auto"`` (default, or ``$MOETHEORY_EM_BACKEND``) uses, for the softmax
         gate on CPU, its NumPy path on small data (n·k ≤ 10,000: nothing to compile) and the
@@ -211,9 +215,10 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
                          "needs variation in y (its likelihood is unbounded here)")
     if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or n_experts < 1:
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
-    tau, tau_value = _check_tau(gate, tau, tau_value)
+    tau, tau_value = _check_tau(tau, tau_value)
     spec = MoESpec(int(n_experts), x.shape[1], gate=gate, top_k=top_k, select_by=select_by,
                    activation=activation, tau=tau)
+    _check_tau_gate(spec, tau_value)
     gate_options = _check_gate_options(spec, gate_options, tau_value)
     for key, message in identifiability_notes(spec):
         warn_once(key, message)
@@ -251,16 +256,17 @@ def fit(x, y, n_experts: int, gate: str = "softmax", *, top_k: int | None = None
     # of regular size whose noise is below it
     floor = None if config.var_floor is None else config.var_floor / ds.y_scale ** 2
     res = run_pipeline(jax.random.key(seed), spec, ds.x.apply(x), y_std, config,
-                       truth=None if truth is None else to_standard(truth, ds), var_floor=floor,
+                       truth=None if truth is None else to_standard(truth, ds, spec), var_floor=floor,
                        em_backend=em_backend)
     shift = x.shape[0] * np.log(ds.y_scale)
+    if spec.gate_family.joint:  # the density of x̃ = (x − m)/s too: ℓ = ℓ̃ − n Σ_j log s_j
+        shift = shift + x.shape[0] * float(np.sum(np.log(ds.x.scale)))
     res = res._replace(loglik=res.loglik - shift, trace=res.trace - shift,
                        start_logliks=res.start_logliks - shift,
                        var_floor=res.var_floor * ds.y_scale ** 2,
                        set_aside=tuple((ll - shift, a) for ll, a in res.set_aside))
-    params = from_standard(as_numpy_params(res.params), ds)
-    if spec.gate == "temperature" and spec.estimates_tau:
-        params = as_numpy_params(normalise_temperature(params))  # the reported representative
+    params = from_standard(as_numpy_params(res.params), ds, spec)
+    params = as_numpy_params(spec.gate_family.finalise(spec, params))  # the reported representative
     check_params(spec, params)
     if not np.isfinite(res.loglik):
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
@@ -358,7 +364,7 @@ def _estimator(estimator, gate_options, **given) -> EMConfig:
         raise ValueError(str(err).replace("estimator ", "", 1)) from None
 
 
-def _check_tau(gate, tau, tau_value):
+def _check_tau(tau, tau_value):
     """Normalise (tau, tau_value): a number for ``tau`` means a known temperature."""
     if isinstance(tau, (int, float, np.integer, np.floating)) and not isinstance(tau, bool):
         if tau_value is not None:
@@ -370,13 +376,20 @@ def _check_tau(gate, tau, tau_value):
             raise TypeError(f"tau_value must be a number > 0; got {tau_value!r} ({type(tau_value).__name__})")
         if not (np.isfinite(tau_value) and tau_value > 0):
             raise ValueError(f"tau_value (the known temperature τ) must be a finite number > 0; got {tau_value!r}")
-        if gate not in ("temperature", "activation"):
-            raise ValueError(f"a temperature (tau_value={tau_value!r}) needs gate 'temperature' or "
-                             f"'activation'; got gate={gate!r}")
         if tau != "fixed":
             raise ValueError(f"tau_value={tau_value!r} is the known temperature of tau='fixed'; got tau={tau!r}")
         tau_value = float(tau_value)
     return tau, tau_value
+
+
+def _check_tau_gate(spec, tau_value) -> None:
+    """A known temperature needs a gate with a temperature."""
+    if tau_value is not None and not spec.has_tau:
+        from moetheory.gates import GATES
+
+        with_tau = [n for n, g in GATES.items() if getattr(g, "has_tau", False)]
+        raise ValueError(f"a temperature (tau_value={tau_value!r}) needs gate "
+                         f"{' or '.join(repr(n) for n in with_tau)}; got gate={spec.gate_name!r}")
 
 
 def _check_gate_options(spec, gate_options, tau_value) -> dict:
@@ -385,13 +398,12 @@ def _check_gate_options(spec, gate_options, tau_value) -> dict:
         gate_options = {}
     if not isinstance(gate_options, dict):
         raise TypeError(f"gate_options must be a dict; got {type(gate_options).__name__}")
-    allowed = GATE_OPTIONS[spec.gate]
+    gate = spec.gate_family
+    allowed = tuple(gate.step_options)
     unknown = sorted(set(gate_options) - set(allowed))
     if unknown:
-        raise ValueError(f"gate_options {unknown} are not options of gate={spec.gate!r}; expected some of {allowed}")
-    opts = dict(gate_options)
-    if "method" in opts and opts["method"] not in TOPK_METHODS:
-        raise ValueError(f"gate_options['method'] must be one of {TOPK_METHODS}; got {opts['method']!r}")
+        raise ValueError(f"gate_options {unknown} are not options of gate={spec.gate_name!r}; expected some of {allowed}")
+    opts = gate.check_options(dict(gate_options))
     if "newton_tol" in opts:
         v = opts["newton_tol"]
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (np.isfinite(v) and v >= 0):
@@ -405,7 +417,8 @@ def _check_gate_options(spec, gate_options, tau_value) -> dict:
         if tau_value is not None and opts["tau_value"] != tau_value:
             raise ValueError(f"tau_value given twice: tau_value={tau_value!r} and "
                              f"gate_options['tau_value']={opts['tau_value']!r}")
-        _, tau_value = _check_tau(spec.gate, spec.tau, opts.pop("tau_value"))
+        _, tau_value = _check_tau(spec.tau, opts.pop("tau_value"))
+        _check_tau_gate(spec, tau_value)
     if tau_value is not None:
         opts["tau_value"] = tau_value
     return opts

@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--experts", "-k", type=experts_arg, required=True,
                    help="number of experts K, or a range A-B: fit each and print the table of "
                         "log-likelihood, AIC, BIC, ICL with the k chosen by BIC")
-    p.add_argument("--gate", default="softmax", help="softmax | topk | temperature | activation")
+    p.add_argument("--gate", default="softmax",
+                   help="softmax | topk | temperature | activation | sigmoid | gaussian (or a registered gate)")
     p.add_argument("--top-k", type=int, default=None, help="K for --gate topk")
     p.add_argument("--select-by", default="score", help="top-K selection rule: score | logit")
     p.add_argument("--activation", default=None, help="activation for --gate activation")
@@ -271,7 +272,7 @@ def run(args) -> int:
     from moetheory.cli import print_json
 
     x, y, x_cols = read_csv(args.csv, args.x_cols, args.y_col)
-    if args.topk_method is not None and args.gate != "topk":
+    if args.topk_method is not None and not _gate_accepts(args.gate, "method"):
         raise ValueError(f"--topk-method applies to --gate topk only; got --gate {args.gate}")
     with warnings.catch_warnings():
         if args.json:
@@ -308,3 +309,11 @@ def run(args) -> int:
         else:
             print(res.summary())
     return 0
+
+
+def _gate_accepts(gate: str, option: str) -> bool:
+    """Whether the gate named ``gate`` has the gate-step option ``option`` (False if unknown)."""
+    from moetheory.gates import GATES
+
+    entry = GATES.get(gate)
+    return entry is not None and option in entry.step_options

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 PDE_GATES = ("all", "softmax", "topk", "temperature", "activation-identity", "activation-tanh",
-             "activation-sigmoid", "activation-gelu", "activation-softplus", "activation-square")
+             "activation-sigmoid", "activation-gelu", "activation-softplus", "activation-square",
+             "sigmoid", "gaussian")
 
 
 def register(sub) -> None:

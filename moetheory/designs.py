@@ -6,7 +6,9 @@ import jax.numpy as jnp
 
 from moetheory._jax import x64
 
-DESIGNS = ("grid", "uniform", "gaussian", "sphere")
+#: "gate": x drawn from the truth's own model of its input (gates that model x, e.g. the Gaussian
+#: gate); studies only (:func:`moetheory.study.runner.replicate_data`), not :func:`make_design`
+DESIGNS = ("grid", "uniform", "gaussian", "sphere", "gate")
 
 
 @x64
@@ -35,6 +37,9 @@ def make_design(key, name: str, n: int, dim: int = 1, *, low: float = -1.0, high
     """
     if name not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}; got {name!r}")
+    if name == "gate":
+        raise ValueError("design 'gate' draws x from a truth's gate (a gate that models x): it is "
+                         "a study design (moetheory.study.runner.replicate_data), not make_design's")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:

@@ -188,7 +188,7 @@ def search_equivalent(truth_spec, truth, fit_spec, design=None, *, n_starts: int
             raise TypeError(f"{name} must be a MoESpec; got {type(spec).__name__}")
         if spec.has_tau:
             raise ValueError(f"{name}: search_equivalent supports softmax and top-K gates; got "
-                             f"gate={spec.gate!r}")
+                             f"gate={spec.gate_name!r}")
     if fit_spec.dim != truth_spec.dim or fit_spec.n_experts < truth_spec.n_experts:
         raise ValueError(f"fit_spec must have the truth's d={truth_spec.dim} and k >= k*="
                          f"{truth_spec.n_experts}; got d={fit_spec.dim}, k={fit_spec.n_experts}")

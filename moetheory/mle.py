@@ -1,8 +1,10 @@
 """Direct-likelihood tools: free-parameter layout, information matrices, standard errors.
 
-The free parameters of a fitted model exclude what normalisation pins (the last expert's gate
-for softmax/top-K/temperature, the last expert's bias for the activation gate). Inference is on
-the natural scale (variances, not log-variances), like statsmodels reports coefficients.
+The free parameters of a fitted model exclude what the gate's normalisation pins (the last
+expert's gate for softmax/top-K/temperature, the last expert's bias for the activation gate,
+nothing for the sigmoid gate): the gate's part of the layout is the gate's own
+(:meth:`moetheory.gates.Gate.free_layout`). Inference is on the natural scale (variances, not
+log-variances), like statsmodels reports coefficients.
 """
 from __future__ import annotations
 
@@ -78,7 +80,8 @@ def warn_once(key: str, message: str, category=IdentifiabilityWarning, stackleve
 
 
 def identifiability_notes(spec: MoESpec) -> list[tuple[str, str]]:
-    """(key, message) pairs describing what ``spec`` cannot identify (DESIGN.md §2.2).
+    """(key, message) pairs describing what ``spec`` cannot identify (the gate's
+    :meth:`~moetheory.gates.Gate.notes`, DESIGN.md §2.2).
 
     Parameters
     ----------
@@ -92,34 +95,12 @@ def identifiability_notes(spec: MoESpec) -> list[tuple[str, str]]:
     >>> identifiability_notes(MoESpec(3, 1, gate="topk", top_k=1))[0][0]
     'topk-K1-score'
     """
-    notes = []
-    if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
-        how = ("they do not enter the model at all" if spec.select_by == "score"
-               else "they enter only through the active-set boundaries")
-        notes.append((f"topk-K1-{spec.select_by}",
-                      "top_k=1: the within-set gate weight is always 1, so the gate biases beta0 are not "
-                      f"identifiable ({how}). The gate enters the likelihood only through the boundaries "
-                      "of the active sets, so the log-likelihood is piecewise constant in (beta0, beta1): "
-                      "EM keeps the starting gate (for data-driven starts, a softmax fit to the start's "
-                      "partition) and the gate's standard errors are reported as NaN."))
-    if spec.gate == "temperature" and spec.estimates_tau:
-        notes.append(("temperature-tau-estimated",
-                      "tau='estimated' with the temperature gate: (beta0, beta1, tau) -> c*(beta0, beta1, tau), "
-                      "c > 0, leaves the model unchanged, so tau is not identifiable separately from beta. "
-                      "moetheory reports the representative with ||(beta0, beta1, tau)||_2 = 1 over the free "
-                      "(non-reference) gate entries and tau, and the identified coordinates beta/tau "
-                      "(FitResult.identified_params, summary()). Fix tau (tau_value=...) to set the scale instead."))
-    if spec.gate == "activation" and spec.estimates_tau and spec.activation in ("identity", "square"):
-        notes.append((f"activation-{spec.activation}-tau-estimated",
-                      f"activation={spec.activation!r} violates the linear-independence condition of the "
-                      "activation gate: with tau estimated, (beta1, beta0, tau) is identified only up to a scale "
-                      "(identity: c*(beta1, beta0, tau); square: (sqrt(c)*beta1, c*beta0, c*tau)), so the "
-                      "information matrix is singular."))
-    return notes
+    return list(spec.gate_family.notes(spec))
 
 
 def unidentified_labels(spec: MoESpec) -> list[str]:
-    """Labels of free parameters without a regular standard error (reported as NaN).
+    """Labels of free parameters without a regular standard error (reported as NaN): those of
+    the gate's :meth:`~moetheory.gates.Gate.unidentified_fields`.
 
     Top-K with K = 1: every gate parameter (β_0 is not identifiable; the log-likelihood is
     piecewise constant in β_1, so it has no information about it).
@@ -136,24 +117,26 @@ def unidentified_labels(spec: MoESpec) -> list[str]:
     >>> unidentified_labels(MoESpec(2, 1))
     []
     """
-    if spec.gate == "topk" and spec.top_k == 1 and spec.n_experts > 1:
-        return [lab for f, _, lab in free_layout(spec) if f in ("beta0", "beta1")]
-    return []
+    bad = spec.gate_family.unidentified_fields(spec)
+    return [lab for f, _, lab in free_layout(spec) if f in bad]
 
 
 def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     """The free parameters as (field, index, label) triples, in a fixed order.
 
-    Order: gate of each non-reference expert (slopes, then bias), then each expert's
-    slopes, intercept and variance, then τ if estimated. Labels are 1-based like flexmix/R.
+    Order: the gate's head entries (softmax-type gates: each non-reference expert's slopes, then
+    its bias), then each expert's slopes, intercept and variance, then the gate's tail entries
+    (τ when it is free). Labels are 1-based like flexmix/R. ``field`` is a MoEParams field or a
+    key of ``params.extra``.
 
-    Normalisations: softmax, top-K and temperature pin the last expert's (β_0, β_1) at 0. The
-    temperature gate depends on (β, τ) only through β/τ, so τ is never free here: when it is
-    "estimated" its value is fixed by the normalisation ‖(β_0, β_1, τ)‖₂ = 1 (free gate entries
-    and τ), and the gate entries are a chart of the model with τ held at that value. The activation
-    gate pins only the last expert's β_0 (a common β_1 shift is no invariance once σ is
-    non-linear) and frees τ when it is estimated; σ = identity is the temperature gate, so its
-    last β_1 is pinned too.
+    Normalisations (the gate's, :meth:`moetheory.gates.Gate.free_layout`): softmax, top-K and
+    temperature pin the last expert's (β_0, β_1) at 0. The temperature gate depends on (β, τ) only
+    through β/τ, so τ is never free here: when it is "estimated" its value is fixed by the
+    normalisation ‖(β_0, β_1, τ)‖₂ = 1 (free gate entries and τ), and the gate entries are a chart
+    of the model with τ held at that value. The activation gate pins only the last expert's β_0 (a
+    common β_1 shift is no invariance once σ is non-linear) and frees τ when it is estimated;
+    σ = identity is the temperature gate, so its last β_1 is pinned too. The sigmoid gate pins
+    nothing; the Gaussian gate frees means, covariances (lower triangle) and log-proportions.
 
     Parameters
     ----------
@@ -177,21 +160,13 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     xs = [f"x{j + 1}" for j in range(d)] if names is None else list(names)
     if len(xs) != d:
         raise ValueError(f"names must hold one name per covariate (d={d}); got {list(names)}")
-    layout = []
-    # (one expert: the gate is identically 1, nothing of it enters the model)
-    gate_slopes_all = spec.gate == "activation" and spec.activation != "identity" and k > 1
-    for i in range(k):
-        if i < k - 1 or gate_slopes_all:
-            layout += [("beta1", (i, j), f"gate{i + 1}:{xs[j]}") for j in range(d)]
-        if i < k - 1:
-            layout.append(("beta0", (i,), f"gate{i + 1}:const"))
+    head, tail = spec.gate_family.free_layout(spec, xs)
+    layout = list(head)
     for i in range(k):
         layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in range(d)]
         layout.append(("b", (i,), f"expert{i + 1}:const"))
         layout.append(("var", (i,), f"expert{i + 1}:var"))
-    if spec.estimates_tau and spec.gate == "activation" and k > 1:
-        layout.append(("tau", (), "tau"))
-    return layout
+    return layout + list(tail)
 
 
 def param_names(spec: MoESpec, names=None) -> list[str]:
@@ -226,10 +201,8 @@ def df_model(spec: MoESpec) -> int:
     >>> df_model(MoESpec(3, 1, gate="topk", top_k=1, select_by="logit"))
     13
     """
-    layout = free_layout(spec)
-    if spec.gate == "topk" and spec.top_k == 1 and spec.select_by == "score":
-        return sum(1 for f, _, _ in layout if f != "beta0")
-    return len(layout)
+    unused = spec.gate_family.unused_fields(spec)
+    return sum(1 for f, _, _ in free_layout(spec) if f not in unused)
 
 
 def pack(spec: MoESpec, params: MoEParams) -> jnp.ndarray:
@@ -250,7 +223,9 @@ def pack(spec: MoESpec, params: MoEParams) -> jnp.ndarray:
     >>> pack(spec, p).tolist()
     [1.0, 0.5, 1.0, 0.2, 1.0, -1.0, 0.0, 2.0]
     """
-    return jnp.stack([jnp.asarray(getattr(params, f))[idx] for f, idx, _ in free_layout(spec)])
+    from moetheory.gates.base import get_field
+
+    return jnp.stack([jnp.asarray(get_field(params, f))[idx] for f, idx, _ in free_layout(spec)])
 
 
 def unpack(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
@@ -277,10 +252,10 @@ def unpack(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
     >>> q.a.tolist(), q.beta0.tolist()  # the pinned last gate stays at 0
     ([[2.0], [0.0]], [1.5, 0.0])
     """
-    fields = {f: jnp.asarray(v) for f, v in template._asdict().items()}
+    fields = {f: jnp.asarray(v) for f, v in template.arrays().items()}
     for t, (f, idx, _) in enumerate(free_layout(spec)):
         fields[f] = fields[f].at[idx].set(theta[t])
-    return MoEParams(**fields)
+    return spec.gate_family.complete(spec, MoEParams.from_arrays(fields))
 
 
 def pack_numpy(spec: MoESpec, params: MoEParams) -> np.ndarray:
@@ -294,7 +269,9 @@ def pack_numpy(spec: MoESpec, params: MoEParams) -> np.ndarray:
     >>> pack_numpy(MoESpec(2, 1), p).tolist()
     [1.0, 0.5, 1.0, 0.2, 1.0, -1.0, 0.0, 2.0]
     """
-    return np.array([np.asarray(getattr(params, f), dtype=np.float64)[idx]
+    from moetheory.gates.base import get_field
+
+    return np.array([np.asarray(get_field(params, f), dtype=np.float64)[idx]
                      for f, idx, _ in free_layout(spec)], dtype=np.float64)
 
 
@@ -311,10 +288,10 @@ def unpack_numpy(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
     >>> unpack_numpy(spec, pack_numpy(spec, p) + 1.0, p).beta0.tolist()
     [1.5, 0.0]
     """
-    fields = {f: np.array(v, dtype=np.float64) for f, v in template._asdict().items()}
+    fields = {f: np.array(v, dtype=np.float64) for f, v in template.arrays().items()}
     for t, (f, idx, _) in enumerate(free_layout(spec)):
         fields[f][idx] = theta[t]
-    return MoEParams(**fields)
+    return spec.gate_family.complete(spec, MoEParams.from_arrays(fields))
 
 
 @partial(jax.jit, static_argnums=0)

@@ -1,6 +1,10 @@
 """The Gaussian MoE conditional density and what follows from it.
 
-p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space.
+p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space. The gate
+g comes from ``spec.gate_family`` (:mod:`moetheory.gates`), evaluated on the gate's design
+(today the same x as the experts'). A gate that models its input (``gate.joint``, the Gaussian
+gate) makes the likelihood the joint one: :func:`log_joint` then holds log p(x, expert i, y) and
+:func:`log_density` / :func:`log_likelihood` are log p(x, y) — the quantity estimators maximise.
 Functions are pure JAX, jit- and vmap-friendly; ``spec`` is static. Each public function turns
 on float64 first (:func:`moetheory._jax.ensure_x64`): estimation is float64 (DESIGN.md §7).
 """
@@ -13,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from moetheory._jax import ensure_x64, x64
-from moetheory.gates import log_gate_weights
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
 
@@ -52,7 +55,7 @@ def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
 @x64
 def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
     """log g_i(x_n) + log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k); ``-inf`` where expert i is
-    inactive (top-K).
+    inactive (top-K). For a gate that models x (``joint``) the gate term is log p(x_n, expert i).
 
     Parameters
     ----------
@@ -71,12 +74,13 @@ def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
     >>> log_joint(spec, p, np.zeros((3, 1)), np.zeros(3)).shape
     (3, 2)
     """
-    return log_gate_weights(spec, params, x, mask) + log_expert_density(params, x, y)
+    return spec.gate_family.log_joint_weights(spec, params, x, mask) + log_expert_density(params, x, y)
 
 
 @x64
 def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
-    """Conditional log-density log p(y_n | x_n), shape (n,).
+    """Log-density of observation n, shape (n,): log p(y_n | x_n), or log p(x_n, y_n) for a gate
+    that models x (``spec.gate_family.joint``).
 
     Examples
     --------
@@ -91,7 +95,8 @@ def log_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
 
 @x64
 def log_likelihood(spec: MoESpec, params: MoEParams, x, y, weights=None) -> jnp.ndarray:
-    """Σ_n log p(y_n | x_n), a scalar, for x (n, d) and y (n,).
+    """Σ_n log p(y_n | x_n) (Σ_n log p(x_n, y_n) for a joint gate), a scalar, for x (n, d) and
+    y (n,): the log-likelihood estimators maximise.
 
     ``weights`` (n,), optional, multiplies each observation's term (the study runner pads
     samples with zero-weight rows).
@@ -137,7 +142,7 @@ def gate_probabilities(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     >>> gate_probabilities(spec, p, np.zeros((1, 1))).tolist()
     [[0.5, 0.5]]
     """
-    return jnp.exp(log_gate_weights(spec, params, x))
+    return jnp.exp(spec.gate_family.log_weights(spec, params, x))
 
 
 @x64
@@ -177,7 +182,7 @@ def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
 @partial(jax.jit, static_argnums=1)
 def _sample(key, spec, params, x):
     k_gate, k_noise = jax.random.split(key)
-    logg = log_gate_weights(spec, params, x)
+    logg = spec.gate_family.log_weights(spec, params, x)
     z = jax.random.categorical(k_gate, logg, axis=-1)
     mu = jnp.take_along_axis(expert_means(params, x), z[:, None], axis=-1)[:, 0]
     sd = jnp.sqrt(params.var[z])

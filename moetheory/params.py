@@ -11,10 +11,17 @@ e.g. replicates under ``vmap``):
 | `b`     | (k,)     | expert intercept b_i                                       |
 | `var`   | (k,)     | expert noise **variance** ν_i (never a standard deviation) |
 | `tau`   | ()       | gate temperature τ (1 for softmax and top-K)               |
+| `extra` | dict     | further gate arrays, name -> (k, ...) (empty for most gates) |
+
+``extra`` holds the arrays of a gate whose parameters do not fit the slots above, e.g. the
+covariances Σ_i (k, d, d) of the Gaussian gate (:mod:`moetheory.gates.gaussian`): each has the
+expert axis first (after any batch axes, at the position of ``beta0``'s last axis). It is empty
+for the softmax, top-K, temperature, activation and sigmoid gates, and an empty ``extra`` is
+left out of :meth:`MoEParams.to_dict` (so serialised parameters of those gates are unchanged).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -22,26 +29,49 @@ from moetheory.spec import MoESpec
 from moetheory.validation import as_float
 
 
-class MoEParams(NamedTuple):
-    """Parameters of a Gaussian MoE (a pytree of arrays only).
-
-    Examples
-    --------
-    >>> p = MoEParams.create(beta0=[-8.0, 0.0], beta1=[[25.0], [0.0]], a=[[-20.0], [20.0]],
-    ...                      b=[15.0, -5.0], var=[0.09, 0.16])
-    >>> p.a.shape
-    (2, 1)
-    """
-
+class _Fields(NamedTuple):
     beta0: np.ndarray
     beta1: np.ndarray
     a: np.ndarray
     b: np.ndarray
     var: np.ndarray
     tau: np.ndarray
+    extra: dict = {}  # never mutated in place: replaced as a whole (``_replace``)
+
+
+class MoEParams(_Fields):
+    """Parameters of a Gaussian MoE (a pytree of arrays only).
+
+    Iterating over a MoEParams yields its six arrays (beta0, beta1, a, b, var, tau), then the
+    ``extra`` dict only when it holds arrays: code written for the six fields (``MoEParams(*(f(v)
+    for v in p))``, ``zip(p, q)``) keeps working for every gate without extra arrays. JAX sees all
+    seven children (an empty dict has no leaves).
+
+    Examples
+    --------
+    >>> p = MoEParams.create(beta0=[-8.0, 0.0], beta1=[[25.0], [0.0]], a=[[-20.0], [20.0]],
+    ...                      b=[15.0, -5.0], var=[0.09, 0.16])
+    >>> p.a.shape, len(list(p))
+    ((2, 1), 6)
+    """
+
+    __slots__ = ()
+
+    def __iter__(self):
+        items = tuple.__iter__(self)
+        return items if tuple.__getitem__(self, 6) else iter(tuple(items)[:6])
+
+    def _asdict(self) -> dict:
+        return {f: tuple.__getitem__(self, i) for i, f in enumerate(self._fields)}
+
+    def _replace(self, **changes) -> "MoEParams":
+        unknown = set(changes) - set(self._fields)
+        if unknown:
+            raise ValueError(f"Got unexpected field names: {sorted(unknown)!r}")
+        return type(self)(**{**self._asdict(), **changes})
 
     @classmethod
-    def create(cls, beta0, beta1, a, b, var, tau=1.0) -> "MoEParams":
+    def create(cls, beta0, beta1, a, b, var, tau=1.0, extra=None) -> "MoEParams":
         """Build validated float64 NumPy parameters (no batch axis).
 
         Parameters
@@ -58,6 +88,8 @@ class MoEParams(NamedTuple):
             Expert noise **variances** ν_i > 0 (not standard deviations).
         tau : float
             Gate temperature τ > 0 (keep 1 for the softmax and top-K gates).
+        extra : dict of str -> array (k, ...), optional
+            Further gate arrays (e.g. ``{"cov": (k, d, d)}`` for the Gaussian gate).
 
         Raises ``ValueError`` naming the field, the expected and the received shape or value.
 
@@ -90,7 +122,7 @@ class MoEParams(NamedTuple):
         for name, arr in (("beta0", beta0), ("beta1", beta1), ("a", a), ("b", b)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} must be finite; got {arr}")
-        return cls(beta0, beta1, a, b, var, tau)
+        return cls(beta0, beta1, a, b, var, tau, _check_extra(extra, k))
 
     @property
     def n_experts(self) -> int:
@@ -102,13 +134,50 @@ class MoEParams(NamedTuple):
         """Covariate dimension d (the last axis of ``beta1``)."""
         return self.beta1.shape[-1]
 
+    def map(self, fn: Callable) -> "MoEParams":
+        """Apply ``fn`` to every array (the six fields and each ``extra`` array).
+
+        Examples
+        --------
+        >>> p = MoEParams.create([0.], [[0.]], [[1.]], [0.], [2.])
+        >>> p.map(lambda v: 2 * v).var.tolist()
+        [4.0]
+        """
+        return MoEParams(*(fn(getattr(self, f)) for f in ARRAY_FIELDS),
+                         {name: fn(v) for name, v in self.extra.items()})
+
+    def arrays(self) -> dict:
+        """Every array by name: the six fields, then the ``extra`` arrays (names not shared).
+
+        Examples
+        --------
+        >>> list(MoEParams.create([0.], [[0.]], [[1.]], [0.], [2.]).arrays())
+        ['beta0', 'beta1', 'a', 'b', 'var', 'tau']
+        """
+        out = {f: getattr(self, f) for f in ARRAY_FIELDS}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> "MoEParams":
+        """Inverse of :meth:`arrays` (no validation: arrays may be batched or traced)."""
+        extra = {k: v for k, v in arrays.items() if k not in ARRAY_FIELDS}
+        return cls(*(arrays[f] for f in ARRAY_FIELDS), extra)
+
+    def all_finite(self) -> bool:
+        """True when every entry of every array is finite."""
+        return all(bool(np.all(np.isfinite(np.asarray(v)))) for v in self.arrays().values())
+
     def to_numpy(self) -> "MoEParams":
         """Copy as NumPy float64 arrays (e.g. after a JAX computation)."""
-        return MoEParams(*(np.asarray(v, dtype=np.float64) for v in self))
+        return self.map(lambda v: np.asarray(v, dtype=np.float64))
 
     def to_dict(self) -> dict:
-        """JSON-ready nested lists."""
-        return {name: np.asarray(v).tolist() for name, v in self._asdict().items()}
+        """JSON-ready nested lists (``extra`` only when it holds arrays)."""
+        out = {name: np.asarray(getattr(self, name)).tolist() for name in ARRAY_FIELDS}
+        if self.extra:
+            out["extra"] = {name: np.asarray(v).tolist() for name, v in self.extra.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoEParams":
@@ -124,17 +193,21 @@ class MoEParams(NamedTuple):
     def permute(self, order) -> "MoEParams":
         """Relabel experts: expert i of the result is expert ``order[i]`` of self."""
         order = np.asarray(order)
+        axis = np.ndim(self.beta0) - 1  # the expert axis of every array (after batch axes)
         return MoEParams(self.beta0[..., order], self.beta1[..., order, :], self.a[..., order, :],
-                         self.b[..., order], self.var[..., order], self.tau)
+                         self.b[..., order], self.var[..., order], self.tau,
+                         {k: np.take(v, order, axis=axis) for k, v in self.extra.items()})
 
     def pinned(self) -> "MoEParams":
         """Shift the gate so that the last expert's (β_0, β_1) is zero.
 
         For softmax and top-K (score rule is also invariant to a common β_1 shift) this leaves
-        the model unchanged: it is the reference-category normalisation estimators use.
+        the model unchanged: it is the reference-category normalisation estimators use
+        (:func:`moetheory.gates.base.reference_pin`).
         """
-        return self._replace(beta0=self.beta0 - self.beta0[..., -1:],
-                             beta1=self.beta1 - self.beta1[..., -1:, :])
+        from moetheory.gates.base import reference_pin
+
+        return reference_pin(self, True, True)
 
 
 def check_params(spec: MoESpec, params: MoEParams) -> None:
@@ -157,6 +230,37 @@ def check_params(spec: MoESpec, params: MoEParams) -> None:
         got = np.shape(getattr(params, name))
         if got != shape:
             raise ValueError(f"params.{name} must have shape {shape} for {spec}; got {got}")
+    extra = spec.gate_family.extra_shapes(spec)
+    if set(params.extra) != set(extra):
+        raise ValueError(f"params.extra must hold {sorted(extra)} for {spec}; got {sorted(params.extra)}")
+    for name, shape in extra.items():
+        got = np.shape(params.extra[name])
+        if got != tuple(shape):
+            raise ValueError(f"params.extra[{name!r}] must have shape {tuple(shape)} for {spec}; got {got}")
+
+
+#: the array fields of MoEParams (every one but ``extra``)
+ARRAY_FIELDS = ("beta0", "beta1", "a", "b", "var", "tau")
+
+
+def _check_extra(extra, k) -> dict:
+    """Validated float64 copies of the extra gate arrays (expert axis first, finite)."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of gate arrays; got {type(extra).__name__}")
+    out = {}
+    for name, value in extra.items():
+        if not isinstance(name, str) or not name.isidentifier() or name in ARRAY_FIELDS + ("extra",):
+            raise ValueError(f"extra names must be identifiers other than {ARRAY_FIELDS}; got {name!r}")
+        arr = as_float(f"extra[{name!r}]", value)
+        if arr.ndim < 1 or arr.shape[0] != k:
+            raise ValueError(f"extra[{name!r}] must have the expert axis first, shape ({k}, ...); "
+                             f"got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"extra[{name!r}] must be finite; got {arr}")
+        out[name] = arr
+    return out
 
 
 def _as_float(name, value, ndim, k=None):

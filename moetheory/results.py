@@ -164,7 +164,8 @@ class FitResult:
         return plot_fit(self, along=along, ax=ax, **options)
 
     def log_density(self, x, y) -> np.ndarray:
-        """log p(y_n | x_n) for new data, (n,)."""
+        """log p(y_n | x_n) for new data, (n,) (log p(x_n, y_n) for a gate that models x, such
+        as the Gaussian gate: the observation's term of the likelihood that was maximised)."""
         from moetheory.validation import check_xy
 
         x, y = check_xy(select_columns(x, self.x_names), y, self.spec.dim)
@@ -185,7 +186,7 @@ class FitResult:
     def _standard(self):
         """(DataScale, params in standardised coordinates (x̃, ỹ), J = ∂θ/∂θ̃)."""
         ds = data_scale(self.spec, np.asarray(self.x), np.asarray(self.y))
-        p_std = to_standard(self.params, ds)
+        p_std = to_standard(self.params, ds, self.spec)
         return ds, p_std, standard_jacobian(self.spec, p_std, ds)
 
     @cached_property
@@ -257,13 +258,13 @@ class FitResult:
         determines when τ is estimated (the raw ``params`` are the representative with
         ‖(β_0, β_1, τ)‖₂ = 1 over the free gate entries and τ). Other gates: ``params`` (their
         normalisation — last expert's gate pinned — already identifies them; for top-K with
-        K = 1, β_0 stays unidentified).
+        K = 1, β_0 stays unidentified). The gate decides (``Gate.identified_scale``).
         """
         p = self.params
-        if self.spec.gate != "temperature":
+        tau = self.spec.gate_family.identified_scale(self.spec, p)
+        if tau is None:
             return p
-        tau = float(p.tau)
-        return MoEParams(p.beta0 / tau, p.beta1 / tau, p.a, p.b, p.var, np.asarray(1.0))
+        return MoEParams(p.beta0 / tau, p.beta1 / tau, p.a, p.b, p.var, np.asarray(1.0), p.extra)
 
     def identified_table(self, cov_type: str | None = None):
         """Temperature gate: a DataFrame of the identified gate coordinates β/τ with standard
@@ -272,11 +273,11 @@ class FitResult:
         The information is computed in the chart where τ is held at its estimate, so the raw
         gate standard errors are those of β = τ̂·(β/τ) and se(β/τ) = se(β)/τ̂ exactly.
         """
-        if self.spec.gate != "temperature":
+        tau = self.spec.gate_family.identified_scale(self.spec, self.params)
+        if tau is None:
             return None
         import pandas as pd
 
-        tau = float(self.params.tau)
         gate = [i for i, (f, _, _) in enumerate(mle.free_layout(self.spec)) if f in ("beta0", "beta1")]
         names = [self.param_names[i] + "/tau" for i in gate]
         est = self.free_params[gate] / tau
@@ -324,7 +325,7 @@ class FitResult:
     def to_dict(self, cov_type: str | None = None) -> dict:
         """JSON-ready summary: fit statistics, parameters and standard errors."""
         out = {
-            "spec": {k: v for k, v in self.spec.__dict__.items()},
+            "spec": self.spec.to_dict(),
             "n_obs": self.n_obs, "loglik": self.loglik, "df_model": self.df_model,
             "aic": self.aic, "bic": self.bic, "icl": self.icl, "n_iter": self.n_iter,
             "converged": self.converged, "em_converged": self.em_converged,
@@ -367,7 +368,7 @@ class FitResult:
                 "floor_lowered": self.floor_lowered, "spurious_cause": self.spurious_cause}
 
     def __repr__(self):
-        return (f"FitResult(gate={self.spec.gate!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "
+        return (f"FitResult(gate={self.spec.gate_name!r}, n_experts={self.spec.n_experts}, n_obs={self.n_obs}, "
                 f"loglik={self.loglik:.4f}, converged={self.converged}, n_iter={self.n_iter})")
 
 
@@ -404,4 +405,4 @@ def as_numpy_params(params) -> MoEParams:
     >>> type(q.a).__name__, q.a.dtype, q.a.shape
     ('ndarray', dtype('float64'), (2, 1))
     """
-    return MoEParams(*(np.asarray(v, dtype=np.float64) for v in params))
+    return params.map(lambda v: np.asarray(jnp.asarray(v), dtype=np.float64))

@@ -8,28 +8,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-GATES = ("softmax", "topk", "temperature", "activation")
 SELECT_BY = ("score", "logit")
 TAU_MODES = ("fixed", "estimated")
 #: How a Voronoi loss removes the gate's unidentifiable shift (moetheory.losses.voronoi_loss).
 TRANSLATIONS = ("infimum", "bias", "pinned", "none")
 
 
-def gate_translation(gate: str) -> str:
-    """The ``translation`` that removes exactly the gate's unidentifiable shift.
-
-    A common shift of every expert's (β_0, β_1) leaves the softmax, top-K and temperature gates
-    unchanged (``"infimum"``); under the activation gate only a common shift of β_0 does, because
-    σ(β_1ᵀx) is not linear in β_1 (``"bias"``).
+def gate_translation(gate) -> str:
+    """The ``translation`` that removes exactly the gate's unidentifiable shift (the gate's own,
+    :meth:`moetheory.gates.Gate.translation`): ``"infimum"`` for the softmax, top-K and
+    temperature gates (a common shift of every expert's (β_0, β_1)), ``"bias"`` for the activation
+    gate (σ(β_1ᵀx) is not linear in β_1), ``"none"`` for gates without a shift invariance.
 
     Examples
     --------
     >>> gate_translation("softmax"), gate_translation("activation")
     ('infimum', 'bias')
     """
-    if gate not in GATES:
-        raise ValueError(f"gate must be one of {tuple(GATES)}; got {gate!r}")
-    return "bias" if gate == "activation" else "infimum"
+    from moetheory.gates import gate_translation as _translation
+
+    return _translation(gate)
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,11 @@ class MoESpec:
         Number of experts k >= 1.
     dim : int
         Covariate dimension d >= 1.
-    gate : {"softmax", "topk", "temperature", "activation"}
-        Gate family (DESIGN.md §2.2).
+    gate : str or moetheory.gates.Gate
+        Gate family (DESIGN.md §2.2): a registered name (``"softmax"``, ``"topk"``,
+        ``"temperature"``, ``"activation"``, ``"sigmoid"``, ``"gaussian"``, or one added by
+        :func:`moetheory.gates.register_gate`) or a gate object. A built-in gate object is stored
+        as its name and options (so specs compare and serialise alike); any other object is kept.
     top_k : int, optional
         Number K of active experts for ``gate="topk"`` (1 <= K <= k). Required for topk.
     select_by : {"score", "logit"}
@@ -72,47 +73,60 @@ class MoESpec:
     tau: str = "fixed"
 
     def __post_init__(self):
+        from moetheory.gates.base import Gate
+        from moetheory.gates.registry import canonical_gate, check_spec
+
         for name in ("n_experts", "dim", "top_k"):
             value = getattr(self, name)
             if value is not None:
                 # numpy integers are accepted but stored as int so specs hash equal.
                 object.__setattr__(self, name, _check_int(name, value, 1))
-        if self.gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}; got {self.gate!r}")
+        if isinstance(self.gate, Gate):
+            fields = canonical_gate(self.gate)
+            if fields is not None:  # a built-in family: named by its fields
+                for key, value in fields.items():
+                    if key != "gate" and getattr(self, key) not in (None, "fixed", "score", value):
+                        raise ValueError(f"{key}={getattr(self, key)!r} contradicts gate={self.gate!r}")
+                    object.__setattr__(self, key, value)
+        elif not isinstance(self.gate, str):
+            raise TypeError(f"gate must be a gate name or a moetheory.gates.Gate; got "
+                            f"{type(self.gate).__name__}")
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}; got {self.select_by!r}")
         if self.tau not in TAU_MODES:
             raise ValueError(f"tau must be one of {TAU_MODES}; got {self.tau!r}")
-        if self.gate == "topk":
-            if self.top_k is None:
-                raise ValueError("top_k is required for gate='topk' (an integer K in 1..n_experts)")
-            if self.top_k > self.n_experts:
-                raise ValueError(
-                    f"top_k must be in 1..n_experts={self.n_experts}; got top_k={self.top_k}")
-        elif self.top_k is not None:
-            raise ValueError(f"top_k is only used by gate='topk'; got top_k={self.top_k} with gate={self.gate!r}")
-        if self.gate == "activation":
-            from moetheory.gates import ACTIVATIONS  # local import: gates imports spec
-            if self.activation is None:
-                raise ValueError(
-                    f"activation is required for gate='activation'; one of {sorted(ACTIVATIONS)}")
-            if self.activation not in ACTIVATIONS:
-                raise ValueError(
-                    f"activation must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}")
-        elif self.activation is not None:
-            raise ValueError(f"activation is only used by gate='activation'; got {self.activation!r}")
-        if self.gate in ("softmax", "topk") and self.tau != "fixed":
-            raise ValueError(f"tau='estimated' needs gate 'temperature' or 'activation'; got gate={self.gate!r}")
+        check_spec(self)
+
+    @property
+    def gate_family(self):
+        """The gate object (:class:`moetheory.gates.Gate`): every gate-specific rule lives there."""
+        from moetheory.gates.registry import gate_of
+
+        return gate_of(self)
+
+    @property
+    def gate_name(self) -> str:
+        """The gate's registry name (``spec.gate`` for a named gate)."""
+        return self.gate if isinstance(self.gate, str) else self.gate.name
+
+    def to_dict(self) -> dict:
+        """The spec's fields, the gate as its name (a gate object must be registered under it,
+        :func:`moetheory.gates.register_gate`, for the dict to be read back)."""
+        from dataclasses import fields
+
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["gate"] = self.gate_name
+        return out
 
     @property
     def has_tau(self) -> bool:
         """True when the gate divides its logits by a temperature τ."""
-        return self.gate in ("temperature", "activation")
+        return self.gate_family.has_tau
 
     @property
     def estimates_tau(self) -> bool:
         """True when estimators treat τ as a free parameter."""
-        return self.has_tau and self.tau == "estimated"
+        return self.gate_family.estimates_tau(self)
 
     def with_(self, **changes) -> "MoESpec":
         """Copy with some fields changed (validated again)."""

@@ -8,7 +8,10 @@ top-K ranked by the full logit or keeping every expert), so :func:`moetheory.fit
 scales there. Top-K ranking a strict subset by the score β_1ᵀx and the activation gate
 σ(β_1ᵀx) + β_0 are closed under scaling only (a shift of x would add an expert-dependent
 constant inside the ranking or inside σ): they are scaled, not centred. The maximum of the
-likelihood is the same; only the path to it is better conditioned.
+likelihood is the same; only the path to it is better conditioned. Each gate states its rule
+(:meth:`moetheory.gates.Gate.affine_rule`: "affine", "scale" or "none" — a gate that declares no
+rule is fitted in the data's own x coordinates) and maps its parameters
+(:meth:`~moetheory.gates.Gate.to_standard`).
 """
 from __future__ import annotations
 
@@ -39,22 +42,20 @@ class Standardizer(NamedTuple):
 
 
 def centres_allowed(spec: MoESpec) -> bool:
-    """Whether the model is closed under shifting x: the logit is linear in x and no ranking by
-    the score β_1ᵀx picks a strict subset of the experts.
+    """Whether the model is closed under shifting x (the gate's affine rule is "affine").
 
     Examples
     --------
     >>> centres_allowed(MoESpec(3, 1)), centres_allowed(MoESpec(3, 1, gate="topk", top_k=2))
     (True, False)
     """
-    if spec.gate == "activation":
-        return False
-    return not (spec.gate == "topk" and spec.select_by == "score" and spec.top_k < spec.n_experts)
+    return spec.gate_family.affine_rule(spec) == "affine"
 
 
 def standardizer(spec: MoESpec, x: np.ndarray) -> Standardizer:
     """Column means (if :func:`centres_allowed`) and standard deviations of x (n, d); a
-    constant column is left as it is (center 0, scale 1).
+    constant column is left as it is (center 0, scale 1); a gate closed under no affine map of x
+    (affine rule "none") gets the identity.
 
     Examples
     --------
@@ -62,6 +63,8 @@ def standardizer(spec: MoESpec, x: np.ndarray) -> Standardizer:
     >>> st.center.tolist(), round(float(st.scale[0]), 4)
     ([2010.0], 8.165)
     """
+    if spec.gate_family.affine_rule(spec) == "none":
+        return identity_standardizer(x.shape[1])
     sd = np.std(x, axis=0)
     constant = ~(sd > 0)
     scale = np.where(constant, 1.0, sd)
@@ -80,16 +83,18 @@ def identity_standardizer(d: int) -> Standardizer:
     return Standardizer(np.zeros(d), np.ones(d))
 
 
-def to_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
+def to_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:
     """Parameters in x coordinates → the same model in x̃ coordinates.
 
-    a x + b = (a s) x̃ + (b + a·m) for the experts, and likewise (β_1, β_0) for a linear logit
-    (with m = 0 where only scaling is allowed).
+    a x + b = (a s) x̃ + (b + a·m) for the experts; the gate's arrays by the gate's rule
+    (:meth:`moetheory.gates.Gate.to_standard`; without ``spec``: a linear logit, (β_1, β_0) like
+    (a, b)).
 
     Parameters
     ----------
     params : MoEParams, ``beta1``, ``a`` (k, d); ``beta0``, ``b`` (k,)
     st : Standardizer, ``center`` and ``scale`` (d,)
+    spec : MoESpec, optional, whose gate maps the gate arrays
 
     Returns
     -------
@@ -103,14 +108,17 @@ def to_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
     >>> q.a.ravel().tolist(), q.b.tolist()
     ([6.0], [4.0])
     """
+    from moetheory.gates.base import linear_logit_to_standard
+
     a = np.asarray(params.a) * st.scale
     b = np.asarray(params.b) + np.asarray(params.a) @ st.center
-    beta1 = np.asarray(params.beta1) * st.scale
-    beta0 = np.asarray(params.beta0) + np.asarray(params.beta1) @ st.center
-    return params._replace(beta0=beta0, beta1=beta1, a=a, b=b)
+    params = params._replace(a=a, b=b)
+    if spec is None:
+        return linear_logit_to_standard(params, st.center, st.scale)
+    return spec.gate_family.to_standard(spec, params, st.center, st.scale)
 
 
-def from_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
+def from_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:
     """Inverse of :func:`to_fitted_coordinates`: estimates in x̃ coordinates → x coordinates.
 
     Examples
@@ -124,11 +132,14 @@ def from_fitted_coordinates(params: MoEParams, st: Standardizer) -> MoEParams:
     >>> bool(np.allclose(back.b, p.b) and np.allclose(back.beta0, p.beta0))
     True
     """
+    from moetheory.gates.base import linear_logit_from_standard
+
     a = np.asarray(params.a) / st.scale
     b = np.asarray(params.b) - a @ st.center
-    beta1 = np.asarray(params.beta1) / st.scale
-    beta0 = np.asarray(params.beta0) - beta1 @ st.center
-    return params._replace(beta0=beta0, beta1=beta1, a=a, b=b)
+    params = params._replace(a=a, b=b)
+    if spec is None:
+        return linear_logit_from_standard(params, st.center, st.scale)
+    return spec.gate_family.from_standard(spec, params, st.center, st.scale)
 
 
 class DataScale(NamedTuple):
@@ -159,8 +170,9 @@ def data_scale(spec: MoESpec, x: np.ndarray, y: np.ndarray) -> DataScale:
     return DataScale(standardizer(spec, x), float(np.mean(y)), sd if sd > 0 else 1.0)
 
 
-def to_standard(params: MoEParams, ds: DataScale) -> MoEParams:
-    """Parameters in (x, y) units → the same model in the standardised coordinates (x̃, ỹ).
+def to_standard(params: MoEParams, ds: DataScale, spec: MoESpec | None = None) -> MoEParams:
+    """Parameters in (x, y) units → the same model in the standardised coordinates (x̃, ỹ)
+    (``spec``: whose gate maps the gate arrays, see :func:`to_fitted_coordinates`).
 
     Examples
     --------
@@ -170,12 +182,12 @@ def to_standard(params: MoEParams, ds: DataScale) -> MoEParams:
     >>> q.a.ravel().tolist(), q.b.tolist(), q.var.tolist()
     ([2.0], [1.0], [2.0])
     """
-    p = to_fitted_coordinates(params, ds.x)
+    p = to_fitted_coordinates(params, ds.x, spec)
     return p._replace(a=np.asarray(p.a) / ds.y_scale, b=(np.asarray(p.b) - ds.y_center) / ds.y_scale,
                       var=np.asarray(p.var) / ds.y_scale ** 2)
 
 
-def from_standard(params: MoEParams, ds: DataScale) -> MoEParams:
+def from_standard(params: MoEParams, ds: DataScale, spec: MoESpec | None = None) -> MoEParams:
     """Inverse of :func:`to_standard`.
 
     Examples
@@ -183,13 +195,13 @@ def from_standard(params: MoEParams, ds: DataScale) -> MoEParams:
     >>> ds = DataScale(Standardizer(np.array([5.0]), np.array([2.0])), 1.0, 2.0)
     >>> p = MoEParams.create([0.3, 0.0], [[1.0], [0.0]], [[4.0], [1.0]], [3.0, 0.0], [8.0, 1.0])
     >>> back = from_standard(to_standard(p, ds), ds)
-    >>> bool(all(np.allclose(u, v) for u, v in zip(back, p)))
+    >>> bool(all(np.allclose(back.arrays()[k], v) for k, v in p.arrays().items()))
     True
     """
     p = params._replace(a=np.asarray(params.a) * ds.y_scale,
                         b=np.asarray(params.b) * ds.y_scale + ds.y_center,
                         var=np.asarray(params.var) * ds.y_scale ** 2)
-    return from_fitted_coordinates(p, ds.x)
+    return from_fitted_coordinates(p, ds.x, spec)
 
 
 def standard_jacobian(spec: MoESpec, params_std: MoEParams, ds: DataScale) -> np.ndarray:
@@ -213,7 +225,7 @@ def standard_jacobian(spec: MoESpec, params_std: MoEParams, ds: DataScale) -> np
     from moetheory.mle import pack_numpy, unpack_numpy
 
     def image(theta):
-        return pack_numpy(spec, from_standard(unpack_numpy(spec, theta, params_std), ds))
+        return pack_numpy(spec, from_standard(unpack_numpy(spec, theta, params_std), ds, spec))
 
     p_free = len(pack_numpy(spec, params_std))
     origin = image(np.zeros(p_free))

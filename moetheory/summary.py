@@ -10,51 +10,25 @@ from moetheory import mle
 from moetheory.mle import SingularInformationWarning
 
 
-def _gate_description(spec):
-    if spec.gate == "topk":
-        return f"top-{spec.top_k} ({spec.select_by})"
-    if spec.gate == "activation":
-        return f"activation ({spec.activation}, tau {spec.tau})"
-    if spec.gate == "temperature":
-        return f"temperature (tau {spec.tau})"
-    return "softmax"
-
-
 #: Logit change over one sd of x beyond which a gate counts as a step (e^-30 ≈ 1e-13).
 STEP_LOGIT = 30.0
 
 
 def _step_gates(res) -> list[str]:
-    """Labels of gate slopes with |β_1j|·sd(x_j)/τ > STEP_LOGIT (relative to the reference)."""
-    if res.spec.gate == "activation":  # σ saturates: a large slope is not a step of the logit
-        return []
+    """Labels of gate slopes whose logit changes by more than STEP_LOGIT over one sd of x (the
+    gate's :meth:`~moetheory.gates.Gate.step_slopes`: softmax-type gates relative to the
+    reference, divided by τ; none for the activation gate, whose σ saturates)."""
     sd = np.std(np.asarray(res.x), axis=0)
-    slopes = np.asarray(res.params.beta1) - np.asarray(res.params.beta1)[-1]
-    scaled = np.abs(slopes) * sd / float(res.params.tau)
+    steps = res.spec.gate_family.step_slopes(res.spec, res.params, sd)
     label = {(f, idx): lab for f, idx, lab in mle.free_layout(res.spec, res.x_names)}
-    return [label[("beta1", (i, j))] for i in range(res.spec.n_experts - 1)
-            for j in range(res.spec.dim) if scaled[i, j] > STEP_LOGIT]
+    return [label[("beta1", (i, j))] for i, j in steps]
 
 
 def _gate_notes(res):
     """Gate-specific notes: normalisation, identifiability, what the standard errors mean."""
-    spec, notes = res.spec, []
-    tau = float(res.params.tau)
-    if spec.gate == "activation":
-        pinned = "beta0 and beta1" if spec.activation == "identity" else "beta0 only"
-        notes.append(f"Activation gate: the last expert's {pinned} is pinned at zero; "
-                     f"tau = {tau:.6g} ({spec.tau}" + (", log scale in estimation)." if spec.estimates_tau else ")."))
-    if spec.gate == "temperature":
-        if spec.estimates_tau:
-            notes.append(f"Temperature gate, tau estimated: (beta, tau) is identified only up to a common scale; "
-                         f"normalisation ||(beta0, beta1, tau)||_2 = 1 over the free gate entries and tau, "
-                         f"giving tau = {tau:.6g}. Raw gate standard errors hold tau at this value; the "
-                         "identified coordinates beta/tau are in the table 'Identified gate coordinates'.")
-        else:
-            notes.append(f"Temperature gate with known tau = {tau:.6g}.")
-    if spec.gate == "topk" and spec.top_k < spec.n_experts:
-        notes.append("Top-K gate: standard errors use the almost-everywhere derivatives of the log-likelihood "
-                     "(active sets held at the estimate); the active-set boundaries are not regular parameters.")
+    spec = res.spec
+    first, last = spec.gate_family.summary_notes(spec, res)
+    notes = list(first)
     if res.unidentified:
         notes.append(f"Not identified (standard errors NaN): {', '.join(res.unidentified)}.")
     steep = _step_gates(res)
@@ -64,8 +38,7 @@ def _gate_notes(res):
                      "split of the data (as with separable data in logistic regression); the "
                      "likelihood barely constrains these slopes and their standard errors are not "
                      "reliable.")
-    notes += [f"{message}" for message in res.identifiability_notes if spec.gate == "topk"]
-    return notes
+    return notes + list(last)
 
 
 def fmt_number(v) -> str:
@@ -136,7 +109,8 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
     # call, no warning is raised here, so also read the cached singular flag.
     singular = (any(issubclass(w.category, SingularInformationWarning) for w in caught)
                 or bool(res._cov(cov_type)[1]))
-    left = [("Model:", "Gaussian MoE"), ("Gate:", _gate_description(res.spec)),
+    gate = res.spec.gate_family
+    left = [("Model:", "Gaussian MoE"), ("Gate:", gate.describe(res.spec)),
             ("Experts:", str(res.spec.n_experts)), ("No. Observations:", str(res.n_obs)),
             ("Df Model:", str(res.df_model)), ("Covariance Type:", cov_type)]
     right = [("Log-Likelihood:", f"{res.loglik:.4f}"), ("AIC:", f"{res.aic:.4f}"),
@@ -147,8 +121,7 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
                       title="Gaussian Mixture-of-Experts Results")
     rows = [[fmt_number(v) for v in row] for row in table.to_numpy()]
     params = SimpleTable(rows, headers=list(table.columns), stubs=list(table.index))
-    notes = ["Notes:",
-             "[1] The last expert's gate is the reference (pinned at zero); 'var' is the expert noise variance."]
+    notes = ["Notes:", f"[1] {gate.reference_note}"]
     if singular:
         notes.append(f"[2] The information matrix is singular or indefinite, "
                      f"{res.information_rank(cov_type)} (an over-fitted or non-identifiable model): "
@@ -170,7 +143,7 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
     for note in _gate_notes(res):
         notes.append(f"[{len(notes)}] {note}")
     blocks = [top.as_text(), params.as_text()]
-    ident = res.identified_table(cov_type) if res.spec.gate == "temperature" and res.spec.estimates_tau else None
+    ident = res.identified_table(cov_type) if res.spec.estimates_tau else None
     if ident is not None:
         rows = [[fmt_number(v) for v in row] for row in ident.to_numpy()]
         blocks.append(SimpleTable(rows, headers=list(ident.columns), stubs=list(ident.index),

@@ -87,7 +87,9 @@ __all__ = [
     "d2_exponent_rules",
 ]
 
-GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity")
+#: names :func:`pde_checks` knows beside the registered gates (activation gates by activation)
+GATES = ("softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity",
+         "sigmoid", "gaussian")
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,22 +137,79 @@ def softmax_expert_density(d=1):
     return u, {"x": x, "y": y, "beta1": beta1, "a": a, "b": b, "nu": nu}
 
 
-def _activation(name):
+def table_gate(gate):
+    """The gate object of a name of :data:`PDE_TABLE_GATES` (``"activation-tanh"``: the activation
+    gate with σ = tanh), of a registered gate name, or a gate object itself.
+
+    Examples
+    --------
+    >>> table_gate("activation-tanh").activation
+    'tanh'
+    """
+    from moetheory.gates import GATES as REGISTRY, ActivationGate, Gate
+
+    if isinstance(gate, Gate):
+        return gate
+    if isinstance(gate, str) and gate.startswith("activation-"):
+        return ActivationGate(activation=gate.split("-", 1)[1])
+    if isinstance(gate, str) and gate in REGISTRY:
+        entry = REGISTRY[gate]
+        return entry if isinstance(entry, Gate) else entry()
+    raise ValueError(f"gate must be one of {PDE_TABLE_GATES} (or a registered gate or a gate "
+                     f"object); got {gate!r}")
+
+
+def _gate_name(gate) -> str:
+    return gate if isinstance(gate, str) else gate.name
+
+
+def _expert_symbols(sp, i=None):
+    sfx = "" if i is None else f"_{i + 1}"
+    return (sp.Symbol("beta1" + sfx, real=True), sp.Symbol("beta0" + sfx, real=True),
+            sp.Symbol("a" + sfx, real=True), sp.Symbol("b" + sfx, real=True),
+            sp.Symbol("nu" + sfx, positive=True))
+
+
+def _two_experts(gate, sp, x, y, tau):
+    """The 2-expert conditional density p = Σ_i w_i/(w_1 + w_2) N(y; a_i x + b_i, ν_i) of a gate
+    (d = 1) and its symbols (B1, B0, A, Bb, V, extras)."""
+    syms = [_expert_symbols(sp, i) for i in range(2)]
+    extras = [_extra_symbols(gate, sp, f"_{i + 1}") for i in range(2)]
+    w = [gate.sympy_weight(sp, (x,), (s[0],), s[1], tau, e) for s, e in zip(syms, extras)]
+    den = w[0] + w[1]
+    p = sum(w[i] / den * _normal(y, syms[i][2] * x + syms[i][3], syms[i][4]) for i in range(2))
+    return p, syms, extras
+
+
+def _ordered(syms, extras):
+    """The 2-expert symbols as (β_1, β_0, a, b, ν of both experts), then the extras."""
+    return [v for i in range(5) for v in (syms[0][i], syms[1][i])] + \
+        [v for e in extras for v in e.values()]
+
+
+def _extra_symbols(gate, sp, suffix=""):
+    return {k: sp.Symbol(v.name + suffix, **v.assumptions0) for k, v in gate.sympy_extra(sp).items()}
+
+
+def _gate_checks(gate):
+    """Euler relation for the gate alone and for a 2-expert density (gates with τ)."""
     import sympy as sp
 
-    if name == "tanh":
-        return sp.tanh
-    if name == "sigmoid":
-        return lambda z: 1 / (1 + sp.exp(-z))
-    if name == "identity":
-        return lambda z: z
-    if name == "gelu":
-        return lambda z: z / 2 * (1 + sp.erf(z / sp.sqrt(2)))
-    if name == "softplus":
-        return lambda z: sp.log(1 + sp.exp(z))
-    if name == "square":
-        return lambda z: z ** 2
-    raise ValueError(f"unknown activation {name!r}")
+    x, y = sp.symbols("x y", real=True)
+    tau = sp.symbols("tau", positive=True)
+    b10, b00 = sp.symbols("beta1 beta0", real=True)
+    extra = _extra_symbols(gate, sp)
+    g = gate.sympy_weight(sp, (x,), (b10,), b00, tau, extra)
+    euler_g = tau * sp.diff(g, tau) + b10 * sp.diff(g, b10) + b00 * sp.diff(g, b00)
+    p, syms, extras = _two_experts(gate, sp, x, y, tau)
+    B1, B0 = [s[0] for s in syms], [s[1] for s in syms]
+    euler_p = tau * sp.diff(p, tau) + sum(B1[i] * sp.diff(p, B1[i]) + B0[i] * sp.diff(p, B0[i]) for i in range(2))
+    syms_g = [x, tau, b10, b00, *extra.values()]
+    syms_p = [x, y, tau, *_ordered(syms, extras)]
+    return {
+        "euler: tau*dg/dtau + beta1*dg/dbeta1 + beta0*dg/dbeta0 == 0 (gate)": _is_zero(euler_g, syms_g),
+        "euler: same relation for a 2-expert softmax density": _is_zero(euler_p, syms_p),
+    }
 
 
 def _is_zero(expr, symbols, trials=3, seed=0):
@@ -172,51 +231,25 @@ def _is_zero(expr, symbols, trials=3, seed=0):
     return True  # numerical evidence only (see docstring)
 
 
-def _gate_checks(gate):
-    """Euler relation for the gate alone and for a 2-expert softmax density."""
-    import sympy as sp
-
-    x, y = sp.symbols("x y", real=True)
-    tau = sp.symbols("tau", positive=True)
-    sigma = (lambda z: z) if gate == "temperature" else _activation(gate.split("-", 1)[1])
-    b10, b00 = sp.symbols("beta1 beta0", real=True)
-    g = sp.exp((sigma(b10 * x) + b00) / tau)
-    euler_g = tau * sp.diff(g, tau) + b10 * sp.diff(g, b10) + b00 * sp.diff(g, b00)
-
-    # two experts, softmax over the (temperature / activation) logits
-    B1 = sp.symbols("beta1_1 beta1_2", real=True)
-    B0 = sp.symbols("beta0_1 beta0_2", real=True)
-    A = sp.symbols("a_1 a_2", real=True)
-    Bb = sp.symbols("b_1 b_2", real=True)
-    V = sp.symbols("nu_1 nu_2", positive=True)
-    h = [(sigma(B1[i] * x) + B0[i]) / tau for i in range(2)]
-    den = sp.exp(h[0]) + sp.exp(h[1])
-    p = sum(sp.exp(h[i]) / den * _normal(y, A[i] * x + Bb[i], V[i]) for i in range(2))
-    euler_p = tau * sp.diff(p, tau) + sum(B1[i] * sp.diff(p, B1[i]) + B0[i] * sp.diff(p, B0[i]) for i in range(2))
-    syms_g = [x, tau, b10, b00]
-    syms_p = [x, y, tau, *B1, *B0, *A, *Bb, *V]
-    return {
-        "euler: tau*dg/dtau + beta1*dg/dbeta1 + beta0*dg/dbeta0 == 0 (gate)": _is_zero(euler_g, syms_g),
-        "euler: same relation for a 2-expert softmax density": _is_zero(euler_p, syms_p),
-    }
-
-
 def pde_checks(gate, d=1):
     """Named symbolic checks for a gate family → bool (True: the identity holds exactly).
 
     Parameters
     ----------
-    gate : {"softmax", "temperature", "activation-tanh", "activation-sigmoid", "activation-identity"}
+    gate : str or moetheory.gates.Gate
+        A name of :data:`GATES` or of the registry, or a gate object with a symbolic form
+        (:meth:`moetheory.gates.Gate.sympy_weight`).
     d : int
-        Covariate dimension for the softmax PDEs.
+        Covariate dimension for the PDEs.
 
     Returns
     -------
     dict of str → bool
-        softmax: the two PDEs (per covariate coordinate) and the translation
-        invariance of a 2-expert softmax density; other gates: the Euler
-        relation for the gate and for a 2-expert density (holds for the
-        temperature and identity-activation gates, fails for tanh/sigmoid).
+        The groups the gate reports (``Gate.sympy_checks``): ``"pdes"`` — the two PDEs of the
+        Gaussian expert under the gate's weight w(x) (per covariate coordinate),
+        u = w(x) N(y; aᵀx + b, ν); ``"translation"`` — the common-shift invariance of a 2-expert
+        density; ``"euler"`` — the Euler (scale) relation for the gate and for a 2-expert density
+        (holds for the temperature and identity-activation gates, fails for tanh/sigmoid).
 
     Examples
     --------
@@ -225,32 +258,34 @@ def pde_checks(gate, d=1):
     """
     import sympy as sp
 
-    if gate not in GATES:
-        raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
-    if gate != "softmax":
-        return _gate_checks(gate)
-    u, s = softmax_expert_density(d)
+    obj = table_gate(gate)
     out = {}
-    for i in range(d):
-        sfx = "" if d == 1 else f"[{i + 1}]"
-        lhs = sp.diff(u, s["beta1"][i], s["b"]) - sp.diff(u, s["a"][i])
-        out[f"d2u/dbeta1{sfx}db == du/da{sfx}"] = sp.simplify(lhs / u) == 0
-    lhs = sp.diff(u, s["b"], 2) - 2 * sp.diff(u, s["nu"])
-    out["d2u/db2 == 2 du/dnu"] = sp.simplify(lhs / u) == 0
-    # translation invariance (β_0, β_1) -> (β_0 + t_0, β_1 + t_1): the sum of the
-    # derivatives over experts vanishes for the normalised softmax density
-    x, y = sp.symbols("x y", real=True)
-    B1 = sp.symbols("beta1_1 beta1_2", real=True)
-    B0 = sp.symbols("beta0_1 beta0_2", real=True)
-    A = sp.symbols("a_1 a_2", real=True)
-    Bb = sp.symbols("b_1 b_2", real=True)
-    V = sp.symbols("nu_1 nu_2", positive=True)
-    h = [B1[i] * x + B0[i] for i in range(2)]
-    den = sp.exp(h[0]) + sp.exp(h[1])
-    p = sum(sp.exp(h[i]) / den * _normal(y, A[i] * x + Bb[i], V[i]) for i in range(2))
-    syms = [x, y, *B1, *B0, *A, *Bb, *V]
-    out["translation: sum_i dp/dbeta0_i == 0"] = _is_zero(sp.diff(p, B0[0]) + sp.diff(p, B0[1]), syms)
-    out["translation: sum_i dp/dbeta1_i == 0"] = _is_zero(sp.diff(p, B1[0]) + sp.diff(p, B1[1]), syms)
+    if "pdes" in obj.sympy_checks:
+        names = (lambda v: (v,)) if d == 1 else (lambda v: tuple(f"{v}_{i + 1}" for i in range(d)))
+        x = tuple(sp.Symbol(n, real=True) for n in names("x"))
+        beta1 = tuple(sp.Symbol(n, real=True) for n in names("beta1"))
+        a = tuple(sp.Symbol(n, real=True) for n in names("a"))
+        y, b, beta0 = sp.symbols("y b beta0", real=True)
+        nu, tau = sp.symbols("nu tau", positive=True)
+        lin = lambda c: sum(ci * xi for ci, xi in zip(c, x))  # noqa: E731
+        u = obj.sympy_weight(sp, x, beta1, beta0, tau, _extra_symbols(obj, sp)) * _normal(y, lin(a) + b, nu)
+        for i in range(d):
+            sfx = "" if d == 1 else f"[{i + 1}]"
+            lhs = sp.diff(u, beta1[i], b) - sp.diff(u, a[i])
+            out[f"d2u/dbeta1{sfx}db == du/da{sfx}"] = sp.simplify(lhs / u) == 0
+        lhs = sp.diff(u, b, 2) - 2 * sp.diff(u, nu)
+        out["d2u/db2 == 2 du/dnu"] = sp.simplify(lhs / u) == 0
+    if "translation" in obj.sympy_checks:
+        # translation invariance (β_0, β_1) -> (β_0 + t_0, β_1 + t_1): the sum of the
+        # derivatives over experts vanishes for the normalised density
+        x, y = sp.symbols("x y", real=True)
+        tau = sp.symbols("tau", positive=True)
+        p, syms, extras = _two_experts(obj, sp, x, y, tau)
+        allsyms = [x, y, *_ordered(syms, extras)]
+        out["translation: sum_i dp/dbeta0_i == 0"] = _is_zero(sp.diff(p, syms[0][1]) + sp.diff(p, syms[1][1]), allsyms)
+        out["translation: sum_i dp/dbeta1_i == 0"] = _is_zero(sp.diff(p, syms[0][0]) + sp.diff(p, syms[1][0]), allsyms)
+    if "euler" in obj.sympy_checks:
+        out.update(_gate_checks(obj))
     return out
 
 
@@ -811,7 +846,7 @@ def verify_witness(witness, m, r, dps=50):
 #: softmax over the active experts).
 PDE_TABLE_GATES = ("softmax", "topk", "temperature", "activation-identity", "activation-tanh",
                    "activation-sigmoid", "activation-gelu", "activation-softplus",
-                   "activation-square")
+                   "activation-square", "sigmoid", "gaussian")
 
 #: The relations of :func:`pde_table`, in print order.
 PDE_RELATIONS = (
@@ -823,14 +858,13 @@ PDE_RELATIONS = (
 )
 
 
-def _gate_logit(gate):
-    """(logit h(beta1, beta0, x, tau) as a sympy function, has_tau) for a PDE_TABLE_GATES name."""
-    if gate in ("softmax", "topk"):
-        return (lambda b1, b0, x, tau: b1 * x + b0), False
-    if gate == "temperature":
-        return (lambda b1, b0, x, tau: (b1 * x + b0) / tau), True
-    sigma = _activation(gate.split("-", 1)[1])
-    return (lambda b1, b0, x, tau: (sigma(b1 * x) + b0) / tau), True
+class _TableSpec:
+    """k and d of the PDE table's models (k = 3 so that a top-K gate with K < k has regions)."""
+
+    n_experts, dim = 3, 1
+
+
+_TABLE_SPEC = _TableSpec()
 
 
 def _free_of(expr, variables, symbols, seed=1):
@@ -866,14 +900,16 @@ def pde_table(gates=PDE_TABLE_GATES) -> dict:
 
     Parameters
     ----------
-    gates : sequence of str
-        Names in :data:`PDE_TABLE_GATES`.
+    gates : sequence of str or moetheory.gates.Gate
+        Names in :data:`PDE_TABLE_GATES` or of the registry, or gate objects with a symbolic form
+        (``Gate.sympy_weight``; a gate defined in user code gets its row this way).
 
     Returns
     -------
     dict
         ``{gate: {relation: {"status": "holds" | "breaks" | "n/a", "detail": str}}}``, relations
-        as in :data:`PDE_RELATIONS`.
+        as in :data:`PDE_RELATIONS`, then the gate's own relations (``Gate.sympy_relations``,
+        e.g. the Gaussian gate's heat equation).
 
     Examples
     --------
@@ -887,9 +923,7 @@ def pde_table(gates=PDE_TABLE_GATES) -> dict:
 
     out = {}
     for gate in gates:
-        if gate not in PDE_TABLE_GATES:
-            raise ValueError(f"gate must be one of {PDE_TABLE_GATES}; got {gate!r}")
-        out[gate] = copy.deepcopy(_pde_row(gate))
+        out[_gate_name(gate)] = copy.deepcopy(_pde_row(table_gate(gate)))
     return out
 
 
@@ -900,9 +934,10 @@ def _pde_row(gate):
 
     x, y, a, b, b1, b0 = sp.symbols("x y a b beta1 beta0", real=True)
     nu, tau = sp.symbols("nu tau", positive=True)
-    h, has_tau = _gate_logit(gate)
-    u = sp.exp(h(b1, b0, x, tau)) * _normal(y, a * x + b, nu)
-    syms = [x, y, a, b, b1, b0, nu] + ([tau] if has_tau else [])
+    has_tau = gate.has_tau
+    extra = _extra_symbols(gate, sp)
+    u = gate.sympy_weight(sp, (x,), (b1,), b0, tau, extra) * _normal(y, a * x + b, nu)
+    syms = [x, y, a, b, b1, b0, nu] + ([tau] if has_tau else []) + list(extra.values())
     row = {}
     holds, ratio = _free_of(sp.diff(u, b1, b) / sp.diff(u, a), [x, y], syms)
     row[PDE_RELATIONS[0]] = {"status": "holds" if holds else "breaks",
@@ -910,15 +945,10 @@ def _pde_row(gate):
     bn = _is_zero(sp.diff(u, b, 2) - 2 * sp.diff(u, nu), syms)
     row[PDE_RELATIONS[1]] = {"status": "holds" if bn else "breaks", "detail": ""}
     # two experts
-    B1 = sp.symbols("beta1_1 beta1_2", real=True)
-    B0 = sp.symbols("beta0_1 beta0_2", real=True)
-    A = sp.symbols("a_1 a_2", real=True)
-    Bb = sp.symbols("b_1 b_2", real=True)
-    V = sp.symbols("nu_1 nu_2", positive=True)
-    hs = [h(B1[i], B0[i], x, tau) for i in range(2)]
-    den = sp.exp(hs[0]) + sp.exp(hs[1])
-    p = sum(sp.exp(hs[i]) / den * _normal(y, A[i] * x + Bb[i], V[i]) for i in range(2))
-    syms2 = [x, y, *B1, *B0, *A, *Bb, *V] + ([tau] if has_tau else [])
+    p, esyms, extras = _two_experts(gate, sp, x, y, tau)
+    B1, B0 = [s[0] for s in esyms], [s[1] for s in esyms]
+    syms2 = [x, y, *_ordered(esyms, [])] + ([tau] if has_tau else []) + \
+        [v for e in extras for v in e.values()]
     if has_tau:
         euler = tau * sp.diff(p, tau) + sum(B1[i] * sp.diff(p, B1[i]) + B0[i] * sp.diff(p, B0[i])
                                             for i in range(2))
@@ -929,10 +959,14 @@ def _pde_row(gate):
     for rel, P in ((PDE_RELATIONS[3], B0), (PDE_RELATIONS[4], B1)):
         ok = _is_zero(sp.diff(p, P[0]) + sp.diff(p, P[1]), syms2)
         row[rel] = {"status": "holds" if ok else "breaks", "detail": ""}
-    if gate == "topk":
+    if gate.n_active_sets(_TABLE_SPEC) > 1:
         for rel in row:
             row[rel]["detail"] = (row[rel]["detail"] + "; " if row[rel]["detail"] else "") + \
                 "on every region (the gate is a softmax over the active experts there)"
+    sym = {"x": (x,), "y": y, "a": (a,), "b": b, "beta1": (b1,), "beta0": b0, "nu": nu, "tau": tau,
+           "extra": extra, "all": syms}
+    for name, status, detail in gate.sympy_relations(sp, u, sym):
+        row[name] = {"status": status, "detail": detail}
     return row
 
 
@@ -975,49 +1009,57 @@ def d2_exponent_rules(gate, table=None) -> tuple:
     return (beta1, a, b, var)
 
 
-def cli_pdes(gate="all") -> str:
+def cli_pdes(which="all") -> str:
     """Printable report of the PDE checks (for ``moetheory theory pdes [--gate G]``).
 
-    ``gate="all"``: the table of :func:`pde_table` for every gate, which relations hold and which
-    break, with the D_2 exponents derived from them; a gate name: its detailed checks
-    (:func:`pde_checks`) and the table row.
+    ``which="all"``: the table of :func:`pde_table` for every gate, which relations hold and which
+    break, with the D_2 exponents derived from them; a gate name (or a gate object): its detailed
+    checks (:func:`pde_checks`) and its table row.
 
     Examples
     --------
     >>> "holds" in cli_pdes("softmax")
     True
     """
-    if gate == "all":
+    if isinstance(which, str) and which == "all":
         table = pde_table()
         short = ["beta1-a", "b-nu", "euler", "transl. beta0", "transl. beta1"]
-        lines = ["PDEs behind the slow rates: u = exp(h(x)) N(y; a x + b, nu), h the gate's logit",
+        lines = ["PDEs behind the slow rates: u = w(x) N(y; a x + b, nu), w the gate's weight",
+                 "  (w = exp(h(x)) for the softmax-type gates, h the logit)",
                  "  beta1-a: d2u/dbeta1db = c du/da (c free of x, y)   b-nu: d2u/db2 = 2 du/dnu",
                  "  euler: tau du/dtau + beta1 du/dbeta1 + beta0 du/dbeta0 = 0 (2 experts)",
                  "  transl.: sum_i dp/dbeta0_i = 0, sum_i dp/dbeta1_i = 0 (2 experts)",
                  "  D2 exponents (beta1, a, b, nu) in a cell of m atoms, derived from what holds",
                  "",
                  f"{'gate':<20}" + "".join(f"{c:<15}" for c in short) + "D2 exponents"]
+        own = []
         for g, row in table.items():
             cells = [row[r]["status"] for r in PDE_RELATIONS]
             ex = d2_exponent_rules(g, table)
             exs = ", ".join(("rbar" if w == 1 else f"rbar/{w}") if k == "rbar" else str(w)
                             for k, w in ex)
             lines.append(f"{g:<20}" + "".join(f"{c:<15}" for c in cells) + f"({exs})")
+            own += [f"{g}: {rel}: {v['status']}" + (f" ({v['detail']})" if v["detail"] else "")
+                    for rel, v in row.items() if rel not in PDE_RELATIONS]
         lines.append("")
         lines.append("topk: on every region (a softmax over the active experts). 'holds' is exact or")
         lines.append("numerical evidence; 'breaks' is proved by a non-zero value at a rational point.")
+        if own:
+            lines.append("gate-specific relations:")
+            lines += [f"  {line}" for line in own]
         return "\n".join(lines)
-    checks = pde_checks(gate) if gate in GATES else {}
-    lines = [f"symbolic checks for gate '{gate}':"]
-    for name, ok in checks.items():
-        lines.append(f"  [{'holds' if ok else 'FAILS'}] {name}")
-    if gate in PDE_TABLE_GATES:
-        row = pde_table([gate])[gate]
-        for rel, v in row.items():
-            status = {"holds": "holds", "breaks": "FAILS", "n/a": "n/a"}[v["status"]]
-            detail = f"  ({v['detail']})" if v["detail"] else ""
-            lines.append(f"  [{status}] {rel}{detail}")
-    if gate == "softmax":
+    gate = table_gate(which)
+    name = _gate_name(which)
+    checks = pde_checks(gate)
+    lines = [f"symbolic checks for gate '{name}':"]
+    for check, ok in checks.items():
+        lines.append(f"  [{'holds' if ok else 'FAILS'}] {check}")
+    row = pde_table([gate])[gate.name]
+    for rel, v in row.items():
+        status = {"holds": "holds", "breaks": "FAILS", "n/a": "n/a"}[v["status"]]
+        detail = f"  ({v['detail']})" if v["detail"] else ""
+        lines.append(f"  [{status}] {rel}{detail}")
+    if "dependencies" in gate.sympy_checks:
         u, s = softmax_expert_density(1)
         rels = find_linear_dependencies(u, [s["beta1"][0], s["a"][0], s["b"], s["nu"]], 2)
         lines.append("linear dependencies among derivatives up to order 2 (u = exp(beta1 x) N(y; a x + b, nu)):")

@@ -135,12 +135,13 @@ def _variances(var, log_var, std, k):
 
 
 def normalize_gate(spec: MoESpec, params: MoEParams) -> MoEParams:
-    """Pin the translation freedom of the gate (see the module docstring).
+    """Pin the translation freedom of the gate: the gate's own normalisation
+    (:func:`moetheory.gates.pin`; see the module docstring).
 
     Parameters
     ----------
     spec : MoESpec
-        Gives the gate (the activation gate pins only ``beta0``).
+        Gives the gate (the activation gate pins only ``beta0``, σ = identity also ``beta1``).
     params : MoEParams
         Gate fields ``beta0`` of shape (..., k) and ``beta1`` of shape (..., k, d).
 
@@ -160,9 +161,7 @@ def normalize_gate(spec: MoESpec, params: MoEParams) -> MoEParams:
     >>> q.beta0.tolist(), q.beta1.tolist()
     ([-2.0, 0.0], [[2.0], [5.0]])
     """
-    if spec.gate == "activation":
-        return params._replace(beta0=params.beta0 - params.beta0[..., -1:])
-    return params.pinned()
+    return spec.gate_family.pin(spec, params)
 
 
 def import_moe(router, experts, *, router_bias=None, expert_bias=None, var=None, log_var=None,
@@ -204,7 +203,10 @@ def import_moe(router, experts, *, router_bias=None, expert_bias=None, var=None,
     v = _variances(var, log_var, std, k)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-    spec = MoESpec(k, d, gate=gate, top_k=top_k, select_by=select_by if gate == "topk" else "score",
+    from moetheory.gates.registry import SPEC_OPTIONS
+
+    uses_select = "select_by" in SPEC_OPTIONS.get(gate, ()) if isinstance(gate, str) else False
+    spec = MoESpec(k, d, gate=gate, top_k=top_k, select_by=select_by if uses_select else "score",
                    activation=activation, tau=tau)
     if spec.has_tau:
         params = MoEParams.create(b0, w, a, b, v, tau=float(temperature))

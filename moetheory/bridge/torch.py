@@ -26,14 +26,18 @@ the layer output Σ_i w_i(x)(a_iᵀx + b_i) (the predictive mean for normalised 
 
 Routers
 -------
-Statistical routers (exact copies of :mod:`moetheory.gates`, same tie rule — ties go to the lower
-index):
+Statistical routers: every gate of :mod:`moetheory.gates` (a registered name or a gate object)
+routes by its own torch code (``Gate.torch_log_weights``, an exact copy of the gate, same tie
+rule — ties go to the lower index):
 
 * ``"softmax"``: w = softmax(β_1ᵀx + β_0).
 * ``"topk"`` (``top_k``, ``select_by`` "score" | "logit"): the K experts with the largest
   selection score (β_1ᵀx, or the full logit), weights renormalised over them.
 * ``"temperature"``: softmax((β_1ᵀx + β_0)/τ), bias inside; τ trainable iff ``learn_tau``.
 * ``"activation"``: softmax((σ(β_1ᵀx) + β_0)/τ), σ from :data:`TORCH_ACTIVATIONS`.
+* ``"sigmoid"``: σ(β_1ᵀx + β_0) normalised over the experts.
+* ``"gaussian"``: π_i N(x; μ_i, Σ_i) normalised (the layer models y given x; its Σ_i are the
+  ``gate_extra["cov"]`` parameters).
 
 Neural routers practitioners use (how each maps onto a statistical gate is in docs/bridge.md):
 
@@ -72,9 +76,17 @@ torch = require_torch()
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-STATISTICAL_ROUTERS = ("softmax", "topk", "temperature", "activation")
+#: the built-in gates' routers (any registered gate name or gate object routes too)
+STATISTICAL_ROUTERS = ("softmax", "topk", "temperature", "activation", "sigmoid", "gaussian")
 NEURAL_ROUTERS = ("noisy_topk", "switch", "gshard_top2", "dense_to_sparse")
 ROUTERS = STATISTICAL_ROUTERS + NEURAL_ROUTERS
+
+
+def _is_statistical(router) -> bool:
+    from moetheory.gates import GATES, Gate
+
+    return isinstance(router, Gate) or (isinstance(router, str) and router in GATES
+                                        and router not in NEURAL_ROUTERS)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -323,28 +335,32 @@ class GaussianMoE(nn.Module):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
         k, d = int(n_experts), int(dim)
-        if router not in ROUTERS:
-            raise ValueError(f"router must be one of {ROUTERS}; got {router!r}")
+        if not (_is_statistical(router) or router in NEURAL_ROUTERS):
+            raise ValueError(f"router must be one of {ROUTERS} (or a registered gate); got {router!r}")
         if select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}; got {select_by!r}")
         if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
             raise ValueError(f"tau must be a finite number > 0; got {tau!r}")
         dtype = torch.float64 if dtype is None else dtype
-        self.n_experts, self.dim, self.router = k, d, router
+        self.n_experts, self.dim = k, d
         self.select_by = select_by
         self.activation = None
+        self.gate_spec = None  # the statistical gate's MoESpec (None for a neural router)
         self.learn_tau = bool(learn_tau)
         self.noise, self.gumbel = bool(noise), bool(gumbel)
         self.threshold, self.renormalize, self.hard_weight = float(threshold), bool(renormalize), hard_weight
         self.schedule = None
         self.generator = None  # optional torch.Generator for the routing noise
-        if router in STATISTICAL_ROUTERS:
+        if _is_statistical(router):
             # MoESpec validates the gate options with moetheory's own messages.
-            MoESpec(k, d, gate=router, top_k=top_k, select_by=select_by, activation=activation,
-                    tau="estimated" if learn_tau and router in ("temperature", "activation") else "fixed")
-            if learn_tau and router in ("softmax", "topk"):
+            spec = MoESpec(k, d, gate=router, top_k=top_k, select_by=select_by, activation=activation)
+            if learn_tau and not spec.has_tau:
                 raise ValueError(f"learn_tau needs router 'temperature' or 'activation'; got {router!r}")
-            if router == "activation":
+            if learn_tau:
+                spec = spec.with_(tau="estimated")
+            self.gate_spec = spec
+            router = spec.gate  # a built-in gate object is stored by name
+            if spec.activation is not None:
                 if activation not in TORCH_ACTIVATIONS:
                     raise ValueError(f"activation {activation!r} has no torch twin; known: "
                                      f"{sorted(TORCH_ACTIVATIONS)} (see register_torch_activation)")
@@ -383,14 +399,21 @@ class GaussianMoE(nn.Module):
                     raise TypeError(f"schedule must be a DenseToSparseSchedule; got {type(schedule).__name__}")
                 self.top_k = None
                 tau = self.schedule.tau(0)
+        self.router = router
         z = lambda *shape: torch.zeros(shape, dtype=dtype)  # noqa: E731
         self.gate_weight = nn.Parameter(z(k, d))
         self.gate_bias = nn.Parameter(z(k))
         self.expert_weight = nn.Parameter(z(k, d))
         self.expert_bias = nn.Parameter(z(k))
         self.log_var = nn.Parameter(z(k))
+        # further gate arrays (e.g. the Gaussian gate's covariances), identity-like at start
+        extra = {} if self.gate_spec is None else self.gate_spec.gate_family.extra_shapes(self.gate_spec)
+        self.gate_extra = nn.ParameterDict({
+            name: nn.Parameter(torch.eye(shape[-1], dtype=dtype).expand(shape).clone()
+                               if len(shape) == 3 and shape[-1] == shape[-2] else z(*shape))
+            for name, shape in extra.items()})
         log_tau = torch.tensor(math.log(tau), dtype=dtype)
-        if router in ("temperature", "activation"):
+        if self.gate_spec is not None and self.gate_spec.has_tau:
             self.log_tau = nn.Parameter(log_tau, requires_grad=self.learn_tau)
         else:
             self.register_buffer("log_tau", log_tau)
@@ -419,8 +442,10 @@ class GaussianMoE(nn.Module):
         """Copy moetheory parameters into the layer (bit-exact; variances and τ via shadows)."""
         k, d = self.n_experts, self.dim
         expected = {"beta0": (k,), "beta1": (k, d), "a": (k, d), "b": (k,), "var": (k,), "tau": ()}
+        expected.update({name: tuple(p.shape) for name, p in self.gate_extra.items()})
+        arrays = params.arrays()
         for name, shape in expected.items():
-            got = np.shape(getattr(params, name))
+            got = np.shape(arrays[name]) if name in arrays else None
             if got != shape:
                 raise ValueError(f"params.{name} must have shape {shape} for this layer; got {got}")
         as_t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=self.gate_weight.dtype)  # noqa: E731
@@ -431,6 +456,8 @@ class GaussianMoE(nn.Module):
         self.gate_bias.copy_(as_t(params.beta0))
         self.expert_weight.copy_(as_t(params.a))
         self.expert_bias.copy_(as_t(params.b))
+        for name, p in self.gate_extra.items():
+            p.copy_(as_t(params.extra[name]))
         self.log_var.copy_(torch.log(var))
         self.var_shadow.copy_(var)
         self.log_var_shadow.copy_(self.log_var)
@@ -480,22 +507,14 @@ class GaussianMoE(nn.Module):
     def route(self, x) -> RouterOutput:
         """Router weights, dense probabilities and dispatch mask for x (n, d)."""
         x = self._as_x(x)
+        if self.gate_spec is not None:  # a statistical gate routes by its own torch code
+            tensors = {"beta0": self.gate_bias, "beta1": self.gate_weight, "tau": self.tau,
+                       **dict(self.gate_extra.items())}
+            return RouterOutput(*self.gate_spec.gate_family.torch_log_weights(self.gate_spec, tensors, x))
         score = x @ self.gate_weight.T
         h = score + self.gate_bias
         r = self.router
         ninf = -math.inf
-        if r == "softmax":
-            logw = F.log_softmax(h, dim=-1)
-            return RouterOutput(logw, logw.exp(), torch.ones_like(h, dtype=torch.bool))
-        if r == "temperature" or r == "activation":
-            if r == "activation":
-                h = TORCH_ACTIVATIONS[self.activation](score) + self.gate_bias
-            logw = F.log_softmax(h / self.tau, dim=-1)
-            return RouterOutput(logw, logw.exp(), torch.ones_like(h, dtype=torch.bool))
-        if r == "topk":
-            mask = topk_mask(score if self.select_by == "score" else h, self.top_k)
-            logw = F.log_softmax(h.masked_fill(~mask, ninf), dim=-1)
-            return RouterOutput(logw, F.softmax(h, dim=-1), mask)
         if r == "noisy_topk":
             if self.training and self.noise:
                 eps = torch.randn(h.shape, dtype=h.dtype, generator=self.generator)
@@ -584,7 +603,7 @@ class GaussianMoE(nn.Module):
         opts = [f"n_experts={self.n_experts}", f"dim={self.dim}", f"router={self.router!r}"]
         if self.top_k is not None:
             opts.append(f"top_k={self.top_k}")
-        if self.router == "topk":
+        if self.gate_spec is not None and self.gate_spec.top_k is not None:
             opts.append(f"select_by={self.select_by!r}")
         if self.activation is not None:
             opts.append(f"activation={self.activation!r}")
@@ -630,22 +649,17 @@ def to_torch(spec: MoESpec, params: MoEParams, router: str | None = None, **opti
         raise TypeError(f"params must be a MoEParams; got {type(params).__name__}")
     check_params(spec, params)
     router = spec.gate if router is None else router
-    if router not in ROUTERS:
+    if not (_is_statistical(router) or router in NEURAL_ROUTERS):
         raise ValueError(f"router must be one of {ROUTERS}; got {router!r}")
     kw = dict(options)
-    if router in STATISTICAL_ROUTERS:
+    if _is_statistical(router):
         if router != spec.gate:
             raise ValueError(f"router={router!r} does not match spec.gate={spec.gate!r}")
         kw.update(top_k=spec.top_k, select_by=spec.select_by, activation=spec.activation,
                   tau=float(params.tau), learn_tau=spec.estimates_tau)
     else:
-        ok = {
-            "noisy_topk": spec.gate == "topk" and spec.select_by == "logit",
-            "switch": spec.gate == "topk" and spec.top_k == 1 and spec.select_by == "logit",
-            "gshard_top2": spec.gate == "topk" and spec.top_k == 2 and spec.select_by == "logit",
-            "dense_to_sparse": spec.gate == "temperature" and spec.tau == "fixed",
-        }[router]
-        if not ok:
+        # the neural routers that share their parameters with this gate (the gate says)
+        if router not in spec.gate_family.neural_routers(spec):
             raise ValueError(f"router={router!r} shares its parameters with a {_NEURAL_FROM_SPEC[router]}; "
                              f"got {spec}")
         if router == "noisy_topk":
@@ -665,7 +679,8 @@ def to_torch(spec: MoESpec, params: MoEParams, router: str | None = None, **opti
 def _params_of(module: GaussianMoE) -> MoEParams:
     get = lambda t: np.array(t.detach().cpu().numpy(), dtype=np.float64)  # noqa: E731
     return MoEParams(get(module.gate_bias), get(module.gate_weight), get(module.expert_weight),
-                     get(module.expert_bias), get(module.var), get(module.tau).reshape(()))
+                     get(module.expert_bias), get(module.var), get(module.tau).reshape(()),
+                     {name: get(p) for name, p in module.gate_extra.items()})
 
 
 def statistical_equivalent(module: GaussianMoE):
@@ -700,11 +715,8 @@ def statistical_equivalent(module: GaussianMoE):
         raise TypeError(f"module must be a GaussianMoE; got {type(module).__name__}")
     k, d, r = module.n_experts, module.dim, module.router
     params = _params_of(module)
-    if r in STATISTICAL_ROUTERS:
-        spec = MoESpec(k, d, gate=r, top_k=module.top_k, select_by=module.select_by,
-                       activation=module.activation,
-                       tau="estimated" if module.learn_tau else "fixed")
-        return spec, params, True, "statistical router: exact"
+    if module.gate_spec is not None:
+        return module.gate_spec, params, True, "statistical router: exact"
     hard = r == "switch" or (r == "dense_to_sparse" and bool(module.hard))
     if r == "noisy_topk":
         spec = MoESpec(k, d, gate="topk", top_k=module.top_k, select_by="logit")

@@ -262,9 +262,9 @@ def evaluate(layer: GaussianMoE, x, y, truth: MoEParams | None = None, *, loss_k
     rec = {"nll": nll, "exact_gate": bool(exact), "tau": float(params.tau),
            "hard": bool(layer.hard) if layer.router == "dense_to_sparse" else None}
     if truth is not None:
-        ok = all(np.all(np.isfinite(np.asarray(v))) for v in params)
+        ok = params.all_finite()
         if ok:
-            translation = gate_translation(spec.gate)
+            translation = gate_translation(spec)
             rec["loss"] = float(voronoi_loss(params, truth, kind=loss_kind,
                                              translation=translation, coords="identified"))
             rec["errors"] = _errors(params, truth, translation)

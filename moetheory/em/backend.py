@@ -46,8 +46,9 @@ NUMBA_GATE_OPTIONS = ("max_newton", "newton_tol")
 
 
 def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
-    """Whether the Numba kernel (and its NumPy twin) implements EM for this model (softmax gate,
-    early stopping, gate options among :data:`NUMBA_GATE_OPTIONS`).
+    """Whether the Numba kernel (and its NumPy twin) implements EM for this model (a gate with
+    ``numba = True`` — the softmax gate —, early stopping, gate options among
+    :data:`NUMBA_GATE_OPTIONS`).
 
     Examples
     --------
@@ -55,7 +56,7 @@ def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
     >>> numba_implements(MoESpec(3, 1)), numba_implements(MoESpec(3, 1, gate="topk", top_k=2))
     (True, False)
     """
-    return (spec.gate == "softmax" and not fixed_iter
+    return (spec.gate_family.numba and not fixed_iter
             and set(dict(gate_options or ())) <= set(NUMBA_GATE_OPTIONS))
 
 
@@ -110,7 +111,7 @@ def choose_backend(spec, fixed_iter: bool = False, requested=None, what: str = "
     if req in CPU_BACKENDS:
         if not ok:
             raise ValueError(f"{what}={req!r} implements the softmax gate without fixed_iter, with "
-                             f"gate options among {NUMBA_GATE_OPTIONS}; got gate={spec.gate!r}, "
+                             f"gate options among {NUMBA_GATE_OPTIONS}; got gate={spec.gate_name!r}, "
                              f"fixed_iter={fixed_iter}, gate options {sorted(dict(gate_options or ()))}")
         return req
     if not ok or jax.default_backend() != "cpu":
@@ -326,7 +327,7 @@ def run_starts(spec, starts: MoEParams, x, y, w, *, backend: str, tol_rel, tol_a
     >>> rng = np.random.default_rng(0)
     >>> x = rng.uniform(-1, 1, (300, 1)); y = np.sign(x[:, 0]) + 0.3 * rng.standard_normal(300)
     >>> p = MoEParams.create([0.5, 0.], [[1.], [0.]], [[0.], [0.]], [1., -1.], [1., 1.])
-    >>> starts = MoEParams(*(np.stack([v, v]) for v in p))          # S = 2 starts
+    >>> starts = p.map(lambda v: np.stack([v, v]))          # S = 2 starts
     >>> out = run_starts(MoESpec(2, 1), starts, x, y, np.ones(300), backend="jax",
     ...                  tol_rel=0.0, tol_abs=3e-6, max_iter=200, var_floor=1e-10)
     >>> out["loglik"].shape, out["params"].a.shape

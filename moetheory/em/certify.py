@@ -103,8 +103,10 @@ def not_checked(n_iter: int = 0, reason: str = "not_checked") -> Certificate:
 
 # ------------------------------------------------------------------------------ derivatives
 def _log_fields(spec):
-    """(p,) bool: free coordinates that the polish works on in log scale (variances, τ)."""
-    return np.array([f in ("var", "tau") for f, _, _ in free_layout(spec)])
+    """(p,) bool: free coordinates that the polish works on in log scale (the variances and the
+    gate's positive parameters: τ, a covariance's diagonal)."""
+    gate = spec.gate_family
+    return np.array([f == "var" or gate.log_scale(f, idx) for f, idx, _ in free_layout(spec)])
 
 
 def derivative_backend(spec, n_obs) -> str:
@@ -123,7 +125,7 @@ def derivative_backend(spec, n_obs) -> str:
     """
     from moetheory.em.backend import small_data
 
-    if spec.gate != "softmax" or jax.default_backend() != "cpu":
+    if not spec.gate_family.numba or jax.default_backend() != "cpu":
         return "jax"
     return "numpy" if small_data(spec, n_obs) else "numba"
 
@@ -139,7 +141,7 @@ def piecewise(spec) -> bool:
     >>> piecewise(MoESpec(3, 1, gate="topk", top_k=2)), piecewise(MoESpec(3, 1))
     (True, False)
     """
-    return spec.gate == "topk" and spec.top_k < spec.n_experts
+    return bool(spec.gate_family.selection_fields(spec))
 
 
 def held_labels(spec) -> set:
@@ -160,7 +162,7 @@ def held_labels(spec) -> set:
     """
     held = set(unidentified_labels(spec))
     if piecewise(spec):
-        fields = ("beta1", "beta0") if spec.select_by == "logit" else ("beta1",)
+        fields = spec.gate_family.selection_fields(spec)
         held |= {lab for f, _, lab in free_layout(spec) if f in fields}
     return held
 
@@ -354,7 +356,7 @@ def certify(spec, params: MoEParams, x, y, weights=None, *, tol: float = 1e-6, n
     (False, 'gap')
     """
     incr = tuple(float(v) for v in increments)[-3:]
-    if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         return not_checked(n_iter, "nonfinite")
     ll, g, H = derivatives(spec, params, x, y, weights) if derivs is None else derivs
     chart = _Chart(spec, params, held_labels(spec))

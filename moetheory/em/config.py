@@ -103,7 +103,8 @@ class EMConfig:
         fixed points, monotone, and the polish finishes the maximisation).
     gate_options : tuple of (name, value) pairs
         Further gate-step options (``newton_tol``, top-K ``method``/``max_halvings``,
-        ``tau_value``); see :data:`moetheory.em.gate_steps.GATE_OPTIONS`.
+        ``tau_value``); each gate lists its own in ``step_options``
+        (:class:`moetheory.gates.Gate`).
     var_floor : float, optional
         Minimum expert variance (default: :func:`moetheory.api.default_var_floor` of y in
         ``fit``; 1e-10 in studies).

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from moetheory.em.mstep import expert_m_step, gate_m_step
-from moetheory.gates import pin
+from moetheory.gates.base import reference_pin
 from moetheory.params import MoEParams
 
 INIT_MODES = ("paper", "perturb", "random", "kmeans", "lines")
@@ -50,7 +50,7 @@ def assign_to_truth(key, k: int, k_true: int) -> jnp.ndarray:
 def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd, var_from_sd, spec=None):
     ka, kg1, kg0, ke1, ke0, kv = jax.random.split(key, 6)
     idx = assign_to_truth(ka, k, truth.beta0.shape[0])
-    t = truth.pinned() if spec is None else pin(spec, truth)
+    t = reference_pin(truth) if spec is None else spec.gate_family.pin(spec, truth)
     d = t.beta1.shape[1]
     dtype = t.beta1.dtype
     noise = lambda kk, shape, sd: sd * jax.random.normal(kk, shape, dtype=dtype)  # noqa: E731
@@ -62,8 +62,9 @@ def _near_truth(key, truth: MoEParams, k: int, gate_sd, expert_sd, var_noise_sd,
     var = start_var + jnp.abs(noise(kv, (k,), var_noise_sd))
     # Gates without a temperature carry τ = 1 whatever the truth's τ.
     tau = t.tau if spec is None or spec.has_tau else jnp.ones_like(t.tau)
-    out = MoEParams(beta0, beta1, a, b, var, tau)
-    return out.pinned() if spec is None else pin(spec, out)
+    # further gate arrays (e.g. the Gaussian gate's covariances) are copied from the assigned expert
+    out = MoEParams(beta0, beta1, a, b, var, tau, {name: v[idx] for name, v in t.extra.items()})
+    return reference_pin(out) if spec is None else spec.gate_family.pin(spec, out)
 
 
 def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec=None) -> MoEParams:
@@ -72,7 +73,9 @@ def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec
     Gate noise sd 0.005·n^-0.083, expert noise sd 0.05·n^-0.083, variance + |N(0, (0.005·n^-0.25)²)|.
     ``var_from_sd=True`` reproduces the official code's slip of starting the *variance* at the
     true standard deviation (off by default). ``spec`` (the fitted model's) decides which
-    gate normalisation to pin (:func:`moetheory.gates.pin`); without it the softmax one.
+    gate normalisation to pin (:func:`moetheory.gates.pin`); without it the softmax one. A gate
+    whose paper used another official scheme supplies it (``Gate.paper_start``, e.g. the
+    Gaussian gate's).
 
     Parameters
     ----------
@@ -97,6 +100,10 @@ def paper_init(key, truth: MoEParams, k: int, n, var_from_sd: bool = False, spec
     >>> start.beta1.shape, start.var.shape
     ((3, 1), (3,))
     """
+    if spec is not None:
+        own = spec.gate_family.paper_start(key, truth, k, n, var_from_sd)
+        if own is not None:  # the gate's paper has its own official near-truth scheme
+            return own
     n = jnp.asarray(n, dtype=truth.var.dtype)
     shrink = n ** -0.083
     return _near_truth(key, truth, k, 0.005 * shrink, 0.05 * shrink, 0.005 * n ** -0.25, var_from_sd,
@@ -160,9 +167,10 @@ def params_from_resp(spec, x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
     """
     k, d = spec.n_experts, spec.dim
     dtype = x.dtype
-    base = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), jnp.zeros((k, d), dtype),
+    gate = spec.gate_family.blank(spec, dtype, tau)
+    base = MoEParams(gate.pop("beta0"), gate.pop("beta1"), jnp.zeros((k, d), dtype),
                      jnp.full(k, jnp.mean(y), dtype), jnp.full(k, jnp.var(y) + var_floor, dtype),
-                     jnp.asarray(tau, dtype))
+                     gate.pop("tau"), gate)
     params, _ = expert_m_step(base, x, y, resp, var_floor)
     return gate_m_step(spec, params, x, resp)
 
@@ -342,8 +350,9 @@ def lines_init(key, spec, x, y, weights=None, var_floor=1e-10, tau=1.0) -> MoEPa
     mean = (w * y).sum() / w.sum()
     var_y = (w * (y - mean) ** 2).sum() / w.sum()
     var = jnp.maximum(q, 1e-6 * var_y) + var_floor
-    params = MoEParams(jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), coef[:, :d], coef[:, d], var,
-                       jnp.asarray(tau, dtype))
+    gate = spec.gate_family.blank(spec, dtype, tau)
+    params = MoEParams(gate.pop("beta0"), gate.pop("beta1"), coef[:, :d], coef[:, d], var,
+                       gate.pop("tau"), gate)
     log_phi = -0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * resid2 / var
     resp = jax.nn.softmax(log_phi, axis=1) * w[:, None]
     return gate_m_step(spec, params, x, resp)

@@ -258,7 +258,7 @@ def _finish_one(ctx: _Ctx, p, ll, trace, n_it, assess_it: bool):
 
     spec, x, y, w, config = ctx.spec, ctx.x, ctx.y, ctx.w, ctx.config
     incr = np.diff(trace)[-3:]
-    if not (np.isfinite(ll) and all(np.all(np.isfinite(np.asarray(v))) for v in p)):
+    if not (np.isfinite(ll) and all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(p))):
         cert = not_checked(n_it, "nonfinite")
         return p, ll, cert, (assess(spec, p, x, y, w, var_floor=ctx.var_floor, certificate=cert,
                                     min_size=config.min_size) if assess_it else None), ctx.var_floor

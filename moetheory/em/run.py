@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from moetheory.em.estep import e_step, hard_assign
-from moetheory.em.gate_steps import needs_observed_likelihood
 from moetheory.em.mstep import expert_m_step, gate_m_step
 from moetheory.params import MoEParams
 
@@ -86,12 +85,9 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
     if hard is not False:  # a Python True or a traced flag
         resp = jnp.where(hard, hard_assign(resp), resp)
     new, floor_hit = expert_m_step(params, x, y, resp, var_floor)
-    if needs_observed_likelihood(spec):
-        # Top-K (K < k): the generalised-EM gate step accepts a move only if the observed
-        # log-likelihood, with the active sets recomputed, does not decrease — it needs y.
-        new = gate_m_step(spec, new, x, resp, y=y, weights=weights, **(gate_options or {}))
-    else:
-        new = gate_m_step(spec, new, x, resp, **(gate_options or {}))
+    # y and the weights reach the gate step: a gate whose step needs the observed likelihood
+    # (top-K with K < k: a move is accepted only if it does not decrease) uses them.
+    new = gate_m_step(spec, new, x, resp, y=y, weights=weights, **(gate_options or {}))
     return new, loglik, floor_hit.any()
 
 

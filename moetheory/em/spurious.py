@@ -151,12 +151,6 @@ def gate_information(g, x, w=None) -> float:
     return float(np.linalg.eigvalsh(0.5 * (info + info.T))[0])
 
 
-def _linear_logits(spec) -> bool:
-    # Gates whose logits are linear in x over every expert (a top-K gate with K < k has zero
-    # weights by construction, not by a step)
-    return spec.gate in ("softmax", "temperature") or (spec.gate == "topk" and spec.top_k == spec.n_experts)
-
-
 def assess(spec, params, x, y, weights, *, var_floor: float, certificate, min_size: float) -> Assessment:
     """Classify the estimate ``params`` (module docstring).
 
@@ -189,14 +183,14 @@ def assess(spec, params, x, y, weights, *, var_floor: float, certificate, min_si
     w = np.ones(np.shape(y)[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     k = spec.n_experts
     count = min_count(min_size, float(w.sum()), spec.dim)
-    if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         return Assessment("nonfinite", np.full(k, np.nan), count, -1, float("nan"))
     sizes, g, used = _posterior(spec, jax.tree.map(np.asarray, params), np.asarray(x),
                                 np.asarray(y), w)
     sizes, g, used = np.asarray(sizes), np.asarray(g), np.asarray(used)
     var = np.asarray(params.var)
     on_floor = var <= var_floor * (1 + 1e-9)
-    info = gate_information(g, x, w) if _linear_logits(spec) else float("inf")
+    info = gate_information(g, x, w) if spec.gate_family.softmax_of_linear(spec) else float("inf")
     if not np.all(np.isfinite(sizes)):
         return Assessment("nonfinite", sizes, count, -1, info)
     if on_floor.any():

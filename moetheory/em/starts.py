@@ -178,7 +178,7 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     if n_obs is None:
         n_obs = x.shape[0] if weights is None else float(np.sum(np.asarray(weights)))
     data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
-    on_cpu = backend != "jax" and spec.gate == "softmax"
+    on_cpu = backend != "jax" and spec.gate_family.numba
     if data_idx and on_cpu:
         from moetheory.em.init_numpy import data_starts
 

@@ -2,10 +2,11 @@
 
 Everything here is written for readability, not speed: explicit loops over experts and over
 rows where that makes the formula obvious, ``scipy.special.logsumexp`` for the log-sum-exp.
-It shares no code with the JAX implementation (:mod:`moetheory.gates`, :mod:`moetheory.model`,
-:mod:`moetheory.em`) — only the :class:`~moetheory.spec.MoESpec` and
-:class:`~moetheory.params.MoEParams` containers, which hold no logic — so agreement between the
-two is evidence that both are right. Used by the tests and as the benchmark baseline only.
+It shares no code with the JAX implementation (:mod:`moetheory.model`, :mod:`moetheory.em`, the
+gates' JAX methods) — only the :class:`~moetheory.spec.MoESpec` and
+:class:`~moetheory.params.MoEParams` containers and, for the gate formulas, each gate's NumPy
+methods (``Gate.numpy_logits``, ``numpy_active_set``, ``numpy_log_weights``), written apart from
+its JAX code in the gate's module — so agreement between the two is evidence that both are right. Used by the tests and as the benchmark baseline only.
 
 Shapes: n observations, k experts, covariate dimension d; ``x`` is (n, d), ``y`` is (n,).
 Parameters follow :class:`~moetheory.params.MoEParams`: ``beta0`` (k,), ``beta1`` (k, d),
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import erf, logsumexp
+from scipy.special import logsumexp
 
 from moetheory.params import MoEParams
 
@@ -24,33 +25,13 @@ from moetheory.params import MoEParams
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _sigmoid(z):
-    # Two branches so that exp never overflows.
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
-
-
-#: NumPy versions of the activations σ of the activation gate.
-ACTIVATIONS = {
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "gelu": lambda z: 0.5 * z * (1.0 + erf(z / math.sqrt(2.0))),
-    "softplus": lambda z: np.logaddexp(0.0, z),
-    "identity": lambda z: z,
-    "square": lambda z: z * z,
-}
-
-
 def _np_params(params) -> MoEParams:
-    return MoEParams(*(np.asarray(v, dtype=np.float64) for v in params))
+    return params.map(lambda v: np.asarray(v, dtype=np.float64))
 
 
 def gate_logits(spec, params, x) -> np.ndarray:
-    """Gate logits h_i(x) of DESIGN.md §2.2.
+    """Gate logits h_i(x) of DESIGN.md §2.2, one expert at a time (the gate's own NumPy code,
+    ``Gate.numpy_logits``, written apart from its JAX code).
 
     Parameters
     ----------
@@ -73,21 +54,7 @@ def gate_logits(spec, params, x) -> np.ndarray:
     >>> gate_logits(spec, p, x).tolist()  # β_1i x + β_0i
     [[-1.0, 0.0], [1.0, 0.0], [3.0, 0.0]]
     """
-    p = _np_params(params)
-    x = np.asarray(x, dtype=np.float64)
-    n, k = x.shape[0], p.beta0.shape[0]
-    h = np.empty((n, k))
-    for i in range(k):
-        score = x @ p.beta1[i]  # β_1iᵀx, (n,)
-        if spec.gate in ("softmax", "topk"):
-            h[:, i] = score + p.beta0[i]
-        elif spec.gate == "temperature":
-            h[:, i] = (score + p.beta0[i]) / p.tau
-        elif spec.gate == "activation":
-            h[:, i] = (ACTIVATIONS[spec.activation](score) + p.beta0[i]) / p.tau
-        else:
-            raise ValueError(f"unknown gate {spec.gate!r}")
-    return h
+    return spec.gate_family.numpy_logits(spec, _np_params(params), np.asarray(x, dtype=np.float64))
 
 
 def active_set(spec, params, x) -> np.ndarray:
@@ -112,31 +79,17 @@ def active_set(spec, params, x) -> np.ndarray:
     >>> import numpy as np
     >>> from moetheory.params import MoEParams
     >>> from moetheory.spec import MoESpec
-    >>> spec = MoESpec(2, 1)
     >>> p = MoEParams.create([1., 0.], [[2.], [0.]], [[1.], [-1.]], [0., 0.], [1., 1.])
-    >>> x = np.array([[-1.0], [0.0], [1.0]]); y = np.array([-1.0, 0.0, 1.0])
+    >>> x = np.array([[-1.0], [0.0], [1.0]])
     >>> active_set(MoESpec(2, 1, gate="topk", top_k=1), p, x).tolist()  # ranks β_1i x
     [[False, True], [True, False], [True, False]]
     """
-    p = _np_params(params)
-    x = np.asarray(x, dtype=np.float64)
-    n, k = x.shape[0], p.beta0.shape[0]
-    mask = np.ones((n, k), dtype=bool)
-    if spec.gate != "topk":
-        return mask
-    mask[:] = False
-    for row in range(n):
-        score = p.beta1 @ x[row]  # (k,)
-        if spec.select_by == "logit":
-            score = score + p.beta0
-        # A stable sort of -score puts equal scores in index order: ties go to the lower index.
-        order = np.argsort(-score, kind="stable")
-        mask[row, order[:spec.top_k]] = True
-    return mask
+    return spec.gate_family.numpy_active_set(spec, _np_params(params), np.asarray(x, dtype=np.float64))
 
 
 def log_gate_weights(spec, params, x) -> np.ndarray:
-    """log g_i(x): a log-softmax of the logits over the active set, ``-inf`` elsewhere.
+    """log g_i(x): a log-softmax of the logits over the active set, ``-inf`` elsewhere (the
+    gate's ``numpy_log_weights``).
 
     Parameters
     ----------
@@ -160,10 +113,25 @@ def log_gate_weights(spec, params, x) -> np.ndarray:
     >>> logg.shape, np.allclose(np.exp(logg).sum(1), 1.0)
     ((3, 2), True)
     """
-    h = gate_logits(spec, params, x)
-    mask = active_set(spec, params, x)
-    h = np.where(mask, h, -np.inf)
-    return h - logsumexp(h, axis=1, keepdims=True)
+    return spec.gate_family.numpy_log_weights(spec, _np_params(params), np.asarray(x, dtype=np.float64))
+
+
+def log_joint_weights(spec, params, x) -> np.ndarray:
+    """The gate term of the complete-data likelihood, (n, k): log g_i(x), or log p(x, expert i)
+    for a gate that models x (``Gate.numpy_log_joint_weights``); x is (n, d).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.],
+    ...                      extra={"cov": [[[1.]], [[1.]]]})
+    >>> np.exp(log_joint_weights(MoESpec(2, 1, gate="gaussian"), p, np.zeros((1, 1)))).round(4).tolist()
+    [[0.1995, 0.1995]]
+    """
+    return spec.gate_family.numpy_log_joint_weights(spec, _np_params(params),
+                                                    np.asarray(x, dtype=np.float64))
 
 
 def log_expert_density(params, x, y) -> np.ndarray:
@@ -217,11 +185,11 @@ def log_joint(spec, params, x, y) -> np.ndarray:
     >>> log_joint(spec, p, x, y).shape
     (3, 2)
     """
-    return log_gate_weights(spec, params, x) + log_expert_density(params, x, y)
+    return log_joint_weights(spec, params, x) + log_expert_density(params, x, y)
 
 
 def log_density(spec, params, x, y) -> np.ndarray:
-    """log p(y_n | x_n), (n,).
+    """log p(y_n | x_n) (log p(x_n, y_n) for a gate that models x), (n,).
 
     Parameters
     ----------
@@ -244,7 +212,7 @@ def log_density(spec, params, x, y) -> np.ndarray:
 
 
 def log_likelihood(spec, params, x, y) -> float:
-    """Observed log-likelihood Σ_n log p(y_n | x_n), a float.
+    """Observed log-likelihood Σ_n log p(y_n | x_n) (joint for a gate that models x), a float.
 
     Parameters
     ----------

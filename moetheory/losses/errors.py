@@ -202,7 +202,7 @@ def _matched_one(fitted, truth, *, coords, method, translation):
     else:
         perm = jax.pure_callback(_hungarian, jax.ShapeDtypeStruct((k,), jnp.int64), cost,
                                  vmap_method="sequential")
-    fa = _pin(_prep(MoEParams(*(x[perm] if x.ndim >= 1 else x for x in fitted)), coords),
+    fa = _pin(_prep(fitted.map(lambda x: x[perm] if x.ndim >= 1 else x), coords),
               shift_b0, shift_b1)
     tp = _pin(t, shift_b0, shift_b1)
     norm = lambda x: jnp.sqrt(jnp.sum(x ** 2, axis=-1))

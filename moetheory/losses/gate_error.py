@@ -65,8 +65,8 @@ def gate_error(fit_spec, fitted: MoEParams, truth_spec, truth: MoEParams, nodes)
     0.0
     """
     ensure_x64()
-    fitted = MoEParams(*(jnp.asarray(v, dtype=jnp.float64) for v in fitted))
-    truth = MoEParams(*(jnp.asarray(v, dtype=jnp.float64) for v in truth))
+    fitted = fitted.map(lambda v: jnp.asarray(v, dtype=jnp.float64))
+    truth = truth.map(lambda v: jnp.asarray(v, dtype=jnp.float64))
     nodes = jnp.asarray(nodes, dtype=jnp.float64)
     if nodes.ndim != 2 or nodes.shape[1] != truth_spec.dim:
         raise ValueError(f"nodes must have shape (M, d) = (M, {truth_spec.dim}); got "

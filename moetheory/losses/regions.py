@@ -48,7 +48,6 @@ above; positive on the split-expert model with too few active experts, where D_2
 from __future__ import annotations
 
 from functools import partial
-from math import comb
 from typing import NamedTuple
 
 import jax
@@ -104,8 +103,7 @@ def n_patterns(fit_spec: MoESpec, truth_spec: MoESpec, n_nodes: int) -> int:
     18
     """
     def sets(spec):
-        k = spec.n_experts
-        return comb(k, spec.top_k) if spec.gate == "topk" else 1
+        return spec.gate_family.n_active_sets(spec)
 
     return int(min(n_nodes, sets(fit_spec) * sets(truth_spec)))
 
@@ -138,7 +136,7 @@ def _region_one(fitted, truth, nodes, *, fit_spec, truth_spec, kind, translation
                                          n_refine, exps, fm, tm))(fmask, tmask)
     losses = jnp.where(used, res.value, 0.0)
     value = jnp.sum(mass * losses)
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in (*fitted, *truth)]))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((fitted, truth))]))
     value = jnp.where(finite, value, jnp.nan)
     bound = jnp.max(jnp.where(used, res.rbar_bound_m, 0))
     unknown = jnp.max(jnp.where(used, res.unknown_m, 0))

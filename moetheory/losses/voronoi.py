@@ -85,7 +85,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from moetheory._jax import ensure_x64
-from moetheory.params import MoEParams
+from moetheory.params import ARRAY_FIELDS, MoEParams
 from moetheory.spec import TRANSLATIONS
 
 #: Known exponents r̄(m) of the over-fitted loss D_2 (softmax paper): r̄(2)=4, r̄(3)=6.
@@ -162,7 +162,8 @@ def _as_params(p, name):
     """Float64 jnp MoEParams with consistent shapes; returns (params, batch size or None)."""
     if not isinstance(p, MoEParams):
         raise TypeError(f"{name} must be a MoEParams; got {type(p).__name__}")
-    arrs = {f: jnp.asarray(getattr(p, f), dtype=jnp.float64) for f in MoEParams._fields}
+    arrs = {f: jnp.asarray(getattr(p, f), dtype=jnp.float64) for f in ARRAY_FIELDS}
+    arrs["extra"] = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in p.extra.items()}
     b0 = arrs["beta0"]
     if b0.ndim not in (1, 2):
         raise ValueError(f"{name}.beta0 must have shape (k,) or (batch, k); got {b0.shape}")
@@ -418,7 +419,7 @@ def _solve(fitted: MoEParams, truth: MoEParams, kind, translation, rtab, coords,
     if coords == "raw":
         value = value + jnp.abs(fitted.tau - truth.tau)
     # a failed replicate (NaN/inf parameters) gives NaN for itself only
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in (*fitted, *truth)]))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((fitted, truth))]))
     value = jnp.where(flagged | ~finite, jnp.nan, value)
     t0 = jnp.where(s > 0, 0.0 - jnp.log(jnp.where(s > 0, s, 1.0)), jnp.inf) + 0.0  # no -0.0
     assign, _, size, _ = _config(f, t, t1, pairs, fmask, tmask)
@@ -653,12 +654,14 @@ def voronoi_cells(fitted: MoEParams, truth: MoEParams, t1=None,
 
 
 def gate_exponents(spec) -> str:
-    """The D_2 exponent rule (a key of :data:`D2_EXPONENTS`) for a fitted model's gate.
+    """The D_2 exponent rule (a key of :data:`D2_EXPONENTS`) for a fitted model's gate
+    (:meth:`moetheory.gates.Gate.loss_exponents`).
 
-    Activation gates with a non-linear σ break the β_1–a PDE (``moetheory theory pdes``), so
-    their cells use ``"activation"``; the identity activation is the temperature gate, and every
-    other gate keeps both PDEs (``"softmax"``). Derived symbolically in
-    :func:`moetheory.symbolic.d2_exponent_rules` (the package's reading; tested to agree).
+    Activation gates with a non-linear σ (and the sigmoid gate) break the β_1–a PDE
+    (``moetheory theory pdes``), so their cells use ``"activation"``; the identity activation is
+    the temperature gate, and the softmax, top-K and temperature gates keep both PDEs
+    (``"softmax"``). Derived symbolically in :func:`moetheory.symbolic.d2_exponent_rules` (the
+    package's reading; tested to agree).
 
     Parameters
     ----------
@@ -670,6 +673,4 @@ def gate_exponents(spec) -> str:
     >>> gate_exponents(MoESpec(3, 1)), gate_exponents(MoESpec(3, 1, gate="activation", activation="tanh"))
     ('softmax', 'activation')
     """
-    if spec.gate == "activation" and spec.activation != "identity":
-        return "activation"
-    return "softmax"
+    return spec.gate_family.loss_exponents(spec)

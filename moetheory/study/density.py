@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.gates import log_gate_weights
 from moetheory.model import expert_means
 
 N_X = 128
@@ -133,8 +132,8 @@ def hellinger_sq_at(spec_f, fitted, spec_t, truth, xs, n_y: int = N_Y):
     >>> hellinger_sq_at(spec, truth, spec, truth, xs).shape
     (4,)
     """
-    lg_f = log_gate_weights(spec_f, fitted, xs)
-    lg_t = log_gate_weights(spec_t, truth, xs)
+    lg_f = spec_f.gate_family.log_weights(spec_f, fitted, xs)
+    lg_t = spec_t.gate_family.log_weights(spec_t, truth, xs)
     mu_f, mu_t = expert_means(fitted, xs), expert_means(truth, xs)
     sd_t = jnp.broadcast_to(jnp.sqrt(truth.var), mu_t.shape)
     cap = 4.0 * jnp.max(jnp.sqrt(truth.var))

@@ -11,6 +11,8 @@ name           declaration               figure                        what
 softmax        simulations.softmax       paper_figures.softmax         softmax gate, k = 2, 3, 4
 topk           simulations.topk          paper_figures.topk            top-K sparse gate
 temperature    simulations.temperature   paper_figures.temperature     temperature vs activation
+sigmoid        simulations.sigmoid       paper_figures.sigmoid         sigmoid vs softmax gating
+gaussian-gated simulations.gaussian_...  paper_figures.gaussian_gated  Gaussian-gated MoE
 attention      simulations.attention     paper_figures.attention       random-feature attention
 neural         simulations.neural        paper_figures.neural          PyTorch layers vs EM
 =============  ========================  ============================  =========================
@@ -105,7 +107,7 @@ def entry(name: str) -> Entry:
     >>> entry("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown study 'nope'; choose one of ['attention', 'neural', 'softmax', 'temperature', 'topk']
+    ValueError: unknown study 'nope'; choose one of ['attention', 'gaussian-gated', 'neural', 'sigmoid', 'softmax', 'temperature', 'topk']
     """
     eps = _entry_points(STUDY_GROUP)
     if name not in eps:

@@ -40,7 +40,7 @@ import numpy as np
 
 from moetheory._jax import ensure_x64
 from moetheory.em.certify import REASONS
-from moetheory.params import MoEParams
+from moetheory.params import ARRAY_FIELDS, MoEParams
 from moetheory.spec import MoESpec
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec, _check_int
 
@@ -153,8 +153,13 @@ def replicate_data(study: StudySpec, n: int, key):
     ensure_x64()
     kx, ky, ki = jax.random.split(key, 3)
     des = study.design
-    x = make_design(kx, des.name, int(n), study.truth_spec.dim, low=des.low, high=des.high,
-                    scale=des.scale, radius=des.radius)
+    if des.name == "gate":  # x from the truth's own model of its input (a joint gate)
+        spec = study.truth_spec
+        x = spec.gate_family.sample_input(kx, spec, jax.tree.map(jnp.asarray, study.truth_params),
+                                          int(n))
+    else:
+        x = make_design(kx, des.name, int(n), study.truth_spec.dim, low=des.low, high=des.high,
+                        scale=des.scale, radius=des.radius)
     y = sample(ky, study.truth_spec, study.truth_params, x)
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), ki
 
@@ -226,7 +231,7 @@ def fit_replicate(study: StudySpec, label: str, n: int, key, backend: str, threa
            "cert_gap": cert.gap, "cert_score": cert.score_norm, "cert_min_eig": cert.min_eig,
            "n_polish": cert.n_polish, "n_certified_starts": int(res.final_certified.sum()),
            "var_floor": res.var_floor}
-    for name, v in res.params._asdict().items():
+    for name, v in res.params.arrays().items():
         out[f"fit_{name}"] = np.asarray(v, dtype=np.float64)
     return out
 
@@ -235,7 +240,7 @@ def fit_replicate(study: StudySpec, label: str, n: int, key, backend: str, threa
 def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, loglik, converged,
                       floor_hit, certified):
     """Every loss and per-parameter error of one fit (independent of n: compiled once per fit)."""
-    from moetheory.losses import best_translation, cell_errors, matched_errors, voronoi_loss
+    from moetheory.losses import cell_errors, matched_errors, voronoi_loss
     from moetheory.losses.voronoi import gate_exponents
     from moetheory.study.density import design_nodes, hellinger_distance
 
@@ -243,17 +248,16 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     kind = "d1" if fit.spec.n_experts == cfg.truth_spec.n_experts else "d2"
     # D_2 exponents by the PDEs the fitted gate keeps; unknown r̄(m >= 4) scored with r̄ >= 7
     vkw = {"exponents": gate_exponents(fit.spec), "rbar_unknown": "bound"}
-    if fit.spec.gate == "temperature" and fit.spec.estimates_tau:
-        # τ estimated: (β, τ) is identified only up to scale; the EM step reports the
-        # representative ‖(β_0, β_1, τ)‖ = 1 (free entries), so compare with the truth's.
-        from moetheory.em.gate_steps import normalise_temperature
-
-        truth = normalise_temperature(truth)
+    gate = fit.spec.gate_family
+    # Compare with the truth in the representative the gate reports (temperature gate, τ
+    # estimated: (β, τ) is identified only up to scale, the EM step reports ‖(β_0, β_1, τ)‖ = 1).
+    truth = gate.finalise(fit.spec, truth)
     out = {}
     losses = {}
     for loss in cfg.losses:
         if loss == "voronoi":
-            res = best_translation(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
+            # the gate's own Voronoi loss (its paper's; default: best_translation)
+            res = gate.voronoi(fit.spec, fitted, truth, kind, fit.translation, fit.coords, **vkw)
             val = res.value
             out["rbar_bound_m"] = res.rbar_bound_m
         elif loss == "voronoi_pinned":
@@ -282,7 +286,7 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
             out[f"match_{name}"] = getattr(me, name)
         out["match_tau"] = me.tau
 
-    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in fitted]))
+    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(fitted)]))
     nonfinite = ~(jnp.isfinite(loglik) & params_ok)
     loss_bad = jnp.any(jnp.stack([~jnp.isfinite(v) for v in losses.values()]))
     status = (nonfinite.astype(jnp.int32) * STATUS_BITS["nonfinite"]
@@ -434,7 +438,8 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, em_backe
     rows = map_fits(one, list(range(idx.size)), threads if backend == "numba" else 1)
     out = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
     truth = jax.tree.map(jnp.asarray, study.truth_params)
-    fitted = MoEParams(*(jnp.asarray(out[f"fit_{name}"]) for name in MoEParams._fields))
+    names = ARRAY_FIELDS + tuple(fit.spec.gate_family.extra_shapes(fit.spec))
+    fitted = MoEParams.from_arrays({name: jnp.asarray(out[f"fit_{name}"]) for name in names})
     lcfg = LossConfig(study.truth_spec, fit, study.design, study.losses)
     out.update(_loss_kernel(lcfg, truth, fitted, jnp.asarray(out["loglik"]),
                             jnp.asarray(out["converged"]), jnp.asarray(out["floor_hit"]),

@@ -35,7 +35,7 @@ import numpy as np
 
 from moetheory.designs import DESIGNS
 from moetheory.em.config import EMConfig
-from moetheory.params import MoEParams, check_params
+from moetheory.params import ARRAY_FIELDS, MoEParams, check_params
 from moetheory.spec import TRANSLATIONS, MoESpec, gate_translation
 from moetheory.study.store import content_hash as _sha
 
@@ -68,7 +68,7 @@ def integer_sizes(values) -> tuple:
 
 
 def _moespec_dict(s: MoESpec) -> dict:
-    return {f.name: getattr(s, f.name) for f in fields(MoESpec)}
+    return s.to_dict()
 
 
 def _moespec_from(d, where: str) -> MoESpec:
@@ -224,7 +224,7 @@ class FitSpec:
         if self.replicates is not None:
             object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
         if self.translation is None:
-            object.__setattr__(self, "translation", gate_translation(self.spec.gate))
+            object.__setattr__(self, "translation", gate_translation(self.spec))
         if self.translation not in TRANSLATIONS:
             raise ValueError(f"translation must be one of {TRANSLATIONS}; got {self.translation!r}")
         if self.coords not in COORDS:
@@ -308,9 +308,12 @@ class StudySpec:
         if isinstance(truth, dict):
             truth = MoEParams.from_dict(truth)
         if isinstance(truth, MoEParams):
-            truth = MoEParams.create(*truth)  # validate, float64
+            truth = MoEParams.create(*truth[:6], extra=truth.extra)  # validate, float64
             check_params(self.truth_spec, truth)
-            truth = tuple((name, _freeze(v)) for name, v in truth._asdict().items())
+            pairs = tuple((name, _freeze(getattr(truth, name))) for name in ARRAY_FIELDS)
+            if truth.extra:  # (absent for gates without extra arrays: their hashes are unchanged)
+                pairs += (("extra", tuple((k, _freeze(v)) for k, v in truth.extra.items())),)
+            truth = pairs
         object.__setattr__(self, "truth", tuple(truth))
         fits = tuple(self.fits) if not isinstance(self.fits, FitSpec) else (self.fits,)
         if not fits:
@@ -330,6 +333,9 @@ class StudySpec:
         object.__setattr__(self, "fits", fits)
         if self.design.name == "grid" and self.truth_spec.dim != 1:
             raise ValueError("design 'grid' needs dim=1")
+        if self.design.name == "gate" and not self.truth_spec.gate_family.joint:
+            raise ValueError(f"design 'gate' draws x from the truth's gate, which must model x "
+                             f"(e.g. gate='gaussian'); got gate={self.truth_spec.gate_name!r}")
         object.__setattr__(self, "replicates", _check_int("replicates", self.replicates, 1))
         object.__setattr__(self, "seed", _check_int("seed", self.seed, 0, 2 ** 63 - 1))
         losses = (self.losses,) if isinstance(self.losses, str) else tuple(self.losses)
@@ -354,7 +360,9 @@ class StudySpec:
     # ------------------------------------------------------------------ accessors
     @property
     def truth_params(self) -> MoEParams:
-        return MoEParams.create(**{k: v for k, v in self.truth})
+        d = dict(self.truth)
+        extra = {k: v for k, v in d.pop("extra", ())}
+        return MoEParams.create(**d, extra=extra or None)
 
     def fit(self, label: str) -> FitSpec:
         for f in self.fits:
@@ -386,7 +394,8 @@ class StudySpec:
             "name": self.name,
             "description": self.description,
             "truth": {**_moespec_dict(self.truth_spec),
-                      "params": {k: _listify(v) for k, v in self.truth}},
+                      "params": {k: ({kk: _listify(vv) for kk, vv in v} if k == "extra" else
+                                     _listify(v)) for k, v in self.truth}},
             "fits": [f.to_dict() for f in self.fits],
             "design": self.design.to_dict(),
             "estimator": self.estimator.to_dict(),
