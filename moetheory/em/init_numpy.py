@@ -196,33 +196,98 @@ def params_from_resp(x, y, resp, var_floor=1e-10, tau=1.0, backend="numpy") -> M
     var_raw = np.where(alive, (r * resid * resid).sum(1) / np.where(alive, weight, 1.0),
                        np.var(y) + var_floor)
     var = np.maximum(var_raw, var_floor)
+    beta0, beta1 = gate_from_zero(x, xt, r, backend)
+    return MoEParams(beta0, beta1, a, b, var, np.asarray(tau, dtype=np.float64))
+
+
+def gate_from_zero(x, xt, r, backend="numpy"):
+    """(β_0 (k,), β_1 (k, d)): the softmax gate fitted to responsibilities ``r`` (k, n) by
+    Newton from zero (up to :data:`START_NEWTON` steps, relative gain 1e-12), the gate M-step
+    of a start (:meth:`moetheory.gates.softmax.SoftmaxGate.m_step`'s defaults); ``xt`` is
+    ``design_t(x)``."""
+    k, n = r.shape
+    d = x.shape[1]
     beta0, beta1 = np.zeros(k), np.zeros((k, d))
-    if k > 1 and backend == "numba":
+    if k == 1:
+        return beta0, beta1
+    if backend == "numba":
         from moetheory.kernels.numba_em import gate_newton, gate_qd
 
         rn = np.ascontiguousarray(r.T)
         w = rn.sum(axis=1)
         q, grad, info = gate_qd(x, w, rn, beta0, beta1, 1)
-        beta0, beta1 = gate_newton(x, w, rn, beta0, beta1, q, grad, info, START_NEWTON, 1e-12, 1,
-                                   np.zeros(2, np.int64))
-    elif k > 1:
-        w = r.sum(axis=0)
-        logg, g = _log_softmax(np.zeros((k, n)))
-        beta0, beta1 = _gate_step(xt, w, r, beta0, beta1, gate_objective(r, logg), g,
-                                  max_newton=START_NEWTON, newton_tol=1e-12,
-                                  stats=np.zeros(2, np.int64))
-    return MoEParams(beta0, beta1, a, b, var, np.asarray(tau, dtype=np.float64))
+        return gate_newton(x, w, rn, beta0, beta1, q, grad, info, START_NEWTON, 1e-12, 1,
+                           np.zeros(2, np.int64))
+    w = r.sum(axis=0)
+    logg, g = _log_softmax(np.zeros((k, n)))
+    return _gate_step(xt, w, r, beta0, beta1, gate_objective(r, logg), g,
+                      max_newton=START_NEWTON, newton_tol=1e-12, stats=np.zeros(2, np.int64))
+
+
+def lines_start(key, x, y, k: int, weights=None, var_floor=1e-10, tau=1.0,
+                backend="numpy") -> MoEParams:
+    """The start of :func:`moetheory.em.init.lines_init` for ``key`` in NumPy: k lines through
+    d + 1 rows each, drawn without replacement among the rows of positive weight (the Gumbel
+    top-k draw of ``jax.random.choice``, its Gumbel numbers drawn at a bucketed length: one
+    compiled program serves many n), each with the variance of its closest 1/(2k) of the
+    points, and the gate fitted to the lines' posterior (:func:`gate_from_zero`).
+
+    Parameters
+    ----------
+    key : JAX key; x : (n, d); y : (n,); k : experts; weights : (n,), optional
+    var_floor, tau : the floor added to the variances; the start's temperature
+    backend : {"numpy", "numba"}, who runs the gate's Newton steps
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.em.init import lines_init
+    >>> from moetheory.spec import MoESpec
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(-1, 1, (60, 1)); y = np.abs(x[:, 0]) + 0.1 * rng.standard_normal(60)
+    >>> key = jax.random.key(2)
+    >>> got, want = lines_start(key, x, y, 2), lines_init(key, MoESpec(2, 1), jnp.asarray(x), jnp.asarray(y))
+    >>> bool(np.allclose(got.a, want.a, rtol=1e-12, atol=1e-12))
+    True
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    n, d = x.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    live = w > 0
+    n_live = live.sum()
+    xt_rows = np.concatenate([x, np.ones((n, 1))], axis=1)  # (n, d + 1): slopes, intercept
+    with np.errstate(divide="ignore"):
+        logp = np.log(live / float(n_live))
+    gumbel = np.asarray(jax.random.gumbel(key, (_bucket(n, MIN_DRAW, power=True),),
+                                          dtype=jnp.float64))[:n]
+    rows = np.argsort(-(gumbel + logp), kind="stable")[: k * (d + 1)].reshape(k, d + 1)
+    pts = xt_rows[rows]  # (k, d + 1, d + 1)
+    eps = np.finfo(np.float64).eps
+    coef = np.einsum("kij,kj->ki", np.linalg.pinv(pts, rcond=10 * (d + 1) * eps), y[rows])
+    resid2 = (y[:, None] - xt_rows @ coef.T) ** 2  # (n, k)
+    ordered = np.sort(np.where(live[:, None], resid2, np.inf), axis=0)
+    q = ordered[int(np.floor((float(n_live) - 1) / (2 * k)))]
+    mean = (w * y).sum() / w.sum()
+    var_y = (w * (y - mean) ** 2).sum() / w.sum()
+    var = np.maximum(q, 1e-6 * var_y) + var_floor
+    log_phi = -0.5 * np.log(2 * np.pi * var) - 0.5 * resid2 / var
+    resp = np.exp(log_phi - log_phi.max(axis=1, keepdims=True))
+    resp = resp / resp.sum(axis=1, keepdims=True) * w[:, None]
+    beta0, beta1 = gate_from_zero(x, design_t(x), np.ascontiguousarray(resp.T), backend)
+    return MoEParams(beta0, beta1, coef[:, :d], coef[:, d], var, np.asarray(tau, dtype=np.float64))
 
 
 def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.0,
                 backend="numpy") -> list:
-    """Softmax starts of the data-driven ``kinds`` ("kmeans", "random"), one per key: a
-    partition, then :func:`params_from_resp` (NumPy MoEParams; a partition times the weights).
+    """Softmax starts of the data-driven ``kinds``, one per key: for "kmeans" and "random" a
+    partition, then :func:`params_from_resp` (a partition times the weights); for "lines"
+    :func:`lines_start`. NumPy MoEParams.
 
     Parameters
     ----------
     keys : (S,) JAX keys, one per start; x : (n, d); y, weights : (n,)
-    kinds : S strings in {"kmeans", "random"}; k : experts
+    kinds : S strings in {"kmeans", "random", "lines"} (:func:`lines_start`); k : experts
     backend : {"numpy", "numba"}, who runs the gate's Newton steps (:func:`params_from_resp`)
 
     Examples
@@ -241,12 +306,15 @@ def data_starts(keys, x, y, kinds, k: int, weights=None, var_floor=1e-10, tau=1.
     out = []
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         for key, kind in zip(keys, kinds):
+            if kind == "lines":
+                out.append(lines_start(key, x, y, k, weights, var_floor, tau, backend))
+                continue
             if kind == "kmeans":
                 lab = kmeans_labels(z, k, *seed_draws(key, n, k), backend=backend)
             elif kind == "random":
                 lab = random_labels(key, n, k)
             else:
-                raise ValueError(f"kind must be 'random' or 'kmeans'; got {kind!r}")
+                raise ValueError(f"kind must be 'random', 'kmeans' or 'lines'; got {kind!r}")
             resp = np.eye(k)[lab]
             if weights is not None:
                 resp = resp * np.asarray(weights, dtype=np.float64)[:, None]

@@ -112,8 +112,23 @@ def min_count(min_size: float, n_weight: float, dim: int) -> float:
     return max(float(min_size) * float(n_weight), float(dim + 2))
 
 
-@partial(jax.jit, static_argnums=0)
 def _posterior(spec, params, x, y, w):
+    """(effective sizes (k,) = Σ_n w_n r_ni, gate probabilities (n, k), used experts (k,)):
+    NumPy for a gate with closed-form kernels (the softmax: nothing to compile per data size),
+    JAX otherwise."""
+    if spec.gate_family.numba:
+        from moetheory.kernels.numpy_em import design_t, estep
+
+        p = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            _, resp, _, _, g = estep(design_t(x), np.asarray(y, dtype=np.float64), w, p.beta0,
+                                     p.beta1, p.a, p.b, p.var)
+        return resp.sum(axis=1), g.T, np.full(spec.n_experts, bool(np.any(w > 0)))
+    return _posterior_jax(spec, params, x, y, w)
+
+
+@partial(jax.jit, static_argnums=0)
+def _posterior_jax(spec, params, x, y, w):
     from moetheory.model import gate_probabilities, responsibilities
 
     from moetheory.gates import active_mask

@@ -177,8 +177,10 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     starts = [None] * len(kinds)
     if n_obs is None:
         n_obs = x.shape[0] if weights is None else float(np.sum(np.asarray(weights)))
-    data_idx = [i for i, kd in enumerate(kinds) if kd in ("random", "kmeans")]
     on_cpu = backend != "jax" and spec.gate_family.numba
+    # on the CPU backends the NumPy twins build the lines starts too (nothing to compile per n)
+    data_idx = [i for i, kd in enumerate(kinds)
+                if kd in (("random", "kmeans", "lines") if on_cpu else ("random", "kmeans"))]
     if data_idx and on_cpu:
         from moetheory.em.init_numpy import data_starts
 
@@ -203,7 +205,7 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
                                         1.0 if tau is None else float(tau))
         for j, i in enumerate(data_idx):
             starts[i] = _take(batch, j)
-    line_idx = [i for i, kd in enumerate(kinds) if kd == "lines"]
+    line_idx = [] if on_cpu else [i for i, kd in enumerate(kinds) if kd == "lines"]
     if line_idx:
         xl, yl = jnp.asarray(x), jnp.asarray(y)
         wl = jnp.ones(xl.shape[0], xl.dtype) if weights is None else jnp.asarray(weights)
