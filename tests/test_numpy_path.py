@@ -374,3 +374,28 @@ def test_a_new_data_size_compiles_nothing(monkeypatch):
         monitoring.unregister_event_duration_listener(listener)
     assert res.converged
     assert compiled == [], f"{len(compiled)} XLA compilations for a new data size"
+
+
+def test_spurious_check_kernels_agree(monkeypatch):
+    # The spurious-solution check's effective sizes and gate information on large data (the
+    # Numba E-step and gate pass in standardised covariates) against its NumPy path (posterior
+    # probabilities, then gate_information): the same sums in another order, so to 1e-9.
+    from moetheory.em import backend, spurious
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    x = rng.normal(2.0, 3.0, (n, 2))
+    y = x[:, 0] + 0.3 * rng.standard_normal(n)
+    w = rng.uniform(0.0, 2.0, n)
+    w[:50] = 0.0
+    p = MoEParams.create([0.3, -0.2, 0.0], [[1.0, 0.2], [-2.0, 0.1], [0.0, 0.0]],
+                         [[1.0, 0.0], [0.5, 0.0], [-1.0, 0.0]], [0.0, 0.2, 0.1], [0.1, 0.2, 0.3])
+    p = jax.tree.map(np.asarray, p)
+    spec = MoESpec(3, 2)
+    out = {}
+    for small in (True, False):
+        monkeypatch.setattr(backend, "small_data", lambda spec, n_obs, s=small: s)
+        out[small] = spurious._sizes_and_information(spec, p, x, y, w)
+    _close(out[False][0], out[True][0], 1e-9, "sizes")
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    assert abs(out[False][2] - out[True][2]) <= 1e-9 * abs(out[True][2]), (out[False][2], out[True][2])

@@ -88,7 +88,13 @@ def standardise_xy(x, y, weights=None) -> np.ndarray:
     ((2, 2), [[-1.0, -1.0], [1.0, 1.0]])
     """
     z = np.concatenate([x, y[:, None]], axis=1)
-    w = np.ones(z.shape[0]) if weights is None else (np.asarray(weights) > 0).astype(np.float64)
+    if weights is None:  # every row counts: the same sums without the 0/1 weights
+        mean = z.sum(0) / z.shape[0]
+        sd = np.sqrt(((z - mean) ** 2).sum(0) / z.shape[0])
+        z -= mean
+        z /= np.where(sd > 0, sd, 1.0)
+        return z
+    w = (np.asarray(weights) > 0).astype(np.float64)
     mean = (w[:, None] * z).sum(0) / w.sum()
     sd = np.sqrt((w[:, None] * (z - mean) ** 2).sum(0) / w.sum())
     z = (z - mean) / np.where(sd > 0, sd, 1.0)

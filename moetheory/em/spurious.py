@@ -112,19 +112,44 @@ def min_count(min_size: float, n_weight: float, dim: int) -> float:
     return max(float(min_size) * float(n_weight), float(dim + 2))
 
 
-def _posterior(spec, params, x, y, w):
-    """(effective sizes (k,) = Σ_n w_n r_ni, gate probabilities (n, k), used experts (k,)):
-    NumPy for a gate with closed-form kernels (the softmax: nothing to compile per data size),
-    JAX otherwise."""
-    if spec.gate_family.numba:
-        from moetheory.kernels.numpy_em import design_t, estep
+def _sizes_and_information(spec, params, x, y, w):
+    """(effective sizes (k,) = Σ_n w_n r_ni, used experts (k,), the gate's information
+    :func:`gate_information` (inf for a gate that is not a softmax of linear logits)): NumPy or
+    the Numba kernels for a gate with closed-form kernels (the softmax: nothing to compile per
+    data size), JAX otherwise."""
+    linear = spec.gate_family.softmax_of_linear(spec)
+    if not spec.gate_family.numba:
+        sizes, g, used = (np.asarray(v) for v in _posterior_jax(spec, params, x, y, w))
+        return sizes, used, gate_information(g, x, w) if linear else float("inf")
+    from moetheory.em.backend import small_data
+    from moetheory.kernels.numpy_em import design_t, estep
 
-        p = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
+    p = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
+    used = np.full(spec.n_experts, bool(np.any(w > 0)))
+    if small_data(spec, x.shape[0]):
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             _, resp, _, _, g = estep(design_t(x), np.asarray(y, dtype=np.float64), w, p.beta0,
                                      p.beta1, p.a, p.b, p.var)
-        return resp.sum(axis=1), g.T, np.full(spec.n_experts, bool(np.any(w > 0)))
-    return _posterior_jax(spec, params, x, y, w)
+        return resp.sum(axis=1), used, gate_information(g.T, x, w)
+    from moetheory.kernels.numba_em import estep_stats, gate_qd
+
+    sizes = estep_stats(p, x, y, w)["R"]
+    if spec.n_experts == 1:
+        return sizes, used, float("inf")
+    # gate_information in one kernel pass: the same logits in the standardised covariates
+    # x̃ = (x − m)/s have slopes β_1·s and intercepts β_0 + β_1ᵀm
+    mean, sd = _standardisation(x, w)
+    xs = np.ascontiguousarray((x - mean) / sd)
+    info = gate_qd(xs, w, np.zeros((x.shape[0], spec.n_experts)), p.beta0 + p.beta1 @ mean,
+                   np.ascontiguousarray(p.beta1 * sd), 1)[2]
+    return sizes, used, float(np.linalg.eigvalsh(info)[0])
+
+
+def _standardisation(x, w):
+    """(mean (d,), sd (d,), 1 where 0) of the rows of x with positive weight."""
+    live = w > 0
+    sd = x[live].std(axis=0)
+    return x[live].mean(axis=0), np.where(sd > 0, sd, 1.0)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -157,10 +182,8 @@ def gate_information(g, x, w=None) -> float:
     if k == 1:
         return float("inf")
     w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
-    live = w > 0
-    mean = x[live].mean(axis=0)
-    sd = x[live].std(axis=0)
-    xt = np.vstack([((x - mean) / np.where(sd > 0, sd, 1.0)).T, np.ones((1, n))])  # (d + 1, n)
+    mean, sd = _standardisation(x, w)
+    xt = np.vstack([((x - mean) / sd).T, np.ones((1, n))])  # (d + 1, n)
     # the gate objective's information at g (the multinomial logit's Fisher information)
     info = gate_derivatives(xt, w, g.T, np.ascontiguousarray(g.T))[1]
     return float(np.linalg.eigvalsh(0.5 * (info + info.T))[0])
@@ -200,12 +223,11 @@ def assess(spec, params, x, y, weights, *, var_floor: float, certificate, min_si
     count = min_count(min_size, float(w.sum()), spec.dim)
     if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         return Assessment("nonfinite", np.full(k, np.nan), count, -1, float("nan"))
-    sizes, g, used = _posterior(spec, jax.tree.map(np.asarray, params), np.asarray(x),
-                                np.asarray(y), w)
-    sizes, g, used = np.asarray(sizes), np.asarray(g), np.asarray(used)
+    sizes, used, info = _sizes_and_information(spec, jax.tree.map(np.asarray, params),
+                                               np.asarray(x, dtype=np.float64),
+                                               np.asarray(y, dtype=np.float64), w)
     var = np.asarray(params.var)
     on_floor = var <= var_floor * (1 + 1e-9)
-    info = gate_information(g, x, w) if spec.gate_family.softmax_of_linear(spec) else float("inf")
     if not np.all(np.isfinite(sizes)):
         return Assessment("nonfinite", sizes, count, -1, info)
     if on_floor.any():
