@@ -9,6 +9,7 @@ shape (counted XLA compilations, not time).
 """
 from __future__ import annotations
 
+import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -344,7 +345,7 @@ def test_fit_numpy_path_is_deterministic_and_thread_independent(monkeypatch):
         np.testing.assert_array_equal(a.bse(), b.bse())
 
 
-def test_a_new_data_size_compiles_nothing(monkeypatch):
+def test_a_new_data_size_compiles_nothing(monkeypatch, caplog):
     # A fit and its summary() at a data size (n, k, d) not seen before compile no XLA program
     # once the (shape-independent) random-number programs exist, and never use Numba: counted
     # compilations, not time.
@@ -366,14 +367,17 @@ def test_a_new_data_size_compiles_nothing(monkeypatch):
 
     monkeypatch.setattr(numba_em, "em_loop", no_numba)
     monitoring.register_event_duration_secs_listener(listener)
+    caplog.set_level(logging.WARNING, logger="jax")
     try:
-        x, y = _two_regimes(457, seed=2)
-        res = mt.fit(np.column_stack([x, x ** 2]), y, 3)
-        res.summary()
+        with jax.log_compiles(True):  # names the programs in the failure message
+            x, y = _two_regimes(457, seed=2)
+            res = mt.fit(np.column_stack([x, x ** 2]), y, 3)
+            res.summary()
     finally:
         monitoring.unregister_event_duration_listener(listener)
     assert res.converged
-    assert compiled == [], f"{len(compiled)} XLA compilations for a new data size"
+    names = [r.getMessage()[:160] for r in caplog.records if "ompil" in r.getMessage()]
+    assert compiled == [], f"{len(compiled)} XLA compilations for a new data size: {names}"
 
 
 def test_spurious_check_kernels_agree(monkeypatch):

@@ -210,7 +210,16 @@ def gate_from_zero(x, xt, r, backend="numpy"):
     """(β_0 (k,), β_1 (k, d)): the softmax gate fitted to responsibilities ``r`` (k, n) by
     Newton from zero (up to :data:`START_NEWTON` steps, relative gain 1e-12), the gate M-step
     of a start (:meth:`moetheory.gates.softmax.SoftmaxGate.m_step`'s defaults); ``xt`` is
-    ``design_t(x)``."""
+    ``design_t(x)`` (d + 1, n).
+
+    Examples
+    --------
+    >>> x = np.array([[-1.0], [-0.5], [0.5], [1.0]])
+    >>> r = np.array([[0.9, 0.8, 0.2, 0.1], [0.1, 0.2, 0.8, 0.9]])    # (k, n)
+    >>> beta0, beta1 = gate_from_zero(x, design_t(x), r)
+    >>> beta1.shape, float(beta1[-1, 0]), bool(beta1[0, 0] < 0)       # the last gate is pinned
+    ((2, 1), 0.0, True)
+    """
     k, n = r.shape
     d = x.shape[1]
     beta0, beta1 = np.zeros(k), np.zeros((k, d))
