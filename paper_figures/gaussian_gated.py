@@ -11,8 +11,8 @@ slope the official repository's figure reports for that model and K.
 """
 from __future__ import annotations
 
-from paper_figures._common import (COLORS, add_reference_legend, figure_main, load,
-                                   preset_note, rate_curve, save, setup_matplotlib)
+from paper_figures._common import (COLORS, add_reference_legend, certified_text, figure_main,
+                                   load, preset_note, rate_curve, save, setup_matplotlib)
 
 NAME = "gaussian-gated"
 
@@ -49,8 +49,9 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
             note = None if published is None else (
                 f"official repository's figure (model {model}, K = {k}, n ∈ [100, 1e5], 20 "
                 f"replicates): slope {published:+.3f}")
+            mle = (f"; MLE: {certified_text(df, f'k{k}')}" if f"k{k}" in set(df["fit"]) else "")
             ax.set_title(f"model {model} ({TYPES[model]}, d = {spec.truth_spec.dim}), K = {k}: "
-                         f"loss {loss} ({spec.replicates} replicates)")
+                         f"loss {loss} ({spec.replicates} replicates{mle})")
             ax.set_xlabel("n")
             ax.set_ylabel("loss")
             add_reference_legend(ax, -0.5, note=note)
