@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.kernels.numpy_em import gate_derivatives
+from moetheory.kernels.numpy_em import design_t, estep, gate_derivatives
 
 #: Smallest eigenvalue (in observations, standardised covariates) of the gate's own Fisher
 #: information below which a gate counts as a step on the data (module docstring).
@@ -122,7 +122,6 @@ def _sizes_and_information(spec, params, x, y, w):
         sizes, g, used = (np.asarray(v) for v in _posterior_jax(spec, params, x, y, w))
         return sizes, used, gate_information(g, x, w) if linear else float("inf")
     from moetheory.em.backend import small_data
-    from moetheory.kernels.numpy_em import design_t, estep
 
     p = jax.tree.map(lambda v: np.asarray(v, dtype=np.float64), params)
     used = np.full(spec.n_experts, bool(np.any(w > 0)))
