@@ -16,8 +16,9 @@ OLS and replicate-bootstrap intervals.
 """
 from __future__ import annotations
 
-from paper_figures._common import (COLORS, add_reference_legend, figure_main, load,
-                                   param_errors, preset_note, rate_curve, save, setup_matplotlib)
+from paper_figures._common import (COLORS, add_reference_legend, certified_text, figure_main,
+                                   load, param_errors, preset_note, rate_curve, save,
+                                   setup_matplotlib)
 
 NAME = "sigmoid"
 STYLE = {"sigmoid": (COLORS[1], "o"), "softmax": (COLORS[0], "s")}
@@ -61,7 +62,9 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
                 rate_curve(ax_h, sizes, mat, color, f"{fam} gate", marker=marker, show_law=True)
         reps = specs[0].replicates_of(label)
         fitted = "over-fitted k = 3" if over else "exact-fitted k = 2"
-        ax_l.set_title(f"{fitted}: ${'D_2' if over else 'D_1'}$ ({reps} replicates)")
+        cert = "; ".join(f"{_family(spec)} {certified_text(frames[spec.name], label)}"
+                         for spec in specs if label in set(frames[spec.name]["fit"]))
+        ax_l.set_title(f"{fitted}: ${'D_2' if over else 'D_1'}$ ({reps} replicates per size)\n{cert}")
         ax_p.set_title(f"{fitted}: per-parameter errors in "
                        + ("cells of ≥ 2 fitted atoms" if over else "one-atom cells"))
         ax_h.set_title("Hellinger distance of the conditional densities")
