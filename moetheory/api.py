@@ -18,7 +18,7 @@ from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
 from moetheory.standardize import (DataScale, data_scale, from_standard, identity_standardizer,
-                                   to_standard)
+                                   standard_spec, to_standard)
 from moetheory.validation import check_scale, check_xy, covariate_names, frozen_copy
 
 
@@ -255,7 +255,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     # None: the pipeline's default floor (default_var_floor), which it may lower for an expert
     # of regular size whose noise is below it
     floor = None if config.var_floor is None else config.var_floor / ds.y_scale ** 2
-    res = run_pipeline(jax.random.key(seed), spec, ds.x.apply(x), y_std, config,
+    res = run_pipeline(jax.random.key(seed), standard_spec(spec, ds.x), ds.x.apply(x), y_std, config,
                        truth=None if truth is None else to_standard(truth, ds, spec), var_floor=floor,
                        em_backend=em_backend)
     shift = x.shape[0] * np.log(ds.y_scale)

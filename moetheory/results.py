@@ -12,7 +12,7 @@ from scipy import stats
 from moetheory import mle, model
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.standardize import data_scale, standard_jacobian, to_standard
+from moetheory.standardize import data_scale, standard_jacobian, standard_spec, to_standard
 from moetheory.validation import check_x, select_columns
 
 
@@ -196,7 +196,8 @@ class FitResult:
         covariate, a response in thousands); the covariance is mapped back by J."""
         ds, p_std, _ = self._standard
         y_std = (np.asarray(self.y) - ds.y_center) / ds.y_scale
-        return mle.information(self.spec, p_std, ds.x.apply(np.asarray(self.x)), y_std)
+        return mle.information(standard_spec(self.spec, ds.x), p_std, ds.x.apply(np.asarray(self.x)),
+                               y_std)
 
     def _cov(self, cov_type):
         cache = self.__dict__.setdefault("_cov_cache", {})

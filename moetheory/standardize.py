@@ -4,14 +4,16 @@ EM's expert step (weighted least squares with a tiny ridge) and the gate's Newto
 well conditioned only when the covariates have moderate scale and offset: a year-like column
 (2000 + 10u) or one in micro-units (1e6·z) otherwise costs accuracy or convergence. The model
 is closed under the affine map for the gates whose logit is linear in x (softmax, temperature,
-top-K ranked by the full logit or keeping every expert), so :func:`moetheory.fit` centres and
-scales there. Top-K ranking a strict subset by the score β_1ᵀx and the activation gate
-σ(β_1ᵀx) + β_0 are closed under scaling only (a shift of x would add an expert-dependent
-constant inside the ranking or inside σ): they are scaled, not centred. The maximum of the
-likelihood is the same; only the path to it is better conditioned. Each gate states its rule
+top-K), so :func:`moetheory.fit` centres and scales there. Top-K ranking by the score β_1ᵀx
+stays the same model on centred x through a fixed selection offset of its gate in x̃
+coordinates (:func:`standard_spec`; the score is β_1'ᵀ(x̃ + m/s)). The activation gate
+σ(β_1ᵀx) + β_0 is closed under scaling only (a shift of x would add an expert-dependent
+constant inside σ): it is scaled, not centred. The maximum of the likelihood is the same; only
+the path to it is better conditioned. Each gate states its rule
 (:meth:`moetheory.gates.Gate.affine_rule`: "affine", "scale" or "none" — a gate that declares no
-rule is fitted in the data's own x coordinates) and maps its parameters
-(:meth:`~moetheory.gates.Gate.to_standard`).
+rule is fitted in the data's own x coordinates), maps its parameters
+(:meth:`~moetheory.gates.Gate.to_standard`) and, where the model needs it, itself
+(:meth:`~moetheory.gates.Gate.standard_gate`).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def centres_allowed(spec: MoESpec) -> bool:
 
     Examples
     --------
-    >>> centres_allowed(MoESpec(3, 1)), centres_allowed(MoESpec(3, 1, gate="topk", top_k=2))
+    >>> centres_allowed(MoESpec(3, 1)), centres_allowed(MoESpec(3, 1, gate="activation", activation="tanh"))
     (True, False)
     """
     return spec.gate_family.affine_rule(spec) == "affine"
@@ -81,6 +83,27 @@ def identity_standardizer(d: int) -> Standardizer:
     [1.0, 1.0]
     """
     return Standardizer(np.zeros(d), np.ones(d))
+
+
+def standard_spec(spec: MoESpec, st: Standardizer) -> MoESpec:
+    """The spec of the same model in x̃ = (x − st.center)/st.scale coordinates, to be used with
+    the parameters of :func:`to_fitted_coordinates` (the gate's
+    :meth:`~moetheory.gates.Gate.standard_gate`): ``spec`` itself except for top-K ranking by
+    score on a shifted x, whose gate then carries the selection offset (m + c)/s.
+
+    Examples
+    --------
+    >>> spec = MoESpec(3, 1, gate="topk", top_k=2)
+    >>> standard_spec(spec, Standardizer(np.array([1000.0]), np.array([0.5]))).gate
+    TopKGate(top_k=2, select_by='score', select_offset=(2000.0,))
+    >>> standard_spec(spec, Standardizer(np.zeros(1), np.array([0.5]))) == spec
+    True
+    """
+    gate = spec.gate_family
+    new = gate.standard_gate(spec, st.center, st.scale)
+    if new is gate:
+        return spec
+    return MoESpec(spec.n_experts, spec.dim, gate=new, tau=spec.tau)
 
 
 def to_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:

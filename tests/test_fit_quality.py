@@ -171,16 +171,8 @@ def test_variance_intervals_are_on_the_log_scale_and_small_numbers_print():
 
 
 # ---- item 8: top-K at large covariate offsets ----------------------------------------------
-_SCORE_OFFSET = pytest.mark.xfail(strict=True, reason=(
-    "select_by='score' (K < k) is scaled, not centred, before EM (a shift of x changes the "
-    "ranking): at offsets >= 1e4 EM's expert and gate steps are ill-conditioned and the fit "
-    "ends 21-90 nats below least squares (measured, seed 0)"))
-
-
 @pytest.mark.parametrize("offset, select_by", [
-    (1e3, "score"), pytest.param(1e4, "score", marks=_SCORE_OFFSET),
-    pytest.param(1e5, "score", marks=_SCORE_OFFSET),
-    (1e3, "logit"), (1e4, "logit"), (1e5, "logit")])
+    (1e3, "score"), (1e4, "score"), (1e5, "score"), (1e3, "logit"), (1e4, "logit"), (1e5, "logit")])
 def test_topk_at_large_offsets_reaches_least_squares(offset, select_by):
     rng = np.random.default_rng(11)
     u = rng.uniform(-1, 1, 600)

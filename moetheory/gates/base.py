@@ -24,7 +24,7 @@ identifiability      :meth:`pins`, :meth:`pin`, :meth:`finalise`, nothing pinned
 EM gate step         :meth:`m_step`, :attr:`step_options`,       monotone Newton on Σ r log g over the
                      :meth:`needs_likelihood`                    free gate coordinates
 standardisation      :meth:`affine_rule`, :meth:`to_standard`,   "none": x is not standardised
-                     :meth:`from_standard`
+                     :meth:`from_standard`, :meth:`standard_gate`
 summary()            :meth:`describe`, :meth:`summary_notes`,    the name
                      :attr:`reference_note`, :meth:`step_slopes`
 Voronoi losses       :meth:`translation`, :meth:`loss_exponents`, "none", softmax exponents,
@@ -417,6 +417,12 @@ class Gate:
     def from_standard(self, spec, params, center, scale):
         """Inverse of :meth:`to_standard`."""
         return params
+
+    def standard_gate(self, spec, center, scale):
+        """The gate of the same model in x̃ = (x − center)/scale coordinates, with the parameters
+        of :meth:`to_standard` (default: this gate; the top-K score rule moves a fixed selection
+        offset)."""
+        return self
 
     # ---------------------------------------------------------------- summary()
     def describe(self, spec) -> str:

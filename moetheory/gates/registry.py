@@ -120,7 +120,7 @@ def gate_of(spec) -> Gate:
     --------
     >>> from moetheory.spec import MoESpec
     >>> gate_of(MoESpec(3, 1, gate="topk", top_k=2))
-    TopKGate(top_k=2, select_by='score')
+    TopKGate(top_k=2, select_by='score', select_offset=())
     """
     return _resolve(spec)
 

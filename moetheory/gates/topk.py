@@ -5,6 +5,13 @@ Logits β_1ᵀx + β_0; the K experts with the largest *selection score* — β_
 neural routers do) — are active, weights renormalised over them; ties go to the lower index.
 K = k is the softmax gate (same code path, same numbers).
 
+A fixed *selection offset* c (``select_offset``, shape (d,); not a parameter) makes the score
+β_1ᵀ(x + c). It is how ``select_by="score"`` stays the same model on centred covariates: with
+x̃ = (x − m)/s the logits are β_1'ᵀx̃ + β_0' (β_1' = β_1∘s, β_0' = β_0 + β_1ᵀm, as for the
+softmax gate) and the score is β_1ᵀx = β_1'ᵀ(x̃ + m/s), so :meth:`TopKGate.standard_gate` carries
+c = m/s and :func:`moetheory.fit` centres x for every selection rule. The default (no offset)
+is the paper's model.
+
 Gate step (``method``):
 
 ``"gem"`` (default) — a generalised EM step. The active sets are held at those of the E-step;
@@ -21,7 +28,7 @@ dense softmax gate to the responsibilities (a start: no monotonicity is owed).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +108,7 @@ def topk_gate_m_step(spec, params, x, resp, y=None, weights=None, method="gem", 
     >>> new.beta1.shape, float(new.beta0[-1])
     ((3, 1), 0.0)
     """
-    if spec.top_k == spec.n_experts or y is None:
+    if not spec.gate_family.sparse(spec) or y is None:
         # K = k: the top-K gate *is* the softmax gate; same code path, same numbers. Without y:
         # a start (see the module docstring).
         return softmax_gate_m_step(spec, params, x, resp, max_newton=max_newton, newton_tol=newton_tol)
@@ -142,6 +149,15 @@ def topk_gate_m_step(spec, params, x, resp, y=None, weights=None, method="gem", 
 class TopKGate(SoftmaxGate):
     """The K experts with the largest selection score, softmax weights renormalised over them.
 
+    Parameters
+    ----------
+    top_k : int, K
+    select_by : {"score", "logit"}
+    select_offset : tuple of d floats, optional
+        A fixed c in the score β_1ᵀ(x + c) (``select_by="score"`` only; empty: c = 0). Not a
+        parameter: :meth:`standard_gate` sets it so that the gate on centred covariates is the
+        same model (module docstring). A gate with an offset is held by its spec as an object.
+
     Examples
     --------
     >>> import numpy as np
@@ -155,13 +171,23 @@ class TopKGate(SoftmaxGate):
 
     top_k: int = 1
     select_by: str = "score"
+    select_offset: tuple = ()
     name = "topk"
     numba = False
     sympy_checks = ()  # theory pdes: the table row (a softmax on every region)
     step_options = ("max_newton", "newton_tol", "method", "max_halvings")
 
+    def __post_init__(self):
+        offset = tuple(float(c) for c in np.ravel(self.select_offset))
+        if offset and self.select_by != "score":
+            raise ValueError(f"select_offset applies to select_by='score' only (the logit is "
+                             f"ranked as it is); got select_by={self.select_by!r}")
+        if not all(np.isfinite(offset)):
+            raise ValueError(f"select_offset must be finite numbers; got {offset}")
+        object.__setattr__(self, "select_offset", offset)
+
     def softmax_of_linear(self, spec) -> bool:
-        return spec.top_k == spec.n_experts  # K < k: zeros by construction, not by a step
+        return not self.sparse(spec)  # K < k: zeros by construction, not by a step
 
     @classmethod
     def from_spec(cls, spec):
@@ -172,6 +198,8 @@ class TopKGate(SoftmaxGate):
         return cls(top_k=spec.top_k, select_by=spec.select_by)
 
     def spec_fields(self):
+        if self.select_offset:  # no MoESpec field holds it: the spec keeps the object
+            return None
         return {"gate": self.name, "top_k": self.top_k, "select_by": self.select_by}
 
     def sparse(self, spec) -> bool:
@@ -193,15 +221,26 @@ class TopKGate(SoftmaxGate):
         n, k = z.shape[0], spec.n_experts
         if not self.sparse(spec):
             return jnp.ones((n, k), dtype=bool)
-        score = z @ params.beta1.T
-        if self.select_by == "logit":
-            score = score + params.beta0
+        score = self._selection_score(z @ params.beta1.T, params.beta1, params.beta0)
         # rank_i = #{j : s_j > s_i, or s_j == s_i and j < i}: ties go to the lower index.
         idx = jnp.arange(k)
         beats = (score[:, None, :] > score[:, :, None]) | (
             (score[:, None, :] == score[:, :, None]) & (idx[None, :] < idx[:, None])[None])
         rank = beats.sum(axis=-1)
         return rank < self.top_k
+
+    def _selection_score(self, zb, beta1, beta0, as_array=np.asarray):
+        """The selection scores from zb = β_1ᵀz (n, k): zb + β_0 (``"logit"``), zb + β_1ᵀc (a
+        selection offset c) or zb itself; the one rule of the JAX, NumPy and torch gates
+        (``as_array`` makes c an array of ``beta1``'s library)."""
+        if self.select_by == "logit":
+            return zb + beta0
+        if not self.select_offset:
+            return zb
+        if len(self.select_offset) != beta1.shape[-1]:
+            raise ValueError(f"select_offset has {len(self.select_offset)} entries but the gate "
+                             f"has d={beta1.shape[-1]} covariates")
+        return zb + beta1 @ as_array(self.select_offset)
 
     def log_weights(self, spec, params, z, mask=None):
         h = self.logits(spec, params, z)
@@ -251,12 +290,23 @@ class TopKGate(SoftmaxGate):
 
     # ---------------------------------------------------------------- standardisation
     def affine_rule(self, spec):
-        # Ranking a strict subset by the score β_1ᵀx: a shift of x adds an expert-dependent
-        # constant inside the ranking, so only scaling keeps the model.
-        return "scale" if self.select_by == "score" and self.sparse(spec) else "affine"
+        # The logits map like the softmax gate's; the score's shift goes to select_offset.
+        return "affine"
+
+    def standard_gate(self, spec, center, scale):
+        # β_1ᵀ(x + c) = β_1'ᵀ(x̃ + (m + c)/s) with β_1' = β_1∘s, x̃ = (x − m)/s (module docstring).
+        # The logit rule and K = k rank shift-invariantly: no offset.
+        center, scale = np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+        if self.select_by != "score" or not self.sparse(spec) or (
+                not self.select_offset and not np.any(center)):
+            return self
+        offset = np.asarray(self.select_offset) if self.select_offset else np.zeros_like(center)
+        return replace(self, select_offset=tuple(((offset + center) / scale).tolist()))
 
     # ---------------------------------------------------------------- summary
     def describe(self, spec):
+        if self.select_offset:
+            return f"top-{self.top_k} (score at x + {list(self.select_offset)})"
         return f"top-{self.top_k} ({self.select_by})"
 
     def summary_notes(self, spec, res):
@@ -275,8 +325,10 @@ class TopKGate(SoftmaxGate):
         from moetheory.bridge.torch import topk_mask
 
         h = self.torch_logits(tensors, x)
-        score = x @ tensors["beta1"].T
-        mask = topk_mask(score if self.select_by == "score" else h, self.top_k)
+        beta1 = tensors["beta1"]
+        score = self._selection_score(x @ beta1.T, beta1, tensors["beta0"], lambda c: torch.as_tensor(
+            c, dtype=beta1.dtype, device=beta1.device))
+        mask = topk_mask(score, self.top_k)
         logw = F.log_softmax(h.masked_fill(~mask, -torch.inf), dim=-1)
         return logw, F.softmax(h, dim=-1), mask
 
@@ -291,9 +343,7 @@ class TopKGate(SoftmaxGate):
         n, k = z.shape[0], params.beta0.shape[0]
         mask = np.zeros((n, k), dtype=bool)
         for row in range(n):
-            score = params.beta1 @ z[row]  # (k,)
-            if self.select_by == "logit":
-                score = score + params.beta0
+            score = self._selection_score(params.beta1 @ z[row], params.beta1, params.beta0)  # (k,)
             # A stable sort of -score puts equal scores in index order: ties go to the lower index.
             order = np.argsort(-score, kind="stable")
             mask[row, order[:self.top_k]] = True
