@@ -167,12 +167,17 @@ def params_from_resp(spec, x, y, resp, var_floor=1e-10, tau=1.0) -> MoEParams:
     """
     k, d = spec.n_experts, spec.dim
     dtype = x.dtype
-    gate = spec.gate_family.blank(spec, dtype, tau)
-    base = MoEParams(gate.pop("beta0"), gate.pop("beta1"), jnp.zeros((k, d), dtype),
-                     jnp.full(k, jnp.mean(y), dtype), jnp.full(k, jnp.var(y) + var_floor, dtype),
-                     gate.pop("tau"), gate)
+    base = _with_blank_gate(spec, dtype, tau, jnp.zeros((k, d), dtype),
+                            jnp.full(k, jnp.mean(y), dtype),
+                            jnp.full(k, jnp.var(y) + var_floor, dtype))
     params, _ = expert_m_step(base, x, y, resp, var_floor)
     return gate_m_step(spec, params, x, resp)
+
+
+def _with_blank_gate(spec, dtype, tau, a, b, var) -> MoEParams:
+    """Experts (a, b, var) under the gate's arrays before its first step (``Gate.blank``)."""
+    gate = spec.gate_family.blank(spec, dtype, tau)
+    return MoEParams(gate.pop("beta0"), gate.pop("beta1"), a, b, var, gate.pop("tau"), gate)
 
 
 def random_partition(key, n: int, k: int, dtype=jnp.float64) -> jnp.ndarray:
@@ -350,9 +355,7 @@ def lines_init(key, spec, x, y, weights=None, var_floor=1e-10, tau=1.0) -> MoEPa
     mean = (w * y).sum() / w.sum()
     var_y = (w * (y - mean) ** 2).sum() / w.sum()
     var = jnp.maximum(q, 1e-6 * var_y) + var_floor
-    gate = spec.gate_family.blank(spec, dtype, tau)
-    params = MoEParams(gate.pop("beta0"), gate.pop("beta1"), coef[:, :d], coef[:, d], var,
-                       gate.pop("tau"), gate)
+    params = _with_blank_gate(spec, dtype, tau, coef[:, :d], coef[:, d], var)
     log_phi = -0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * resid2 / var
     resp = jax.nn.softmax(log_phi, axis=1) * w[:, None]
     return gate_m_step(spec, params, x, resp)
