@@ -61,6 +61,15 @@ def data_k2d1():
     return truth, x, y
 
 
+def pytest_runtest_teardown(item, nextitem):
+    # An xdist worker runs ~500 tests in one process and compiles thousands of XLA programs;
+    # near vm.max_map_count the next compilation fails and the worker segfaults while
+    # unwinding the error (moetheory._jax). Release them when the worker nears the bound.
+    from moetheory._jax import release_compiled
+
+    release_compiled()
+
+
 def pytest_sessionfinish(session):
     # A pytest-xdist worker whose tests are done still tears down (its last garbage collection
     # walks a large JAX/SymPy heap); when that takes more than 5 s, execnet sends the worker a

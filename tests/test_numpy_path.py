@@ -403,3 +403,23 @@ def test_spurious_check_kernels_agree(monkeypatch):
     _close(out[False][0], out[True][0], 1e-9, "sizes")
     np.testing.assert_array_equal(out[False][1], out[True][1])
     assert abs(out[False][2] - out[True][2]) <= 1e-9 * abs(out[True][2]), (out[False][2], out[True][2])
+
+
+def test_release_compiled_drops_jax_programs_near_the_map_bound(monkeypatch):
+    # A process near vm.max_map_count drops JAX's compiled programs (the next compilation would
+    # fail and crash the process); far from it, nothing happens; programs still run afterwards.
+    import jax
+    import jax.numpy as jnp
+
+    from moetheory import _jax
+
+    f = jax.jit(lambda v: v * 2.0)
+    f(jnp.ones(3))
+    assert f._cache_size() == 1
+    assert not _jax.release_compiled(share=1.0)
+    assert f._cache_size() == 1
+    n_maps = sum(1 for _ in open("/proc/self/maps"))
+    monkeypatch.setattr(_jax, "_map_limit", lambda: n_maps)  # as if at the bound
+    assert _jax.release_compiled(share=0.5)
+    assert f._cache_size() == 0
+    assert float(f(jnp.ones(3))[0]) == 2.0

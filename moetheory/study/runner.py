@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory._jax import ensure_x64
+from moetheory._jax import ensure_x64, release_compiled
 from moetheory.em.certify import REASONS
 from moetheory.params import ARRAY_FIELDS, MoEParams
 from moetheory.spec import MoESpec
@@ -559,9 +559,8 @@ def run_cells_local(study, todo, cache, progress=True):
     """
     from contextlib import closing
 
-    from moetheory.study.progress import CellProgress
-
     from moetheory.em.backend import compile_numba
+    from moetheory.study.progress import CellProgress
 
     configure_compile_cache()
     with CellProgress(study, todo, enabled=progress) as bar, \
@@ -574,6 +573,7 @@ def run_cells_local(study, todo, cache, progress=True):
             wall = time.perf_counter() - t0
             cache.write_cell(study, label, n, arrays, wall_s=wall)
             bar.done(label, n, arrays, wall)
+            release_compiled()  # a long study compiles many programs (moetheory._jax)
             _cell_delay()
 
 
