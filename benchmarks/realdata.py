@@ -59,7 +59,8 @@ def run_case(case, seeds, quiet=False):
         row = {"seed": seed, "loglik": res.loglik, "gap": gap, "reached": bool(reached),
                # against the best known *regular* maximum (the default rule sets the others aside)
                "gap_regular": gap_reg, "reached_regular": bool(gap_reg >= -REACH_TOL),
-               "n_best_hits": res.n_best_hits, "regular": res.regular,
+               "n_best_hits": res.n_best_hits, "n_best_rounds": res.n_best_rounds,
+               "new_maximum_rate": res.new_maximum_rate, "regular": res.regular,
                # starts that ended at the best maximum (not above it: a start on the variance
                # floor can end higher, on a degenerate spike, and is passed over)
                "starts_at_best": int(np.sum(np.abs(starts - case.best_loglik) <= REACH_TOL)),
@@ -163,9 +164,10 @@ def report(results, meta) -> str:
         "≥ 5% of n, flexmix's `minprior`, and a gate that is not a step on the data) or which "
         "rule sets it aside; moetheory's ℓ − the best known *regular* maximum (worst seed; the "
         "default fit returns a regular maximum whenever its starts find one) and the seeds "
-        "reaching it; the starts drawn by the start policy (rounds of 12 until the best ℓ is "
-        "reached by 2 continued starts, at most 96) and how many continued starts reached the "
-        "returned ℓ (median over seeds); the warnings `fit` issued in any seed, and the seeds that "
+        "reaching it; the starts drawn by the start policy (rounds of 12, 3 continued, until the "
+        "best ℓ is reached in 2 rounds and a further round is unlikely to reach a new maximum, at "
+        "most 96; docs/fit_quality.md) and how many continued starts reached the returned ℓ "
+        "(median over seeds); the warnings `fit` issued in any seed, and the seeds that "
         "missed the best regular maximum *without* one; the largest relative "
         "difference between moetheory's standard errors and the exact Hessian's over the seeds "
         "that reached the best; NaN standard errors (worst seed); the median time of one fit "
@@ -179,9 +181,9 @@ def report(results, meta) -> str:
         "reached it. No paper reports these fits (a softmax gate on the same covariate as the "
         "experts) for comparison; the issue's counts of missed maxima were measured against "
         "moetheory's own best fits, the table's against the best known maximum. The start policy "
-        "stops when two continued starts reach the same maximum; where a lower maximum attracts "
-        "most starts it can be reached twice first, and those seeds miss the best regular maximum "
-        "without a warning (the *missed* column).", ""])
+        "stops when two rounds reach the same maximum and few maxima were reached by one round "
+        "only; a best maximum with a small basin can still be missed by every round, and those "
+        "seeds miss the best regular maximum without a warning (the *missed* column).", ""])
 
 
 def main(argv=None) -> int:

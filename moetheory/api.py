@@ -66,9 +66,9 @@ class SpuriousSolutionWarning(ConvergenceWarning):
 
 
 class MultistartWarning(UserWarning):
-    """The best log-likelihood was reached by fewer continued starts than
+    """The best log-likelihood was reached in fewer independent rounds of starts than
     ``EMConfig.min_best_hits`` within ``max_starts`` starts: a higher maximum may exist.
-    ``FitResult.n_best_hits`` says how many reached it.
+    ``FitResult.n_best_rounds`` and ``n_best_hits`` say how many rounds and starts reached it.
 
     Examples
     --------
@@ -107,7 +107,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     Several EM starts, the most promising continued, each finished by Newton's method on the
     observed log-likelihood and certified (:mod:`moetheory.em.pipeline`); the best is returned.
     From data-driven starts (the default) rounds of starts are drawn until the best maximum has
-    been reached by two starts (``EMConfig.min_best_hits``) or ``max_starts`` were tried, and
+    been reached in two independent rounds (``EMConfig.min_best_hits``) or ``max_starts`` were
+    tried, and
     spurious maxima — an expert on a few observations, a step gate — are set aside when a
     regular one exists (:mod:`moetheory.em.spurious`); ``summary()`` and ``to_dict()`` report
     both.
@@ -166,7 +167,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         Largest estimated remaining log-likelihood gain (nats) that certifies (default 1e-6).
     max_starts : int
         Data-driven starts: the most starts the start policy draws (default 96) while the best
-        maximum has been reached by fewer than ``EMConfig.min_best_hits`` (2) starts.
+        maximum has been reached in fewer than ``EMConfig.min_best_hits`` (2) rounds.
     spurious : {"reject", "keep"}
         Data-driven starts: ``"reject"`` (default) returns the best regular maximum whenever
         one was found; ``"keep"`` the raw highest log-likelihood (:mod:`moetheory.em.spurious`).
@@ -279,7 +280,9 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                      start_logliks=np.asarray(res.start_logliks), x=x, y=y, cov_type=cov_type,
                      x_names=names, certificate=res.certificate,
                      em_converged=bool(res.converged), estimator=config,
-                     n_best_hits=int(res.n_best_hits), regular=res.regular,
+                     n_best_hits=int(res.n_best_hits), n_best_rounds=int(res.n_best_rounds),
+                     new_maximum_rate=float(res.new_maximum_rate) if res.assessments else None,
+                     regular=res.regular,
                      set_aside=tuple((float(ll), a.describe()) for ll, a in res.set_aside),
                      floor_lowered=bool(res.floor_lowered),
                      spurious_cause=None if not res.assessments else
@@ -335,12 +338,25 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
                 else "try more starts (max_starts), a larger max_iter, or fewer experts")
         warnings.warn(f"the estimate is not certified as a maximum of the log-likelihood: {why}; "
                       f"{hint}.", ConvergenceWarning, stacklevel=3)
-    if res.assessments and res.n_best_hits < config.min_best_hits and res.params.var.size > 1:
-        warnings.warn(f"the best log-likelihood found ({res.loglik:.6g}) was reached by "
-                      f"{res.n_best_hits} of the {len(res.continued)} continued starts "
-                      f"({n_starts} drawn, max_starts={config.max_starts}), fewer than "
-                      f"min_best_hits={config.min_best_hits}: a higher maximum may exist. Try a "
-                      "larger max_starts or another seed.", MultistartWarning, stacklevel=3)
+    if not res.assessments or res.params.var.size == 1:
+        return
+    few = res.n_best_rounds < config.min_best_hits
+    rugged = res.new_maximum_rate > config.max_new_rate
+    if few or rugged:
+        why = []
+        if few:
+            why.append(f"the best log-likelihood found ({res.loglik:.6g}) was reached in "
+                       f"{res.n_best_rounds} of {res.n_rounds} independent rounds of starts, fewer "
+                       f"than min_best_hits={config.min_best_hits}")
+        if rugged:
+            why.append(f"the chance that one more round reaches a maximum no round reached is "
+                       f"estimated at {res.new_maximum_rate:.2f} (Good-Turing, by rounds), above "
+                       f"max_new_rate={config.max_new_rate:g}: the likelihood has maxima the "
+                       "starts have not covered")
+        warnings.warn(f"after {n_starts} starts (max_starts={config.max_starts}; "
+                      f"{res.n_best_hits} of the {len(res.continued)} continued starts reached the "
+                      f"best ℓ = {res.loglik:.6g}) {' and '.join(why)}: a higher maximum may exist. "
+                      "Try a larger max_starts, or fewer experts.", MultistartWarning, stacklevel=3)
 
 
 def _estimator(estimator, gate_options, **given) -> EMConfig:

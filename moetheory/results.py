@@ -45,8 +45,13 @@ class FitResult:
         ``loglik`` can be below ``max(start_logliks)``)
     x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
     x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
-    n_best_hits : int, how many continued starts reached ``loglik`` (the start policy asks for
-        ``estimator.min_best_hits``; None when not recorded)
+    n_best_hits : int, how many continued starts reached ``loglik``; None when not recorded
+    n_best_rounds : int, in how many independent rounds of starts a continued start reached
+        ``loglik`` (the start policy asks for ``estimator.min_best_hits``); None when not
+        recorded
+    new_maximum_rate : float or None, the estimated chance that one more round of starts would
+        reach a maximum no round reached (:func:`moetheory.em.pipeline.new_maximum_rate`; the
+        policy asks for at most ``estimator.max_new_rate``)
     regular : bool or None, whether the fit is a regular maximum (no expert on a few points, no
         step gate, no variance on the floor; :mod:`moetheory.em.spurious`); None for near-truth
         starts, which are not assessed
@@ -84,6 +89,8 @@ class FitResult:
     em_converged: bool = True
     estimator: object = None
     n_best_hits: int | None = None
+    n_best_rounds: int | None = None
+    new_maximum_rate: float | None = None
     regular: bool | None = None
     set_aside: tuple = ()
     floor_lowered: bool = False
@@ -363,6 +370,8 @@ class FitResult:
         return {"n_starts": len(self.start_kinds),
                 "kinds": sorted(set(self.start_kinds)),
                 "n_best_hits": self.n_best_hits,
+                "n_best_rounds": self.n_best_rounds,
+                "new_maximum_rate": self.new_maximum_rate,
                 "min_best_hits": None if est is None or est.near_truth else est.min_best_hits,
                 "regular": self.regular,
                 "set_aside": [{"loglik": float(ll), "why": why} for ll, why in self.set_aside],

@@ -61,8 +61,13 @@ def _start_notes(res) -> list[str]:
     notes = []
     if rep["n_best_hits"] is not None and rep["min_best_hits"] is not None:
         notes.append(f"Starts: {rep['n_starts']} drawn ({', '.join(rep['kinds'])}); the maximum was "
-                     f"reached by {rep['n_best_hits']} continued start(s) (asked for: "
-                     f"{rep['min_best_hits']}).")
+                     f"reached by {rep['n_best_hits']} continued start(s) in "
+                     f"{rep['n_best_rounds']} independent round(s) (asked for: "
+                     f"{rep['min_best_hits']} rounds)"
+                     + ("." if rep["new_maximum_rate"] is None else
+                        f"; estimated chance that one more round finds a new maximum "
+                        f"{rep['new_maximum_rate']:.2f} (asked for: at most "
+                        f"{res.estimator.max_new_rate:g})."))
     for item in rep["set_aside"][:3]:
         notes.append(f"Set aside: a higher log-likelihood {item['loglik']:.4f} where {item['why']} "
                      "(a spurious maximum; EMConfig(spurious='keep') returns it).")

@@ -58,7 +58,7 @@ DEFAULT_N_INIT = 12
 #: fields that only data-driven starts use (the start policy and the spurious-solution rule):
 #: a near-truth configuration omits them from :meth:`EMConfig.to_dict` at their defaults, so
 #: the identity (hash) of a near-truth study panel does not depend on them
-DATA_DRIVEN_FIELDS = ("min_best_hits", "max_starts", "spurious", "min_size")
+DATA_DRIVEN_FIELDS = ("min_best_hits", "max_new_rate", "max_starts", "spurious", "min_size")
 
 
 def _is_int(v) -> bool:
@@ -125,9 +125,18 @@ class EMConfig:
         wait on data-dependent loops).
     min_best_hits : int
         The start policy (data-driven starts only): rounds of ``n_init`` new starts are drawn
-        until the best log-likelihood has been reached by at least this many continued starts
-        (each its own random draw), or ``max_starts`` starts have been drawn; the result reports how many reached it (1: a single round, as many starts as
-        ``n_init``).
+        until the best log-likelihood has been reached in at least this many rounds (each round
+        is an independent draw; the starts one round continues are not, as they are the best of
+        its short runs), or ``max_starts`` starts have been drawn; the result reports how many
+        rounds and starts reached it (1: a single round, as many starts as ``n_init``).
+    max_new_rate : float
+        The start policy also draws rounds until the chance that one more round finds a maximum
+        no round has found yet is estimated at most this (default 0.34). The estimate is Good's
+        (1953) frequency of singletons, counted by rounds: the number of maxima (regular or not)
+        reached in exactly one round over the number of rounds — the measure of a search's
+        adequacy of Finch, Mendell & Thode (1989, JASA 84, 1020–1023). Rugged likelihoods (many
+        maxima, small basins) thus get more rounds, and a warning if the budget runs out.
+        1 turns the check off.
     max_starts : int
         The policy's budget of starts (data-driven starts only; at least one round).
     spurious : {"reject", "keep"}
@@ -169,6 +178,7 @@ class EMConfig:
     cert_tol: float = 1e-6
     fixed_iter: bool = False
     min_best_hits: int = 2
+    max_new_rate: float = 0.34
     max_starts: int = 96
     spurious: str = "reject"
     min_size: float = 0.05
@@ -195,6 +205,10 @@ class EMConfig:
             if not _is_real(v) or not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"estimator {name} must be a finite number >= 0; got {v!r}")
             object.__setattr__(self, name, float(v))
+        if not _is_real(self.max_new_rate) or not 0 <= self.max_new_rate <= 1:
+            raise ValueError(f"estimator max_new_rate must be a number in [0, 1]; got "
+                             f"{self.max_new_rate!r}")
+        object.__setattr__(self, "max_new_rate", float(self.max_new_rate))
         if not _is_real(self.min_size) or not 0 <= self.min_size < 1:
             raise ValueError(f"estimator min_size must be a fraction of n in [0, 1); got "
                              f"{self.min_size!r}")

@@ -22,9 +22,11 @@ Data-driven starts (``init`` auto, kmeans, random, lines) add the **start policy
 **spurious-solution rule**:
 
 * rounds of ``n_init`` new starts (keys ``fold_in(key, round)``, the kinds' cycle continued)
-  run through steps 1–4 until the best log-likelihood has been reached by ``min_best_hits``
-  continued starts (each its own random draw: independent), or ``max_starts`` starts were
-  drawn (the result then says so: ``n_best_hits``);
+  run through steps 1–4 until the best log-likelihood has been reached in ``min_best_hits``
+  rounds, or ``max_starts`` starts were drawn (the result then says so: ``n_best_rounds``).
+  Rounds, not starts, are the independent draws: the starts one round continues are the best of
+  that round's short runs, and on real data they often share one basin (mixtools' tonedata,
+  k = 2: all three continued starts of a round reach a maximum 2.8 nats below the best);
 * every continued start is classified (:func:`moetheory.em.spurious.assess`); with
   ``spurious="reject"`` the winner is the best *regular* one whenever one exists, and higher
   spurious maxima are reported (``set_aside``), not returned;
@@ -91,7 +93,10 @@ class PipelineResult(NamedTuple):
     em_backend : str, "numba", "numpy" or "jax"
     n_best_hits : int, continued starts whose log-likelihood is the winner's (within
         :func:`hit_tolerance`)
+    n_best_rounds : int, rounds in which a continued start reached the winner's log-likelihood
     n_rounds : int, rounds of starts drawn (1 for near-truth starts)
+    new_maximum_rate : float, the estimated chance that one more round would reach a maximum no
+        round reached (:func:`new_maximum_rate`; 0 for near-truth starts)
     assessments : tuple of :class:`~moetheory.em.spurious.Assessment`, one per continued start
         (empty for near-truth starts)
     regular : bool or None, the winner is a regular maximum (None: not assessed)
@@ -123,7 +128,9 @@ class PipelineResult(NamedTuple):
     var_floor: float
     em_backend: str
     n_best_hits: int = 1
+    n_best_rounds: int = 1
     n_rounds: int = 1
+    new_maximum_rate: float = 0.0
     assessments: tuple = ()
     regular: bool | None = None
     set_aside: tuple = ()
@@ -227,6 +234,39 @@ def hit_tolerance(config: EMConfig, loglik: float) -> float:
     from moetheory.em.starts import TIE_RTOL
 
     return max(100.0 * config.cert_tol, TIE_RTOL * abs(float(loglik)))
+
+
+def new_maximum_rate(logliks, rounds, tol: float) -> float:
+    """Good's (1953) estimate, counted by rounds, of the chance that one more round of starts
+    reaches a maximum that no round has reached (Finch, Mendell & Thode 1989 proposed this measure of the adequacy of a
+    search for the global maximum of a likelihood): the number of maxima reached in exactly one
+    round over the number of rounds, at most 1.
+
+    Parameters
+    ----------
+    logliks : (m,) float, the continued starts' log-likelihoods (non-finite ones are ignored)
+    rounds : (m,) int, the round of each
+    tol : float, two log-likelihoods within ``tol`` are one maximum
+
+    Examples
+    --------
+    >>> new_maximum_rate(np.array([-5.0, -5.0, -7.0, -5.0]), np.array([0, 0, 0, 1]), 1e-6)
+    0.5
+    """
+    logliks, rounds = np.asarray(logliks, dtype=np.float64), np.asarray(rounds)
+    keep = np.isfinite(logliks)
+    if not keep.any():
+        return 1.0
+    logliks, rounds = logliks[keep], rounds[keep]
+    order = np.argsort(-logliks, kind="stable")
+    maxima = []  # [ℓ, set of rounds that reached it]
+    for i in order:
+        if maxima and maxima[-1][0] - logliks[i] <= tol:
+            maxima[-1][1].add(int(rounds[i]))
+        else:
+            maxima.append([logliks[i], {int(rounds[i])}])
+    once = sum(1 for _, r in maxima if len(r) == 1)  # Good's singletons, by incidence
+    return min(1.0, once / len(np.unique(rounds)))
 
 
 class _Ctx(NamedTuple):
@@ -370,7 +410,7 @@ def run_pipeline(key, spec, x, y, config: EMConfig = EMConfig(), *, weights=None
     >>> z = rng.random(400) < 1 / (1 + np.exp(-3 * x[:, 0]))     # a soft gate
     >>> y = np.where(z, 1 + 2 * x[:, 0], -1 - x[:, 0]) + 0.1 * rng.standard_normal(400)
     >>> res = run_pipeline(jax.random.key(0), MoESpec(2, 1), x, y, EMConfig(n_init=2, n_keep=2))
-    >>> res.certificate.reason, res.regular, res.n_best_hits >= 2
+    >>> res.certificate.reason, res.regular, res.n_best_rounds >= 2
     ('certified', True, True)
     """
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
@@ -430,13 +470,14 @@ def _near_truth(ctx: _Ctx, key, kinds) -> PipelineResult:
 
 
 def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
-    """Rounds of data-driven starts until the best is reached ``min_best_hits`` times; the
+    """Rounds of data-driven starts until the best is reached in ``min_best_hits`` rounds; the
     spurious-solution rule picks the winner (module docstring)."""
     config = ctx.config
     per_round = len(config.start_kinds(n_init))
     kinds_all, short_ll, short_hit = [], [], []
     cont_idx, params, fl, certs, verdicts, floors, em_conv, em_floor, n_iters, traces = \
         [], [], [], [], [], [], [], [], [], []
+    cont_round = []  # the round of each continued start: rounds are independent draws
     rounds = 0
     while True:
         first = len(kinds_all)
@@ -455,6 +496,7 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
             p, ll, cert, verdict, floor = rnd["done"][j]
             tr = final["trace"][j]
             cont_idx.append(first + int(i))
+            cont_round.append(rounds - 1)
             params.append(p)
             fl.append(ll)
             certs.append(cert)
@@ -464,11 +506,15 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
             em_floor.append(bool(final["floor_hit"][j]))
             n_iters.append(int(final["n_iter"][j] + rnd["iters_before"][j]))
             traces.append(tr[np.isfinite(tr)])
-        best, hits = _select(ctx, np.array(fl, dtype=np.float64), certs, verdicts,
-                             np.array(cont_idx))
+        best, reached = _select(ctx, np.array(fl, dtype=np.float64), certs, verdicts,
+                                np.array(cont_idx))
+        hits, hit_rounds = int(reached.sum()), len(set(np.array(cont_round)[reached].tolist()))
+        new_rate = new_maximum_rate(np.array(fl, dtype=np.float64), np.array(cont_round),
+                                    hit_tolerance(config, fl[best]) if np.isfinite(fl[best]) else 0.0)
         # one expert: least squares, a single maximum that one start finds
         wanted = 1 if ctx.spec.n_experts == 1 else config.min_best_hits
-        done = hits >= wanted and (verdicts[best].regular or config.spurious == "keep")
+        done = (hit_rounds >= wanted and (verdicts[best].regular or config.spurious == "keep")
+                and (ctx.spec.n_experts == 1 or new_rate <= config.max_new_rate))
         if done or len(kinds_all) + per_round > config.max_starts:
             break
     fl = np.array(fl, dtype=np.float64)
@@ -497,13 +543,15 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
         start_logliks=stopped, short_logliks=short_ll, short_floor_hit=np.concatenate(short_hit),
         continued=order, final_logliks=fl, final_floor_hit=floor_hit,
         final_certified=np.array([c.certified for c in certs]), var_floor=float(floors[best]),
-        em_backend=ctx.backend, n_best_hits=hits, n_rounds=rounds, assessments=tuple(verdicts),
+        em_backend=ctx.backend, n_best_hits=hits, n_best_rounds=hit_rounds, n_rounds=rounds,
+        new_maximum_rate=float(new_rate),
+        assessments=tuple(verdicts),
         regular=bool(verdicts[best].regular), set_aside=tuple(set_aside),
         floor_lowered=bool(floors[best] < ctx.var_floor))
 
 
 def _select(ctx: _Ctx, fl, certs, verdicts, index):
-    """(winner, how many continued starts reached its log-likelihood) under the spurious rule."""
+    """(winner, which continued starts reached its log-likelihood) under the spurious rule."""
     finite = np.isfinite(fl)
     regular = np.array([v.regular for v in verdicts]) & finite
     healthy = np.array([v.cause not in ("variance_floor", "nonfinite") for v in verdicts]) & finite
@@ -516,7 +564,7 @@ def _select(ctx: _Ctx, fl, certs, verdicts, index):
     certified = np.array([c.certified for c in certs])
     best = pick_best(np.where(pool, fl, -np.inf), index, floor=ctx.tie_floor, prefer=certified)
     if not np.isfinite(fl[best]):
-        return best, 0
+        return best, np.zeros(fl.shape, dtype=bool)
     same = np.abs(fl - fl[best]) <= hit_tolerance(ctx.config, fl[best])
     like = regular if regular[best] else pool
-    return best, int(np.sum(same & like))
+    return best, same & like
