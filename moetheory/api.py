@@ -19,7 +19,8 @@ from moetheory.results import FitResult, as_numpy_params
 from moetheory.spec import MoESpec
 from moetheory.standardize import (DataScale, data_scale, from_standard, identity_standardizer,
                                    standard_spec, to_standard)
-from moetheory.validation import check_scale, check_xy, covariate_names, frozen_copy
+from moetheory.validation import (check_scale, check_weights, check_xy, covariate_names,
+                                  frozen_copy)
 
 
 class ConvergenceWarning(UserWarning):
@@ -101,7 +102,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         acceleration: str | None = None, cert_tol: float | None = None,
         max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
-        em_backend: str | None = None, x_names=None) -> FitResult:
+        em_backend: str | None = None, x_names=None, weights=None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
@@ -189,6 +190,11 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     x_names : sequence of str, optional
         Names of the covariates of an array ``x`` (default ``x1 .. xd``; a DataFrame's own
         column names are used).
+    weights : array (n,), optional
+        Case (frequency) weights ≥ 0, as flexmix's ``weights``: a row of weight w counts w
+        times in the log-likelihood, the EM steps, the standard errors and ``n_obs`` (Σ w, used
+        by BIC); 0 leaves a row out. Integer weights give the fit of the data with each row
+        repeated w times, up to the starts drawn.
 
     Returns
     -------
@@ -208,6 +214,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     names = covariate_names(x, x_names)
     x, y = check_xy(x, y)
     x, y = frozen_copy(x), frozen_copy(y)
+    if weights is not None:
+        weights = frozen_copy(check_weights(weights, x.shape[0]))
     if names is not None and len(names) != x.shape[1]:
         raise ValueError(f"x_names has {len(names)} name(s) but x has {x.shape[1]} column(s)")
     check_scale(x, y, names)
@@ -224,9 +232,11 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     for key, message in identifiability_notes(spec):
         warn_once(key, message)
     n_free = len(free_layout(spec))
-    if x.shape[0] <= n_free:
-        raise ValueError(f"x and y have n={x.shape[0]} rows, but a {spec.n_experts}-expert model with "
-                         f"d={spec.dim} has {n_free} free parameters: n must exceed that")
+    n_rows = x.shape[0] if weights is None else int(np.count_nonzero(weights))
+    if n_rows <= n_free:
+        raise ValueError(f"x and y have n={n_rows} rows{'' if weights is None else ' of positive weight'}, "
+                         f"but a {spec.n_experts}-expert model with d={spec.dim} has {n_free} free "
+                         "parameters: n must exceed that")
     config = _estimator(estimator, gate_options, init=init, n_init=n_init, n_keep=n_keep, tol=tol,
                         max_iter=max_iter, var_floor=var_floor, polish=polish,
                         acceleration=acceleration, cert_tol=cert_tol, max_starts=max_starts,
@@ -258,10 +268,11 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     floor = None if config.var_floor is None else config.var_floor / ds.y_scale ** 2
     res = run_pipeline(jax.random.key(seed), standard_spec(spec, ds.x), ds.x.apply(x), y_std, config,
                        truth=None if truth is None else to_standard(truth, ds, spec), var_floor=floor,
-                       em_backend=em_backend)
-    shift = x.shape[0] * np.log(ds.y_scale)
+                       em_backend=em_backend, weights=weights)
+    n_obs = x.shape[0] if weights is None else float(weights.sum())
+    shift = n_obs * np.log(ds.y_scale)
     if spec.gate_family.joint:  # the density of x̃ = (x − m)/s too: ℓ = ℓ̃ − n Σ_j log s_j
-        shift = shift + x.shape[0] * float(np.sum(np.log(ds.x.scale)))
+        shift = shift + n_obs * float(np.sum(np.log(ds.x.scale)))
     res = res._replace(loglik=res.loglik - shift, trace=res.trace - shift,
                        start_logliks=res.start_logliks - shift,
                        var_floor=res.var_floor * ds.y_scale ** 2,
@@ -273,7 +284,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
     _warn_about(res, config, params, x.shape[0])
-    return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=int(x.shape[0]),
+    return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=n_obs,
                      n_iter=int(res.n_iter), converged=bool(res.certificate.certified),
                      trace=res.trace, var_floor=float(res.var_floor),
                      var_floor_hit=bool(res.floor_hit), start_kinds=res.start_kinds,
@@ -286,7 +297,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                      set_aside=tuple((float(ll), a.describe()) for ll, a in res.set_aside),
                      floor_lowered=bool(res.floor_lowered),
                      spurious_cause=None if not res.assessments else
-                     res.assessments[list(res.continued).index(res.best_start)].cause)
+                     res.assessments[list(res.continued).index(res.best_start)].cause,
+                     weights=weights)
 
 
 def _warn_about(res, config: EMConfig, params, n: int) -> None:

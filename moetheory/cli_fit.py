@@ -9,7 +9,7 @@ def register(sub) -> None:
 
     ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
-    [--x-cols ...] [--y-col y] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
+    [--x-cols ...] [--y-col y] [--weights COLUMN] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
 
     Parameters
     ----------
@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--x-cols", nargs="+", default=None,
                    help="covariate columns (default: every column except the response)")
     p.add_argument("--y-col", default="y", help="response column (default: y)")
+    p.add_argument("--weights", default=None, metavar="COLUMN",
+                   help="column of case weights >= 0 (a row of weight w counts w times)")
     p.add_argument("--n-init", type=int, default=None, help="number of EM starts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cov-type", default="oim", help="oim | opg | sandwich")
@@ -78,8 +80,8 @@ def experts_arg(text):
     return range(values[0], values[1] + 1) if sep else values[0]
 
 
-def read_csv(path, x_cols, y_col):
-    """Read (x, y) from a CSV file; every problem is a ValueError naming the file, and the
+def read_csv(path, x_cols, y_col, weights_col=None):
+    """Read (x, y) and optional case weights from a CSV file; every problem is a ValueError naming the file, and the
     column and line where it is.
 
     The file must be UTF-8 (a byte-order mark is allowed; UTF-16 with a byte-order mark is read
@@ -92,13 +94,15 @@ def read_csv(path, x_cols, y_col):
     path : str or path
         CSV file with a header row.
     x_cols : list of str or None
-        Covariate columns (None: every column except ``y_col``).
+        Covariate columns (None: every column except ``y_col`` and ``weights_col``).
     y_col : str
         Response column.
+    weights_col : str, optional
+        Column of case weights (``moetheory.fit``'s ``weights``).
 
     Returns
     -------
-    x : ndarray (n, d), y : ndarray (n,), x_cols : list of str
+    x : ndarray (n, d), y : ndarray (n,), x_cols : list of str, weights : ndarray (n,) or None
 
     Examples
     --------
@@ -107,7 +111,7 @@ def read_csv(path, x_cols, y_col):
     ...     path = os.path.join(tmp, "data.csv")
     ...     with open(path, "w") as fh:
     ...         _ = fh.write("x1,x2,y\\n0,1,2\\n3,4,5\\n")
-    ...     x, y, cols = read_csv(path, None, "y")
+    ...     x, y, cols, _ = read_csv(path, None, "y")
     ...     with open(path, "a") as fh:
     ...         _ = fh.write("6,seven,8\\n")
     ...     try:
@@ -139,9 +143,14 @@ def read_csv(path, x_cols, y_col):
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
             hint = " (moetheory reads comma-separated files; this one looks separated otherwise)"
         raise ValueError(f"column {y_col!r} (--y-col) not found in {path}; columns are {named}{hint}")
+    if weights_col is not None and weights_col not in header:
+        raise ValueError(f"column {weights_col!r} (--weights) not found in {path}; columns are {named}")
+    if weights_col == y_col:
+        raise ValueError(f"the response column {y_col!r} (--y-col) is also the weights (--weights)")
     if x_cols is None:  # every other column; an unnamed one only when it holds data
         empty = missing.all(axis=0).to_numpy()
-        x_cols = list(dict.fromkeys(h for h, e in zip(header, empty) if h != y_col and (h or not e)))
+        x_cols = list(dict.fromkeys(h for h, e in zip(header, empty)
+                                    if h not in (y_col, weights_col) and (h or not e)))
         if not x_cols:
             raise ValueError(f"{path} has no covariate column besides {y_col!r}")
     twice = sorted({c for c in x_cols if x_cols.count(c) > 1})
@@ -152,7 +161,9 @@ def read_csv(path, x_cols, y_col):
         raise ValueError(f"column(s) {missing_cols} (--x-cols) not found in {path}; columns are {named}")
     if y_col in x_cols:
         raise ValueError(f"the response column {y_col!r} (--y-col) is also a covariate (--x-cols)")
-    for c in [*x_cols, y_col]:
+    if weights_col is not None and weights_col in x_cols:
+        raise ValueError(f"the weights column {weights_col!r} (--weights) is also a covariate (--x-cols)")
+    for c in [*x_cols, y_col] + ([] if weights_col is None else [weights_col]):
         if header.count(c) > 1:
             columns = [i + 1 for i, h in enumerate(header) if h == c]
             raise ValueError(f"{path} has {len(columns)} columns named {c!r} (columns {columns}); "
@@ -184,7 +195,8 @@ def read_csv(path, x_cols, y_col):
         return values
 
     x = np.column_stack([column(c, X_LIMITS) for c in x_cols])
-    return x, column(y_col, Y_LIMITS), x_cols
+    weights = None if weights_col is None else column(weights_col, Y_LIMITS)
+    return x, column(y_col, Y_LIMITS), x_cols, weights
 
 
 def _read_table(path):
@@ -223,7 +235,7 @@ def _read_table(path):
 OPTIONS = {"n_experts": "--experts", "gate": "--gate", "top_k": "--top-k", "select_by": "--select-by",
            "activation": "--activation", "tau": "--tau", "tau_value": "--tau-value",
            "gate_options['method']": "--topk-method", "n_init": "--n-init", "seed": "--seed",
-           "cov_type": "--cov-type"}
+           "cov_type": "--cov-type", "weights": "--weights"}
 
 
 def _name_the_option(message: str) -> str:
@@ -271,7 +283,7 @@ def run(args) -> int:
     import moetheory as mt
     from moetheory.cli import print_json
 
-    x, y, x_cols = read_csv(args.csv, args.x_cols, args.y_col)
+    x, y, x_cols, weights = read_csv(args.csv, args.x_cols, args.y_col, args.weights)
     if args.topk_method is not None and not _gate_accepts(args.gate, "method"):
         raise ValueError(f"--topk-method applies to --gate topk only; got --gate {args.gate}")
     with warnings.catch_warnings():
@@ -289,7 +301,7 @@ def run(args) -> int:
         options = dict(gate=args.gate, top_k=args.top_k, select_by=args.select_by,
                        activation=args.activation, tau=tau, tau_value=args.tau_value,
                        n_init=args.n_init, seed=args.seed, cov_type=args.cov_type,
-                       gate_options=gate_options, x_names=x_cols)
+                       gate_options=gate_options, x_names=x_cols, weights=weights)
         if isinstance(args.experts, range):  # --experts A-B: the table over k
             try:
                 sel = mt.select_k(x, y, k=args.experts, **options)

@@ -75,13 +75,15 @@ class MoERegressor(RegressorMixin, BaseEstimator):
         self.gate_options = gate_options
         self.em_backend = em_backend
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit by :func:`moetheory.fit`.
 
         Parameters
         ----------
         X : array (n, d) or DataFrame
         y : array (n,)
+        sample_weight : array (n,), optional
+            Case weights ≥ 0 (``moetheory.fit``'s ``weights``: a row of weight w counts w times)
 
         Returns
         -------
@@ -92,7 +94,8 @@ class MoERegressor(RegressorMixin, BaseEstimator):
         # (moetheory.fit then checks n against the model's number of parameters).
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2)
         names = getattr(self, "feature_names_in_", None)
-        res = fit(X, y, x_names=None if names is None else list(names), **self.get_params())
+        res = fit(X, y, x_names=None if names is None else list(names), weights=sample_weight,
+                  **self.get_params())
         self.result_ = res
         self.params_ = res.params
         self.n_iter_ = res.n_iter

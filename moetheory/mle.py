@@ -295,14 +295,14 @@ def unpack_numpy(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
 
 
 @partial(jax.jit, static_argnums=0)
-def _derivatives(spec, params, x, y):
+def _derivatives(spec, params, x, y, w):
     theta = pack(spec, params)
     per_obs = lambda th: log_density(spec, unpack(spec, th, params), x, y)  # noqa: E731
-    total = lambda th: per_obs(th).sum()  # noqa: E731
+    total = lambda th: (w * per_obs(th)).sum()  # noqa: E731
     return jax.hessian(total)(theta), jax.jacfwd(per_obs)(theta)
 
 
-def information(spec: MoESpec, params: MoEParams, x, y):
+def information(spec: MoESpec, params: MoEParams, x, y, weights=None):
     """Observed information −∇²ℓ (p, p) and per-observation scores (n, p).
 
     Parameters
@@ -310,6 +310,8 @@ def information(spec: MoESpec, params: MoEParams, x, y):
     spec : MoESpec
     params : MoEParams, where to evaluate (``beta1``, ``a`` (k, d); ``beta0``, ``b``, ``var`` (k,))
     x : array (n, d); y : array (n,)
+    weights : array (n,), optional case weights: ℓ = Σ_n w_n log p(y_n | x_n); the scores
+        stay per observation, unweighted
 
     Returns
     -------
@@ -333,8 +335,10 @@ def information(spec: MoESpec, params: MoEParams, x, y):
     if derivative_backend(spec, np.shape(y)[0]) != "jax":  # closed forms: nothing to compile
         from moetheory.kernels.numpy_derivs import softmax_information
 
-        return softmax_information(params, x, y)
-    hess, scores = _derivatives(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x), jnp.asarray(y))
+        return softmax_information(params, x, y, weights)
+    w = jnp.ones(np.shape(y)[0]) if weights is None else jnp.asarray(weights, dtype=jnp.float64)
+    hess, scores = _derivatives(spec, jax.tree.map(jnp.asarray, params), jnp.asarray(x),
+                                jnp.asarray(y), w)
     return -np.asarray(hess), np.asarray(scores)
 
 

@@ -25,7 +25,7 @@ class FitResult:
     spec : MoESpec
     params : MoEParams, the estimate (NumPy float64), last expert's gate pinned
     loglik : float, observed log-likelihood at ``params``
-    n_obs : int
+    n_obs : int, or the sum of the case weights (float) of a weighted fit
     n_iter : int, EM iterations of the winning start
     converged : bool, the estimate is certified as a maximum of the log-likelihood
         (``certificate.certified``)
@@ -44,6 +44,8 @@ class FitResult:
         short run for the others; starts that put a variance on the floor are passed over, so
         ``loglik`` can be below ``max(start_logliks)``)
     x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
+    weights : (n,) case weights (``fit(..., weights=)``: a row of weight w counts w times in
+        ℓ, the information and the scores' outer products; ``n_obs`` is their sum), or None
     x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
     n_best_hits : int, how many continued starts reached ``loglik``; None when not recorded
     n_best_rounds : int, in how many independent rounds of starts a continued start reached
@@ -95,6 +97,7 @@ class FitResult:
     set_aside: tuple = ()
     floor_lowered: bool = False
     spurious_cause: str | None = None
+    weights: np.ndarray | None = field(default=None, repr=False)
 
     # ---- model selection ------------------------------------------------------------
     @property
@@ -115,7 +118,10 @@ class FitResult:
     def icl(self) -> float:
         """BIC plus twice the entropy of the MAP classification: BIC − 2 Σ_n log r_{n, ẑ_n}."""
         r = self.responsibilities
-        return self.bic - 2.0 * float(np.log(np.maximum(r.max(axis=1), 1e-300)).sum())
+        log_map = np.log(np.maximum(r.max(axis=1), 1e-300))
+        if self.weights is not None:
+            log_map = self.weights * log_map
+        return self.bic - 2.0 * float(log_map.sum())
 
     # ---- posterior and prediction -----------------------------------------------------
     @cached_property
@@ -123,7 +129,7 @@ class FitResult:
         """Posterior expert probabilities at the data, (n, k)."""
         from moetheory.em.certify import derivative_backend
 
-        if derivative_backend(self.spec, self.n_obs) != "jax":  # closed form: nothing to compile
+        if derivative_backend(self.spec, np.shape(self.y)[0]) != "jax":  # closed form: no compiling
             from moetheory.kernels.numpy_derivs import softmax_posterior
 
             return softmax_posterior(self.params, self.x, self.y)
@@ -203,8 +209,11 @@ class FitResult:
         covariate, a response in thousands); the covariance is mapped back by J."""
         ds, p_std, _ = self._standard
         y_std = (np.asarray(self.y) - ds.y_center) / ds.y_scale
-        return mle.information(standard_spec(self.spec, ds.x), p_std, ds.x.apply(np.asarray(self.x)),
-                               y_std)
+        info, scores = mle.information(standard_spec(self.spec, ds.x), p_std,
+                                       ds.x.apply(np.asarray(self.x)), y_std, self.weights)
+        if self.weights is not None:  # Σ_n w_n s_n s_nᵀ: a row of weight w is w equal rows
+            scores = scores * np.sqrt(self.weights)[:, None]
+        return info, scores
 
     def _cov(self, cov_type):
         cache = self.__dict__.setdefault("_cov_cache", {})

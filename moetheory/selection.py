@@ -283,6 +283,9 @@ def bootstrap_lrt(x, y, k: int, n_boot: int = 99, seed: int = 0, **fit_kwargs) -
         raise ValueError(f"n_boot must be a positive integer; got {n_boot!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer; got {seed!r} ({type(seed).__name__})")
+    if fit_kwargs.get("weights") is not None:
+        raise ValueError("bootstrap_lrt does not take weights: it simulates one response per row; "
+                         "for integer case weights repeat the rows instead (np.repeat)")
     k = int(k)
     null = fit(x, y, n_experts=k, **fit_kwargs)
     alternative = fit(x, y, n_experts=k + 1, **fit_kwargs)

@@ -62,6 +62,32 @@ def check_xy(x, y, dim: int | None = None):
     return x, yarr
 
 
+def check_weights(weights, n: int) -> np.ndarray:
+    """Validate case (frequency) weights for n rows: a 1-d array of n finite numbers ≥ 0, not
+    all 0. A weight w counts its row w times; 0 leaves the row out.
+
+    Examples
+    --------
+    >>> check_weights([1, 2, 0], 3).tolist()
+    [1.0, 2.0, 0.0]
+    >>> check_weights([1, -1, 0], 3)
+    Traceback (most recent call last):
+    ValueError: weights must be >= 0; got -1.0 at row 1
+    """
+    w = as_float("weights", weights)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"weights must be a 1-d array with one weight per row (n={n}); got shape {w.shape}")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise ValueError(f"weights contains NaN or inf, first at row {int(np.flatnonzero(bad)[0])}")
+    if (w < 0).any():
+        row = int(np.flatnonzero(w < 0)[0])
+        raise ValueError(f"weights must be >= 0; got {float(w[row])!r} at row {row}")
+    if not w.sum() > 0:
+        raise ValueError("weights are all zero: no observation is left to fit")
+    return w
+
+
 def as_float(name, value) -> np.ndarray:
     """``value`` as a float64 array; a non-numeric value is a ValueError, a complex or date/time
     one a TypeError naming ``name`` (NumPy would drop an imaginary part with only a warning, and

@@ -274,11 +274,11 @@ def test_utf16_and_bom_files_are_read(files_dir, tmp_path):
     from moetheory.cli_fit import read_csv
 
     good = (files_dir / "good.csv").read_text(encoding="utf-8")
-    x, y, _ = read_csv(files_dir / "good.csv", None, "y")
+    x, y, _, _ = read_csv(files_dir / "good.csv", None, "y")
     for encoding in ("utf-16", "utf-8-sig"):  # spreadsheets write byte-order marks
         path = tmp_path / f"{encoding}.csv"
         path.write_text(good, encoding=encoding)
-        x2, y2, cols = read_csv(path, None, "y")
+        x2, y2, cols, _ = read_csv(path, None, "y")
         assert cols == ["x1"] and np.array_equal(x, x2) and np.array_equal(y, y2)
 
 
@@ -290,7 +290,7 @@ def test_blank_lines_are_skipped_and_lines_counted(tmp_path):
     with pytest.raises(ValueError, match=r"gaps.csv is not numeric: line 5 holds 'oops'"):
         read_csv(path, None, "y")
     path.write_text("x1,y\n0.1,1\n\n0.2,2\n\n")
-    x, y, _ = read_csv(path, None, "y")
+    x, y, _, _ = read_csv(path, None, "y")
     assert x.ravel().tolist() == [0.1, 0.2] and y.tolist() == [1.0, 2.0]
 
 

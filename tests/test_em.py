@@ -328,8 +328,10 @@ def test_continuation_order_skips_duplicates_and_floored_short_runs():
 def test_pipeline_reports_every_start_and_picks_the_best(datasets):
     spec = MoESpec(3, 1)
     x, y = datasets[(3, 1, 1)]
-    cfg = EMConfig(n_init=N_STARTS, n_keep=3)
+    # one round of the start policy (no confirmation in a second round, no coverage check)
+    cfg = EMConfig(n_init=N_STARTS, n_keep=3, min_best_hits=1, max_new_rate=1.0)
     ms = run_pipeline(jax.random.key(4), spec, x, y, cfg)
+    assert ms.n_rounds == 1
     assert ms.start_kinds == cfg.start_kinds(N_STARTS)
     assert ms.start_logliks.shape == (N_STARTS,) and np.all(np.isfinite(ms.start_logliks))
     # The continued starts: the best distinct healthy short runs first (continuation_order).

@@ -7,7 +7,7 @@ import pytest
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
 from moetheory.spec import MoESpec
-from moetheory.study.progress import OVERHEAD_OBS, CellProgress
+from moetheory.study.progress import OVERFIT_COST, OVERHEAD_OBS, CellProgress
 from moetheory.study.spec import DesignSpec, FitSpec, StudySpec
 
 TRUTH = MoEParams.create(beta0=[0.3, 0.0], beta1=[[3.0], [0.0]], a=[[2.0], [-1.5]],
@@ -53,6 +53,27 @@ def test_eta_follows_each_models_measured_rate():
     assert etas[-1] == 0.0
     # k2's cost: replicates × starts × (n·k + N0)
     assert bar.cost("k2", 300) == 2 * 1 * (300 * 2 + OVERHEAD_OBS)
+
+
+def test_an_unseen_overfitted_model_is_predicted_slower_under_a_tight_stopping_rule():
+    # Before its first cell ends, an over-fitted model borrows the exact-fitted model's rate,
+    # times OVERFIT_COST per extra expert when EM runs to the tight (mean) tolerance; the
+    # official protocol's relative rule stops over-fitted EM early: no factor.
+    official = EMConfig(init="paper", tol=1e-6, stop_rule="relative", max_iter=2000, polish="none")
+    study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=TRUTH,
+                      fits=(FitSpec("k2", MoESpec(2, 1), sizes=(200, 300)),
+                            FitSpec("k4", MoESpec(4, 1), sizes=(300,)),
+                            FitSpec("k4-official", MoESpec(4, 1), sizes=(300,), estimator=official)),
+                      design=DesignSpec("uniform", low=-1.0, high=1.0),
+                      estimator=EMConfig(init="paper"), replicates=2, seed=7)
+    bar = CellProgress(study, study.cells(), enabled=False)
+    plain = 2 * 1 * (300 * 4 + OVERHEAD_OBS)
+    assert bar.cost("k4", 300) == plain * OVERFIT_COST ** 2
+    assert bar.cost("k4-official", 300) == plain
+    assert bar.cost("k2", 300) == 2 * 1 * (300 * 2 + OVERHEAD_OBS)
+    for n in (200, 300):
+        bar.done("k2", n, {"failed": np.zeros(2, bool)}, wall_s=1e-6 * bar.cost("k2", n))
+    assert bar.eta() == pytest.approx(1e-6 * plain * (OVERFIT_COST ** 2 + 1), rel=1e-12)
 
 
 def test_study_progress_names_the_compile_phase(tmp_path, capsys):

@@ -156,9 +156,10 @@ def softmax_derivatives(params, x, y, weights=None):
         return ll, w @ S, H
 
 
-def softmax_information(params, x, y):
-    """Observed information −∇²ℓ (P, P) and per-observation scores (n, P), unweighted: the
-    result of :func:`moetheory.mle.information` for a softmax spec.
+def softmax_information(params, x, y, weights=None):
+    """Observed information −∇²ℓ (P, P) of ℓ = Σ_n w_n log p(y_n | x_n) (unweighted when
+    ``weights`` is None) and per-observation scores (n, P): the result of
+    :func:`moetheory.mle.information` for a softmax spec.
 
     Examples
     --------
@@ -172,7 +173,8 @@ def softmax_information(params, x, y):
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         xt, g, r, e, _, var = _parts(params, x, y)
         S, U = _scores(xt, g, r, e, var)
-        return -_hessian(xt, g, r, e, var, np.ones(xt.shape[0]), S, U), S
+        w = np.ones(xt.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+        return -_hessian(xt, g, r, e, var, w, S, U), S
 
 
 def softmax_posterior(params, x, y) -> np.ndarray:
