@@ -42,6 +42,9 @@ def api_cases():
         ("init = 'nope'", dict(x=x, y=y, n_experts=2, init="nope")),
         ("n_init = 0", dict(x=x, y=y, n_experts=2, n_init=0)),
         ("cov_type = 'hc9'", dict(x=x, y=y, n_experts=2, cov_type="hc9")),
+        ("weights of the wrong length", dict(x=x, y=y, n_experts=2, weights=np.ones(199))),
+        ("a negative weight", dict(x=x, y=y, n_experts=2, weights=np.r_[np.ones(199), -1.0])),
+        ("weights all zero", dict(x=x, y=y, n_experts=2, weights=np.zeros(200))),
     ]
 
 
@@ -85,6 +88,8 @@ def run_cli():
         ("--y-col absent", ["fit", str(good), "--experts", "2", "--y-col", "z"]),
         ("--tau -1", ["fit", str(good), "--experts", "2", "--gate", "temperature", "--tau", "-1"]),
         ("--n-init 0", ["fit", str(good), "--experts", "2", "--n-init", "0"]),
+        ("--weights absent", ["fit", str(good), "--experts", "2", "--weights", "w"]),
+        ("--weights is the response", ["fit", str(good), "--experts", "2", "--weights", "y"]),
         ("unknown study", ["study", "run", "nope"]),
         ("unknown preset", ["reproduce", "softmax", "--preset", "huge"]),
         ("study file with a fit but no model", ["study", "run", str(toml)]),

@@ -144,11 +144,15 @@ def test_numpy_derivatives_equal_autodiff(k, d):
     np.testing.assert_allclose(H, Hj, rtol=0, atol=1e-12 * scale)
     np.testing.assert_array_equal(H, H.T)
     assert numpy_derivs.softmax_loglik(p, x, y, w) == ll  # the polish compares the two
-    info, scores = numpy_derivs.softmax_information(p, x, y)
-    hess_j, scores_j = (np.asarray(v) for v in _derivatives(spec, pj, jnp.asarray(x),
-                                                               jnp.asarray(y)))
-    np.testing.assert_allclose(info, -hess_j, rtol=0, atol=1e-12 * np.abs(hess_j).max())
-    np.testing.assert_allclose(scores, scores_j, rtol=0, atol=1e-12 * np.abs(scores_j).max())
+    for weights in (None, w):  # unweighted, and case weights (fit(..., weights=))
+        info, scores = numpy_derivs.softmax_information(p, x, y, weights)
+        wj = jnp.ones(n) if weights is None else jnp.asarray(weights)
+        hess_j, scores_j = (np.asarray(v) for v in _derivatives(spec, pj, jnp.asarray(x),
+                                                                   jnp.asarray(y), wj))
+        np.testing.assert_allclose(info, -hess_j, rtol=0, atol=1e-12 * np.abs(hess_j).max())
+        np.testing.assert_allclose(scores, scores_j, rtol=0, atol=1e-12 * np.abs(scores_j).max())
+    # the weighted information is the weighted ℓ's Hessian
+    np.testing.assert_allclose(info, -Hj, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(numpy_derivs.softmax_posterior(p, x, y),
                                np.asarray(responsibilities(spec, pj, x, y)), rtol=0, atol=1e-13)
 
