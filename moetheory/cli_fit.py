@@ -9,7 +9,8 @@ def register(sub) -> None:
 
     ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
-    [--x-cols ...] [--y-col y] [--weights COLUMN] [--n-init N] [--seed S] [--cov-type oim|opg|sandwich] [--json]``.
+    [--x-cols ...] [--y-col y] [--weights COLUMN] [--n-init N] [--seed S]
+    [--cov-type oim|opg|sandwich] [--json]``.
 
     Parameters
     ----------

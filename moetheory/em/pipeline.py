@@ -238,9 +238,9 @@ def hit_tolerance(config: EMConfig, loglik: float) -> float:
 
 def new_maximum_rate(logliks, rounds, tol: float) -> float:
     """Good's (1953) estimate, counted by rounds, of the chance that one more round of starts
-    reaches a maximum that no round has reached (Finch, Mendell & Thode 1989 proposed this measure of the adequacy of a
-    search for the global maximum of a likelihood): the number of maxima reached in exactly one
-    round over the number of rounds, at most 1.
+    reaches a maximum that no round has reached: the number of maxima reached in exactly one
+    round over the number of rounds, at most 1. Finch, Mendell & Thode (1989) proposed this
+    measure of the adequacy of a search for the global maximum of a likelihood.
 
     Parameters
     ----------
@@ -544,8 +544,7 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
         continued=order, final_logliks=fl, final_floor_hit=floor_hit,
         final_certified=np.array([c.certified for c in certs]), var_floor=float(floors[best]),
         em_backend=ctx.backend, n_best_hits=hits, n_best_rounds=hit_rounds, n_rounds=rounds,
-        new_maximum_rate=float(new_rate),
-        assessments=tuple(verdicts),
+        new_maximum_rate=float(new_rate), assessments=tuple(verdicts),
         regular=bool(verdicts[best].regular), set_aside=tuple(set_aside),
         floor_lowered=bool(floors[best] < ctx.var_floor))
 
