@@ -102,7 +102,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         acceleration: str | None = None, cert_tol: float | None = None,
         max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
-        em_backend: str | None = None, x_names=None, weights=None) -> FitResult:
+        em_backend: str | None = None, x_names=None, weights=None, expert_covariates=None,
+        gate_covariates=None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
@@ -195,6 +196,14 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         times in the log-likelihood, the EM steps, the standard errors and ``n_obs`` (Σ w, used
         by BIC); 0 leaves a row out. Integer weights give the fit of the data with each row
         repeated w times, up to the starts drawn.
+    expert_covariates, gate_covariates : sequence of column names or indices of x, optional
+        The columns of x that enter the experts' regressions and the gate's logits (default:
+        every column for both), as flexmix's ``y ~ x`` with ``concomitant = FLXPmultinom(~ z)``:
+        pass x with the union of the columns. ``gate_covariates=[]`` is a gate without
+        covariates (constant mixing proportions: a mixture of regressions, flexmix's default);
+        ``expert_covariates=[]`` experts with an intercept only. Softmax and sigmoid gates;
+        the fit runs EM in JAX (:attr:`MoESpec.cpu_kernels`). ``moetheory.formula`` builds x
+        and both lists from a formula such as ``"y ~ x + I(x**2) | z"``.
 
     Returns
     -------
@@ -226,7 +235,16 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         raise ValueError(f"n_experts must be a positive integer; got {n_experts!r}")
     tau, tau_value = _check_tau(tau, tau_value)
     spec = MoESpec(int(n_experts), x.shape[1], gate=gate, top_k=top_k, select_by=select_by,
-                   activation=activation, tau=tau)
+                   activation=activation, tau=tau,
+                   expert_columns=_columns("expert_covariates", expert_covariates, names, x.shape[1]),
+                   gate_columns=_columns("gate_covariates", gate_covariates, names, x.shape[1]))
+    if spec.restricted:
+        used = set(spec.gate_columns or range(spec.dim)) | set(spec.expert_columns or range(spec.dim))
+        unused = [j for j in range(spec.dim) if j not in used]
+        if spec.gate_columns is not None and spec.expert_columns is not None and unused:
+            label = names[unused[0]] if names is not None else f"column {unused[0]}"
+            raise ValueError(f"x column {label!r} is in neither expert_covariates nor "
+                             "gate_covariates: drop it from x or name it in one of them")
     _check_tau_gate(spec, tau_value)
     gate_options = _check_gate_options(spec, gate_options, tau_value)
     for key, message in identifiability_notes(spec):
@@ -299,6 +317,29 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                      spurious_cause=None if not res.assessments else
                      res.assessments[list(res.continued).index(res.best_start)].cause,
                      weights=weights)
+
+
+def _columns(what: str, value, names, d: int):
+    """The column indices (tuple) that ``expert_covariates`` / ``gate_covariates`` name, or
+    None for every column."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, numbers.Number)):
+        value = [value]  # one column
+    cols = []
+    for v in value:
+        if isinstance(v, str):
+            known = list(names) if names is not None else [f"x{j + 1}" for j in range(d)]
+            if v not in known:
+                raise ValueError(f"{what}: {v!r} is not a column of x; the columns are {known}")
+            cols.append(known.index(v))
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < d:
+            cols.append(int(v))
+        else:
+            raise ValueError(f"{what} must hold column names or indices 0..{d - 1} of x; got {v!r}")
+    if len(set(cols)) != len(cols):
+        raise ValueError(f"{what} names a column twice: {list(value)!r}")
+    return tuple(sorted(cols))
 
 
 def _warn_about(res, config: EMConfig, params, n: int) -> None:

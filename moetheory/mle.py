@@ -162,8 +162,9 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
         raise ValueError(f"names must hold one name per covariate (d={d}); got {list(names)}")
     head, tail = spec.gate_family.free_layout(spec, xs)
     layout = list(head)
+    cols = range(d) if spec.expert_columns is None else spec.expert_columns
     for i in range(k):
-        layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in range(d)]
+        layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in cols]
         layout.append(("b", (i,), f"expert{i + 1}:const"))
         layout.append(("var", (i,), f"expert{i + 1}:var"))
     return layout + list(tail)

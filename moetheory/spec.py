@@ -6,7 +6,7 @@ arrays live in :class:`moetheory.params.MoEParams`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 SELECT_BY = ("score", "logit")
 TAU_MODES = ("fixed", "estimated")
@@ -55,6 +55,13 @@ class MoESpec:
     tau : {"fixed", "estimated"}
         Whether an estimator treats the temperature τ as known or estimates it. Applies to the
         temperature and activation gates; the softmax and top-K gates have τ = 1.
+    gate_columns, expert_columns : tuple of int, optional
+        The columns of x (0-based, each < d) that enter the gate's logits and the experts'
+        regressions; None (default): every column. The coefficients of the other columns are
+        held at zero and are not parameters (flexmix: ``concomitant = FLXPmultinom(~ z)`` with
+        experts ``y ~ x``). ``gate_columns=()`` is a gate without covariates: constant mixing
+        proportions, a mixture of regressions. Softmax and sigmoid gates only
+        (:attr:`moetheory.gates.Gate.column_selection`).
 
     Examples
     --------
@@ -62,6 +69,8 @@ class MoESpec:
     MoESpec(n_experts=3, dim=1, gate='softmax', top_k=None, select_by='score', activation=None, tau='fixed')
     >>> MoESpec(4, 2, gate="topk", top_k=2).top_k
     2
+    >>> MoESpec(2, 2, gate_columns=(1,), expert_columns=(0,))    # gate on x2, experts on x1
+    MoESpec(n_experts=2, dim=2, gate='softmax', top_k=None, select_by='score', activation=None, tau='fixed', gate_columns=(1,), expert_columns=(0,))
     """
 
     n_experts: int
@@ -71,6 +80,14 @@ class MoESpec:
     select_by: str = "score"
     activation: str | None = None
     tau: str = "fixed"
+    gate_columns: tuple | None = None
+    expert_columns: tuple | None = None
+
+    def __repr__(self):
+        # the column selections only when set, so that a plain spec reads as it always has
+        shown = [f for f in fields(self) if not (f.name.endswith("_columns")
+                                                 and getattr(self, f.name) is None)]
+        return f"MoESpec({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def __post_init__(self):
         from moetheory.gates.base import Gate
@@ -96,6 +113,11 @@ class MoESpec:
         if self.tau not in TAU_MODES:
             raise ValueError(f"tau must be one of {TAU_MODES}; got {self.tau!r}")
         check_spec(self)
+        for name in ("gate_columns", "expert_columns"):
+            object.__setattr__(self, name, _check_columns(name, getattr(self, name), self.dim))
+        if self.restricted and not getattr(self.gate_family, "column_selection", False):
+            raise ValueError(f"gate_columns and expert_columns are implemented for the softmax and "
+                             f"sigmoid gates; got gate={self.gate_name!r}")
 
     @property
     def gate_family(self):
@@ -112,9 +134,8 @@ class MoESpec:
     def to_dict(self) -> dict:
         """The spec's fields, the gate as its name (a gate object must be registered under it,
         :func:`moetheory.gates.register_gate`, for the dict to be read back)."""
-        from dataclasses import fields
-
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if not (f.name.endswith("_columns") and getattr(self, f.name) is None)}
         out["gate"] = self.gate_name
         return out
 
@@ -128,9 +149,80 @@ class MoESpec:
         """True when estimators treat τ as a free parameter."""
         return self.gate_family.estimates_tau(self)
 
+    @property
+    def restricted(self) -> bool:
+        """True when the gate or the experts use only some columns of x (``gate_columns``,
+        ``expert_columns``)."""
+        return self.gate_columns is not None or self.expert_columns is not None
+
+    @property
+    def cpu_kernels(self) -> bool:
+        """Whether the closed-form CPU kernels (Numba and NumPy: the softmax gate on every
+        column) implement this model; otherwise EM and ℓ's derivatives run in JAX."""
+        return bool(self.gate_family.numba) and not self.restricted
+
+    def column_mask(self, part: str):
+        """(d,) float64 0/1: the columns of x that ``part`` (``"gate"`` or ``"expert"``) uses.
+
+        Examples
+        --------
+        >>> MoESpec(2, 3, expert_columns=(0, 2)).column_mask("expert").tolist()
+        [1.0, 0.0, 1.0]
+        """
+        import numpy as np
+
+        cols = self.gate_columns if part == "gate" else self.expert_columns
+        mask = np.ones(self.dim)
+        if cols is not None:
+            mask[:] = 0.0
+            mask[list(cols)] = 1.0
+        return mask
+
+    def constrain(self, params):
+        """``params`` with the coefficients of unused columns set to exactly zero (β_1 outside
+        ``gate_columns``, a outside ``expert_columns``; leading batch axes allowed; NumPy or JAX
+        arrays as given). The identity when nothing is restricted.
+
+        Examples
+        --------
+        >>> from moetheory.params import MoEParams
+        >>> p = MoEParams.create([0., 0.], [[1., 2.], [0., 0.]], [[3., 4.], [5., 6.]], [0., 0.],
+        ...                      [1., 1.])
+        >>> MoESpec(2, 2, gate_columns=(1,), expert_columns=(0,)).constrain(p).a.tolist()
+        [[3.0, 0.0], [5.0, 0.0]]
+        """
+        if not self.restricted:
+            return params
+        import jax.numpy as jnp
+        import numpy as np
+
+        def zero(v, part):
+            xp = np if isinstance(v, np.ndarray) else jnp
+            return xp.where(self.column_mask(part) > 0, v, xp.zeros((), v.dtype))
+
+        return params._replace(beta1=zero(params.beta1, "gate"), a=zero(params.a, "expert"))
+
     def with_(self, **changes) -> "MoESpec":
         """Copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+def _check_columns(name, value, dim):
+    """None, or a sorted tuple of distinct column indices in [0, dim)."""
+    if value is None:
+        return None
+    import numpy as np
+
+    try:
+        cols = [int(c) for c in value if not isinstance(c, bool)
+                and float(c) == int(c)] if not isinstance(value, (str, bytes)) else None
+    except (TypeError, ValueError):
+        cols = None
+    if cols is None or len(cols) != len(value) or len(set(cols)) != len(cols) or any(
+            c < 0 or c >= dim for c in cols):
+        raise ValueError(f"{name} must be distinct column indices in [0, {dim}) (d={dim}); got "
+                         f"{value!r}")
+    return tuple(sorted(int(np.int64(c)) for c in cols))
 
 
 def _check_int(name, value, minimum) -> int:

@@ -103,7 +103,8 @@ def standard_spec(spec: MoESpec, st: Standardizer) -> MoESpec:
     new = gate.standard_gate(spec, st.center, st.scale)
     if new is gate:
         return spec
-    return MoESpec(spec.n_experts, spec.dim, gate=new, tau=spec.tau)
+    return MoESpec(spec.n_experts, spec.dim, gate=new, tau=spec.tau,
+                   gate_columns=spec.gate_columns, expert_columns=spec.expert_columns)
 
 
 def to_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:

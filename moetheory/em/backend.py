@@ -46,9 +46,9 @@ NUMBA_GATE_OPTIONS = ("max_newton", "newton_tol")
 
 
 def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
-    """Whether the Numba kernel (and its NumPy twin) implements EM for this model (a gate with
-    ``numba = True`` — the softmax gate —, early stopping, gate options among
-    :data:`NUMBA_GATE_OPTIONS`).
+    """Whether the Numba kernel (and its NumPy twin) implements EM for this model
+    (:attr:`MoESpec.cpu_kernels`: the softmax gate on every column; early stopping; gate options
+    among :data:`NUMBA_GATE_OPTIONS`).
 
     Examples
     --------
@@ -56,7 +56,7 @@ def numba_implements(spec, fixed_iter: bool = False, gate_options=()) -> bool:
     >>> numba_implements(MoESpec(3, 1)), numba_implements(MoESpec(3, 1, gate="topk", top_k=2))
     (True, False)
     """
-    return (spec.gate_family.numba and not fixed_iter
+    return (spec.cpu_kernels and not fixed_iter
             and set(dict(gate_options or ())) <= set(NUMBA_GATE_OPTIONS))
 
 

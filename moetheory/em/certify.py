@@ -125,7 +125,7 @@ def derivative_backend(spec, n_obs) -> str:
     """
     from moetheory.em.backend import small_data
 
-    if not spec.gate_family.numba or jax.default_backend() != "cpu":
+    if not spec.cpu_kernels or jax.default_backend() != "cpu":
         return "jax"
     return "numpy" if small_data(spec, n_obs) else "numba"
 

@@ -84,11 +84,16 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
     resp, loglik = e_step(spec, params, x, y, weights)
     if hard is not False:  # a Python True or a traced flag
         resp = jnp.where(hard, hard_assign(resp), resp)
-    new, floor_hit = expert_m_step(params, x, y, resp, var_floor)
+    # Columns a part does not use are zeroed in its design: their coefficients then have zero
+    # gradient, each step is the exact M-step of the restricted model, and constrain() removes
+    # what rounding leaves (spec.gate_columns / expert_columns).
+    xe, xg = ((x * spec.column_mask("expert"), x * spec.column_mask("gate")) if spec.restricted
+              else (x, x))
+    new, floor_hit = expert_m_step(params, xe, y, resp, var_floor)
     # y and the weights reach the gate step: a gate whose step needs the observed likelihood
     # (top-K with K < k: a move is accepted only if it does not decrease) uses them.
-    new = gate_m_step(spec, new, x, resp, y=y, weights=weights, **(gate_options or {}))
-    return new, loglik, floor_hit.any()
+    new = gate_m_step(spec, new, xg, resp, y=y, weights=weights, **(gate_options or {}))
+    return spec.constrain(new), loglik, floor_hit.any()
 
 
 @partial(jax.jit, static_argnames=("spec", "max_iter", "gate_options", "fixed_iter"))

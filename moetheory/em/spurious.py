@@ -118,7 +118,7 @@ def _sizes_and_information(spec, params, x, y, w):
     the Numba kernels for a gate with closed-form kernels (the softmax: nothing to compile per
     data size), JAX otherwise."""
     linear = spec.gate_family.softmax_of_linear(spec)
-    if not spec.gate_family.numba:
+    if not spec.cpu_kernels:
         sizes, g, used = (np.asarray(v) for v in _posterior_jax(spec, params, x, y, w))
         return sizes, used, gate_information(g, x, w) if linear else float("inf")
     from moetheory.em.backend import small_data

@@ -177,7 +177,7 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     starts = [None] * len(kinds)
     if n_obs is None:
         n_obs = x.shape[0] if weights is None else float(np.sum(np.asarray(weights)))
-    on_cpu = backend != "jax" and spec.gate_family.numba
+    on_cpu = backend != "jax" and spec.cpu_kernels
     # on the CPU backends the NumPy twins build the lines starts too (nothing to compile per n)
     data_idx = [i for i, kd in enumerate(kinds)
                 if kd in (("random", "kmeans", "lines") if on_cpu else ("random", "kmeans"))]
@@ -232,5 +232,6 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
         out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
                            *starts)
         return out if tau is None else out._replace(tau=np.full_like(out.tau, float(tau)))
-    out = _stack(starts)
+    # a restricted model starts inside its parameter space (unused coefficients exactly 0)
+    out = spec.constrain(_stack(starts))
     return out if tau is None else out._replace(tau=jnp.full_like(out.tau, float(tau)))

@@ -108,6 +108,7 @@ class ActivationGate(SoftmaxGate):
     tau: str = "fixed"
     name = "activation"
     numba = False
+    column_selection = False
     has_tau = True
     step_options = ("max_newton", "newton_tol", "tau_value")
     sympy_checks = ("euler",)

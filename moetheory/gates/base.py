@@ -221,6 +221,9 @@ class Gate:
     #: the fused Numba kernels (EM and derivatives) implement this gate: the one switch of that
     #: fast path (read by moetheory.em.backend and moetheory.em.certify)
     numba = False
+    #: whether ``MoESpec.gate_columns`` / ``expert_columns`` may restrict the covariates: the
+    #: gate's logits are linear in x through β_1 alone and its layout is :meth:`free_layout`'s
+    column_selection = False
     #: the gate is a model of its input z (p(z) = Σ_i w_i(z)): estimators maximise the joint
     #: likelihood Σ log p(z, y) instead of the conditional Σ log p(y | z)
     joint = False
@@ -276,9 +279,10 @@ class Gate:
         if k == 1 and not self.joint:
             return head, tail
         bias, slopes = self.pins(spec)
+        cols = range(d) if spec.gate_columns is None else spec.gate_columns
         for i in range(k):
             if i < k - 1 or not slopes:
-                head += [("beta1", (i, j), f"gate{i + 1}:{names[j]}") for j in range(d)]
+                head += [("beta1", (i, j), f"gate{i + 1}:{names[j]}") for j in cols]
             if i < k - 1 or not bias:
                 head.append(("beta0", (i,), f"gate{i + 1}:const"))
         if self.free_tau(spec):

@@ -46,6 +46,7 @@ class SigmoidGate(Gate):
     """
 
     name = "sigmoid"
+    column_selection = True
     reference_note = ("No reference expert: the sigmoid gate has no shift invariance, every "
                       "expert's gate is free; 'var' is the expert noise variance.")
 

@@ -143,6 +143,7 @@ class SoftmaxGate(Gate):
 
     name = "softmax"
     numba = True
+    column_selection = True
     sympy_checks = ("pdes", "translation", "dependencies")
     reference_note = ("The last expert's gate is the reference (pinned at zero); 'var' is the "
                       "expert noise variance.")

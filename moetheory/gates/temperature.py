@@ -103,6 +103,7 @@ class TemperatureGate(SoftmaxGate):
     tau: str = "fixed"
     name = "temperature"
     numba = False
+    column_selection = False
     has_tau = True
     step_options = ("max_newton", "newton_tol", "tau_value")
     sympy_checks = ("euler",)

@@ -174,6 +174,7 @@ class TopKGate(SoftmaxGate):
     select_offset: tuple = ()
     name = "topk"
     numba = False
+    column_selection = False
     sympy_checks = ()  # theory pdes: the table row (a softmax on every region)
     step_options = ("max_newton", "newton_tol", "method", "max_halvings")
 
