@@ -2,6 +2,7 @@
 ``MoERegressor``, is in :mod:`moetheory.estimator`)."""
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 
@@ -214,7 +215,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     >>> import numpy as np, moetheory as mt
     >>> rng = np.random.default_rng(0)
     >>> x = rng.uniform(-1, 1, 500)
-    >>> y = np.where(x > 0, 2 * x, -2 * x) + 0.1 * rng.standard_normal(500)
+    >>> z = rng.random(500) < 1 / (1 + np.exp(-4 * x))        # expert 1 with probability g_1(x)
+    >>> y = np.where(z, 1 + 2 * x, -1 - x) + 0.3 * rng.standard_normal(500)
     >>> res = mt.fit(x, y, n_experts=2)
     >>> bool(res.converged), res.certificate.reason
     (True, 'certified')
@@ -317,6 +319,52 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                      spurious_cause=None if not res.assessments else
                      res.assessments[list(res.continued).index(res.best_start)].cause,
                      weights=weights)
+
+
+def fit_formula(formula: str, data, n_experts: int, **kwargs) -> FitResult:
+    """Fit a mixture of experts given by a formula: ``"y ~ experts' terms | gate's terms"``.
+
+    The formula is evaluated by :func:`moetheory.formula.parse` (formulaic): left of ``|`` the
+    experts' regression, right of it the gate's covariates (flexmix's ``y ~ x`` with
+    ``concomitant = FLXPmultinom(~ z)``); without ``|`` both use the same terms, ``| 1`` is a
+    gate without covariates. Rows with a missing value in any variable are dropped. Then
+    :func:`fit` with ``expert_covariates`` and ``gate_covariates`` set; ``predict`` and
+    ``gate_probabilities`` of the result take new data with the raw variables.
+
+    Parameters
+    ----------
+    formula : str, e.g. ``"y ~ x + I(x**2) | z"``
+    data : pandas.DataFrame (or a mapping of column name -> array)
+    n_experts : int
+    **kwargs : every other keyword argument of :func:`fit` (not x, y, x_names,
+        expert_covariates, gate_covariates)
+
+    Returns
+    -------
+    FitResult, with ``formula`` the :class:`moetheory.formula.ModelFrame`
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, moetheory as mt
+    >>> rng = np.random.default_rng(1)
+    >>> df = pd.DataFrame({"x": rng.uniform(0, 4, 300), "z": rng.normal(size=300)})
+    >>> df["y"] = np.where(rng.random(300) < 1 / (1 + np.exp(-2 * df.z)), df.x ** 2, 2 - df.x)
+    >>> df["y"] += 0.2 * rng.standard_normal(300)
+    >>> res = mt.fit_formula("y ~ x + I(x**2) | z", df, n_experts=2)
+    >>> res.x_names, res.spec.gate_columns
+    (('x', 'I(x ** 2)', 'z'), (2,))
+    >>> res.predict(df.head(2)).shape         # raw variables: the formula builds the columns
+    (2,)
+    """
+    from moetheory.formula import parse
+
+    clash = sorted({"x", "y", "x_names", "expert_covariates", "gate_covariates"} & set(kwargs))
+    if clash:
+        raise TypeError(f"fit_formula takes the covariates from the formula; remove {clash}")
+    frame = parse(formula, data)
+    res = fit(frame.x, frame.y, n_experts, expert_covariates=list(frame.expert_covariates),
+              gate_covariates=list(frame.gate_covariates), **kwargs)
+    return dataclasses.replace(res, formula=frame)
 
 
 def _columns(what: str, value, names, d: int):

@@ -9,7 +9,8 @@ def register(sub) -> None:
 
     ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
-    [--x-cols ...] [--y-col y] [--weights COLUMN] [--n-init N] [--seed S]
+    [--x-cols ...] [--y-col y] [--expert-cols ...] [--gate-cols ...] [--formula F]
+    [--weights COLUMN] [--n-init N] [--seed S]
     [--cov-type oim|opg|sandwich] [--json]``.
 
     Parameters
@@ -46,6 +47,15 @@ def register(sub) -> None:
     p.add_argument("--x-cols", nargs="+", default=None,
                    help="covariate columns (default: every column except the response)")
     p.add_argument("--y-col", default="y", help="response column (default: y)")
+    p.add_argument("--expert-cols", nargs="*", default=None, metavar="COLUMN",
+                   help="covariate columns of the experts' regressions (default: every "
+                        "covariate; none: intercepts only)")
+    p.add_argument("--gate-cols", nargs="*", default=None, metavar="COLUMN",
+                   help="covariate columns of the gate (default: every covariate; none: a "
+                        "gate without covariates, a mixture of regressions)")
+    p.add_argument("--formula", default=None,
+                   help="a formula instead of the column options, e.g. 'y ~ x + I(x**2) | z' "
+                        "(experts' terms | gate's terms; moetheory.formula)")
     p.add_argument("--weights", default=None, metavar="COLUMN",
                    help="column of case weights >= 0 (a row of weight w counts w times)")
     p.add_argument("--n-init", type=int, default=None, help="number of EM starts")
@@ -284,7 +294,7 @@ def run(args) -> int:
     import moetheory as mt
     from moetheory.cli import print_json
 
-    x, y, x_cols, weights = read_csv(args.csv, args.x_cols, args.y_col, args.weights)
+    data = _design(args)
     if args.topk_method is not None and not _gate_accepts(args.gate, "method"):
         raise ValueError(f"--topk-method applies to --gate topk only; got --gate {args.gate}")
     with warnings.catch_warnings():
@@ -302,7 +312,8 @@ def run(args) -> int:
         options = dict(gate=args.gate, top_k=args.top_k, select_by=args.select_by,
                        activation=args.activation, tau=tau, tau_value=args.tau_value,
                        n_init=args.n_init, seed=args.seed, cov_type=args.cov_type,
-                       gate_options=gate_options, x_names=x_cols, weights=weights)
+                       gate_options=gate_options, **data["options"])
+        x, y = data["x"], data["y"]
         if isinstance(args.experts, range):  # --experts A-B: the table over k
             try:
                 sel = mt.select_k(x, y, k=args.experts, **options)
@@ -322,6 +333,44 @@ def run(args) -> int:
         else:
             print(res.summary())
     return 0
+
+
+def _design(args) -> dict:
+    """x, y and fit()'s covariate options from the CSV and ``--x-cols``/``--y-col``/
+    ``--expert-cols``/``--gate-cols``, or ``--formula`` (whose variables are read and checked as
+    the column options' are)."""
+    if args.formula is None:
+        x_cols = args.x_cols
+        if x_cols is None and args.expert_cols is not None and args.gate_cols is not None:
+            x_cols = list(dict.fromkeys(args.expert_cols + args.gate_cols))
+        x, y, x_cols, weights = read_csv(args.csv, x_cols, args.y_col, args.weights)
+        for flag, cols in (("--expert-cols", args.expert_cols), ("--gate-cols", args.gate_cols)):
+            unknown = [c for c in cols or () if c not in x_cols]
+            if unknown:
+                raise ValueError(f"{flag}: {unknown} not among the covariates {x_cols}")
+        return {"x": x, "y": y, "options": dict(x_names=x_cols, weights=weights,
+                                                 expert_covariates=args.expert_cols,
+                                                 gate_covariates=args.gate_cols)}
+    clash = [flag for flag, v in (("--x-cols", args.x_cols), ("--expert-cols", args.expert_cols),
+                                  ("--gate-cols", args.gate_cols)) if v is not None]
+    if clash or args.y_col != "y":
+        raise ValueError(f"--formula names the columns itself; drop {clash or ['--y-col']}")
+    import pandas as pd
+
+    from moetheory.formula import parse, variables
+
+    response, covariates = variables(args.formula)
+    if len(response) != 1:
+        raise ValueError(f"--formula {args.formula!r}: the response must use one column; got {response}")
+    try:
+        x, y, cols, weights = read_csv(args.csv, covariates, response[0], args.weights)
+    except ValueError as err:  # the columns come from the formula, not from --x-cols/--y-col
+        raise ValueError(str(err).replace("(--x-cols)", "(in --formula)")
+                         .replace("(--y-col)", "(in --formula)")) from None
+    frame = parse(args.formula, pd.DataFrame(dict(zip(cols, x.T)) | {response[0]: y}))
+    return {"x": frame.x, "y": frame.y,
+            "options": dict(weights=weights, expert_covariates=list(frame.expert_covariates),
+                            gate_covariates=list(frame.gate_covariates))}
 
 
 def _gate_accepts(gate: str, option: str) -> bool:

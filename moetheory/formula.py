@@ -242,6 +242,29 @@ def parse(formula: str, data) -> ModelFrame:
                       n_dropped=len(data) - len(y), spec=matrices.model_spec)
 
 
+def variables(formula: str) -> tuple[list[str], list[str]]:
+    """The data variables a formula reads: (the response's, the covariates'), each sorted.
+
+    For readers that load only those columns (``moetheory fit --formula``). Variables used only
+    inside formulaic's stateful transforms (``poly(x, 2)``, ``center(x)``) are not reported by
+    formulaic and so not here.
+
+    Examples
+    --------
+    >>> variables("np.log(y) ~ x + I(x**2) | z")
+    (['y'], ['x', 'z'])
+    """
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ValueError(f"formula {formula!r}: expected 'response ~ experts' terms | gate's terms'")
+    try:
+        parsed = Formula(formula)
+    except FormulaicError as err:
+        raise ValueError(f"formula {formula!r}: {_first_line(err)}") from None
+    response = sorted(map(str, parsed.lhs.required_variables))
+    rest = sorted(set(map(str, parsed.required_variables)) - set(response))
+    return response, rest
+
+
 def _rhs_specs(spec: ModelSpecs) -> tuple[ModelSpec, ...]:
     """The right-hand side's model specs as a tuple (one per part; formulaic gives a bare
     ModelSpec when there is no ``|``)."""

@@ -44,6 +44,8 @@ class FitResult:
         short run for the others; starts that put a variance on the floor are passed over, so
         ``loglik`` can be below ``max(start_logliks)``)
     x, y : the data (n, d) and (n,), read-only copies kept for inference and residuals
+    formula : the :class:`moetheory.formula.ModelFrame` of a :func:`moetheory.fit_formula` fit
+        (``predict`` and friends then also take the raw variables), or None
     weights : (n,) case weights (``fit(..., weights=)``: a row of weight w counts w times in
         ℓ, the information and the scores' outer products; ``n_obs`` is their sum), or None
     x_names : the covariates' names (a DataFrame's columns, or ``x_names=``), or None
@@ -98,6 +100,7 @@ class FitResult:
     floor_lowered: bool = False
     spurious_cause: str | None = None
     weights: np.ndarray | None = field(default=None, repr=False)
+    formula: object = field(default=None, repr=False)
 
     # ---- model selection ------------------------------------------------------------
     @property
@@ -136,7 +139,15 @@ class FitResult:
         return np.asarray(model.responsibilities(self.spec, self.params, self.x, self.y))
 
     def _x(self, x):
-        return self.x if x is None else check_x(select_columns(x, self.x_names), self.spec.dim)
+        if x is None:
+            return self.x
+        return check_x(self._columns(x), self.spec.dim)
+
+    def _columns(self, x):
+        """x's covariate columns in the fit's order (a formula fit takes the raw variables too)."""
+        if self.formula is not None and hasattr(x, "columns") and not _has_columns(x, self.x_names):
+            x = self.formula.transform(x)
+        return select_columns(x, self.x_names)
 
     def predict(self, x=None) -> np.ndarray:
         """Predictive mean E[y | x], (n,); at the training data when x is None."""
@@ -159,7 +170,7 @@ class FitResult:
             raise ValueError("posterior_probabilities needs both x and y (or neither: the training data)")
         from moetheory.validation import check_xy
 
-        x, y = check_xy(select_columns(x, self.x_names), y, self.spec.dim)
+        x, y = check_xy(self._columns(x), y, self.spec.dim)
         return np.asarray(model.responsibilities(self.spec, self.params, x, y))
 
     @property
@@ -181,7 +192,7 @@ class FitResult:
         as the Gaussian gate: the observation's term of the likelihood that was maximised)."""
         from moetheory.validation import check_xy
 
-        x, y = check_xy(select_columns(x, self.x_names), y, self.spec.dim)
+        x, y = check_xy(self._columns(x), y, self.spec.dim)
         return np.asarray(model.log_density(self.spec, self.params, x, y))
 
     # ---- inference ----------------------------------------------------------------------
@@ -425,3 +436,8 @@ def as_numpy_params(params) -> MoEParams:
     ('ndarray', dtype('float64'), (2, 1))
     """
     return params.map(lambda v: np.asarray(jnp.asarray(v), dtype=np.float64))
+
+
+def _has_columns(x, names) -> bool:
+    """Whether the DataFrame x holds every column in ``names`` (a design, not raw data)."""
+    return names is not None and all(n in x.columns for n in names)

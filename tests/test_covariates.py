@@ -181,3 +181,38 @@ def test_bad_covariate_selections_get_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         mt.fit(x, rng.normal(size=50), 2, **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_formula_fit_equals_the_column_fit_and_predicts_from_raw_variables():
+    x, y, expert, gate, ref = _case("npreg_poly", 2)
+    data = pd.read_csv(DATA / "npreg_poly.csv")
+    res = mt.fit_formula("yn ~ x + I(x**2) | 1", data, n_experts=2)
+    by_columns = mt.fit(x, y, 2, expert_covariates=expert, gate_covariates=gate)
+    assert res.spec.gate_columns == () and res.spec.expert_columns == (0, 1)
+    assert res.loglik == pytest.approx(by_columns.loglik, abs=1e-8)
+    # predict from the raw variable: the formula builds x and x²
+    np.testing.assert_allclose(res.predict(data.head(5)), res.predict(res.x[:5]), rtol=1e-12)
+    with pytest.raises(TypeError, match="fit_formula takes the covariates from the formula"):
+        mt.fit_formula("yn ~ x", data, 2, gate_covariates=[])
+
+
+def test_cli_covariate_options_and_formula(tmp_path, capsys):
+    from moetheory.cli import main
+
+    path = tmp_path / "ais.csv"
+    pd.read_csv(DATA / "ais_sep.csv").to_csv(path, index=False)
+    outs = []
+    for extra in (["--y-col", "Bfat", "--expert-cols", "BMI", "--gate-cols", "Ht"],
+                  ["--formula", "Bfat ~ BMI | Ht"]):
+        assert main(["fit", str(path), "--experts", "2", "--json", *extra]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0]["loglik"] == pytest.approx(outs[1]["loglik"], abs=1e-8)
+    (ref,) = [f for f in json.loads((DATA / "ais_sep.flexmix.json").read_text())["fits"]
+              if f["k"] == 2]
+    assert outs[0]["loglik"] >= ref["loglik"]
+    for extra, message in ((["--formula", "Bfat ~ BMI | Hx"], "['Hx'] (in --formula) not found"),
+                           (["--y-col", "Bfat", "--gate-cols", "Hx"], "--gate-cols: ['Hx'] not among"),
+                           (["--formula", "Bfat ~ BMI", "--x-cols", "BMI"], "drop ['--x-cols']")):
+        assert main(["fit", str(path), "--experts", "2", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err
