@@ -104,7 +104,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
         em_backend: str | None = None, x_names=None, weights=None, expert_covariates=None,
-        gate_covariates=None) -> FitResult:
+        gate_covariates=None, equal_var: bool = False) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
@@ -205,6 +205,9 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         ``expert_covariates=[]`` experts with an intercept only. Softmax and sigmoid gates;
         the fit runs EM in JAX (:attr:`MoESpec.cpu_kernels`). ``moetheory.formula`` builds x
         and both lists from a formula such as ``"y ~ x + I(x**2) | z"``.
+    equal_var : bool
+        One noise variance for every expert (mixtools ``regmixEM(arbvar = FALSE)``), estimated
+        by the pooled residual variance; default False (each expert its own). Runs EM in JAX.
 
     Returns
     -------
@@ -239,7 +242,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     spec = MoESpec(int(n_experts), x.shape[1], gate=gate, top_k=top_k, select_by=select_by,
                    activation=activation, tau=tau,
                    expert_columns=_columns("expert_covariates", expert_covariates, names, x.shape[1]),
-                   gate_columns=_columns("gate_covariates", gate_covariates, names, x.shape[1]))
+                   gate_columns=_columns("gate_covariates", gate_covariates, names, x.shape[1]),
+                   equal_var=equal_var)
     if spec.restricted:
         used = set(spec.gate_columns or range(spec.dim)) | set(spec.expert_columns or range(spec.dim))
         unused = [j for j in range(spec.dim) if j not in used]

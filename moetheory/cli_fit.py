@@ -9,7 +9,7 @@ def register(sub) -> None:
 
     ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
-    [--x-cols ...] [--y-col y] [--expert-cols ...] [--gate-cols ...] [--formula F]
+    [--x-cols ...] [--y-col y] [--expert-cols ...] [--gate-cols ...] [--formula F] [--equal-var]
     [--weights COLUMN] [--n-init N] [--seed S]
     [--cov-type oim|opg|sandwich] [--json]``.
 
@@ -53,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("--gate-cols", nargs="*", default=None, metavar="COLUMN",
                    help="covariate columns of the gate (default: every covariate; none: a "
                         "gate without covariates, a mixture of regressions)")
+    p.add_argument("--equal-var", action="store_true",
+                   help="one noise variance shared by every expert")
     p.add_argument("--formula", default=None,
                    help="a formula instead of the column options, e.g. 'y ~ x + I(x**2) | z' "
                         "(experts' terms | gate's terms; moetheory.formula)")
@@ -312,7 +314,7 @@ def run(args) -> int:
         options = dict(gate=args.gate, top_k=args.top_k, select_by=args.select_by,
                        activation=args.activation, tau=tau, tau_value=args.tau_value,
                        n_init=args.n_init, seed=args.seed, cov_type=args.cov_type,
-                       gate_options=gate_options, **data["options"])
+                       gate_options=gate_options, equal_var=args.equal_var, **data["options"])
         x, y = data["x"], data["y"]
         if isinstance(args.experts, range):  # --experts A-B: the table over k
             try:

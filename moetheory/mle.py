@@ -166,7 +166,10 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     for i in range(k):
         layout += [("a", (i, j), f"expert{i + 1}:{xs[j]}") for j in cols]
         layout.append(("b", (i,), f"expert{i + 1}:const"))
-        layout.append(("var", (i,), f"expert{i + 1}:var"))
+        if not spec.equal_var:
+            layout.append(("var", (i,), f"expert{i + 1}:var"))
+    if spec.equal_var:  # one variance, stored in expert 1 and copied by spec.constrain
+        layout.append(("var", (0,), "experts:var"))
     return layout + list(tail)
 
 
@@ -256,7 +259,7 @@ def unpack(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
     fields = {f: jnp.asarray(v) for f, v in template.arrays().items()}
     for t, (f, idx, _) in enumerate(free_layout(spec)):
         fields[f] = fields[f].at[idx].set(theta[t])
-    return spec.gate_family.complete(spec, MoEParams.from_arrays(fields))
+    return spec.constrain(spec.gate_family.complete(spec, MoEParams.from_arrays(fields)))
 
 
 def pack_numpy(spec: MoESpec, params: MoEParams) -> np.ndarray:
@@ -292,7 +295,7 @@ def unpack_numpy(spec: MoESpec, theta, template: MoEParams) -> MoEParams:
     fields = {f: np.array(v, dtype=np.float64) for f, v in template.arrays().items()}
     for t, (f, idx, _) in enumerate(free_layout(spec)):
         fields[f][idx] = theta[t]
-    return spec.gate_family.complete(spec, MoEParams.from_arrays(fields))
+    return spec.constrain(spec.gate_family.complete(spec, MoEParams.from_arrays(fields)))
 
 
 @partial(jax.jit, static_argnums=0)

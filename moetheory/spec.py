@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+import jax.numpy as jnp
+import numpy as np
+
 SELECT_BY = ("score", "logit")
 TAU_MODES = ("fixed", "estimated")
 #: How a Voronoi loss removes the gate's unidentifiable shift (moetheory.losses.voronoi_loss).
@@ -62,6 +65,9 @@ class MoESpec:
         experts ``y ~ x``). ``gate_columns=()`` is a gate without covariates: constant mixing
         proportions, a mixture of regressions. Softmax and sigmoid gates only
         (:attr:`moetheory.gates.Gate.column_selection`).
+    equal_var : bool
+        One noise variance shared by every expert (mixtools ``regmixEM(arbvar = FALSE)``): a
+        single free parameter, estimated by the pooled residual variance. Default False.
 
     Examples
     --------
@@ -82,11 +88,11 @@ class MoESpec:
     tau: str = "fixed"
     gate_columns: tuple | None = None
     expert_columns: tuple | None = None
+    equal_var: bool = False
 
     def __repr__(self):
-        # the column selections only when set, so that a plain spec reads as it always has
-        shown = [f for f in fields(self) if not (f.name.endswith("_columns")
-                                                 and getattr(self, f.name) is None)]
+        # the constraints only when set, so that a plain spec reads as it always has
+        shown = [f for f in fields(self) if not _default_constraint(self, f.name)]
         return f"MoESpec({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def __post_init__(self):
@@ -115,6 +121,9 @@ class MoESpec:
         check_spec(self)
         for name in ("gate_columns", "expert_columns"):
             object.__setattr__(self, name, _check_columns(name, getattr(self, name), self.dim))
+        if not isinstance(self.equal_var, (bool, np.bool_)):
+            raise TypeError(f"equal_var must be True or False; got {self.equal_var!r}")
+        object.__setattr__(self, "equal_var", bool(self.equal_var))
         if self.restricted and not getattr(self.gate_family, "column_selection", False):
             raise ValueError(f"gate_columns and expert_columns are implemented for the softmax and "
                              f"sigmoid gates; got gate={self.gate_name!r}")
@@ -135,7 +144,7 @@ class MoESpec:
         """The spec's fields, the gate as its name (a gate object must be registered under it,
         :func:`moetheory.gates.register_gate`, for the dict to be read back)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if not (f.name.endswith("_columns") and getattr(self, f.name) is None)}
+               if not _default_constraint(self, f.name)}
         out["gate"] = self.gate_name
         return out
 
@@ -159,7 +168,7 @@ class MoESpec:
     def cpu_kernels(self) -> bool:
         """Whether the closed-form CPU kernels (Numba and NumPy: the softmax gate on every
         column) implement this model; otherwise EM and ℓ's derivatives run in JAX."""
-        return bool(self.gate_family.numba) and not self.restricted
+        return bool(self.gate_family.numba) and not (self.restricted or self.equal_var)
 
     def column_mask(self, part: str):
         """(d,) float64 0/1: the columns of x that ``part`` (``"gate"`` or ``"expert"``) uses.
@@ -169,8 +178,6 @@ class MoESpec:
         >>> MoESpec(2, 3, expert_columns=(0, 2)).column_mask("expert").tolist()
         [1.0, 0.0, 1.0]
         """
-        import numpy as np
-
         cols = self.gate_columns if part == "gate" else self.expert_columns
         mask = np.ones(self.dim)
         if cols is not None:
@@ -179,9 +186,10 @@ class MoESpec:
         return mask
 
     def constrain(self, params):
-        """``params`` with the coefficients of unused columns set to exactly zero (β_1 outside
-        ``gate_columns``, a outside ``expert_columns``; leading batch axes allowed; NumPy or JAX
-        arrays as given). The identity when nothing is restricted.
+        """``params`` inside the model's parameter space: the coefficients of unused columns set
+        to exactly zero (β_1 outside ``gate_columns``, a outside ``expert_columns``) and, with
+        ``equal_var``, every expert's variance set to the first's (the free one). Leading batch
+        axes allowed; NumPy or JAX arrays as given. The identity for an unconstrained spec.
 
         Examples
         --------
@@ -191,10 +199,12 @@ class MoESpec:
         >>> MoESpec(2, 2, gate_columns=(1,), expert_columns=(0,)).constrain(p).a.tolist()
         [[3.0, 0.0], [5.0, 0.0]]
         """
+        if self.equal_var:
+            var = params.var
+            xp = np if isinstance(var, np.ndarray) else jnp
+            params = params._replace(var=xp.broadcast_to(var[..., :1], var.shape) + 0.0)
         if not self.restricted:
             return params
-        import jax.numpy as jnp
-        import numpy as np
 
         def zero(v, part):
             xp = np if isinstance(v, np.ndarray) else jnp
@@ -207,12 +217,17 @@ class MoESpec:
         return replace(self, **changes)
 
 
+def _default_constraint(spec, name) -> bool:
+    """Whether field ``name`` is a model constraint left at its default (not shown in the repr
+    nor stored by to_dict, so that unconstrained specs keep their form and their hashes)."""
+    return ((name.endswith("_columns") and getattr(spec, name) is None)
+            or (name == "equal_var" and not spec.equal_var))
+
+
 def _check_columns(name, value, dim):
     """None, or a sorted tuple of distinct column indices in [0, dim)."""
     if value is None:
         return None
-    import numpy as np
-
     try:
         cols = [int(c) for c in value if not isinstance(c, bool)
                 and float(c) == int(c)] if not isinstance(value, (str, bytes)) else None
@@ -222,12 +237,10 @@ def _check_columns(name, value, dim):
             c < 0 or c >= dim for c in cols):
         raise ValueError(f"{name} must be distinct column indices in [0, {dim}) (d={dim}); got "
                          f"{value!r}")
-    return tuple(sorted(int(np.int64(c)) for c in cols))
+    return tuple(sorted(cols))
 
 
 def _check_int(name, value, minimum) -> int:
-    import numpy as np
-
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})")
     if value < minimum:

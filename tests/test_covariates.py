@@ -216,3 +216,29 @@ def test_cli_covariate_options_and_formula(tmp_path, capsys):
         assert main(["fit", str(path), "--experts", "2", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_equal_variance_matches_mixtools(k):
+    """One variance for every expert against mixtools ``regmixEM(arbvar = FALSE)`` (30 starts;
+    its σ is the ML one, so its ℓ is its basin's exact maximum; make_equal_var.R)."""
+    data = pd.read_csv(DATA / "npreg_poly.csv")
+    x, y = data[["x"]], data["yn"].to_numpy(float)
+    (ref,) = [f for f in json.loads((DATA / "npreg_eqvar.mixtools.json").read_text())["fits"]
+              if f["k"] == k]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = mt.fit(x, y, k, gate_covariates=[], equal_var=True)
+    assert all(issubclass(w.category, mt.MultistartWarning) for w in caught)
+    assert res.converged and res.spec.equal_var
+    assert np.ptp(res.params.var) == 0.0  # one variance, exactly
+    assert len(free_layout(res.spec)) == 3 * k  # k − 1 proportions, k (slope, intercept), one σ²
+    assert res.loglik >= ref["loglik"] - 1e-6, (res.loglik, ref["loglik"])
+    # mixtools' estimate is a maximum of the same likelihood: the polish leaves it there
+    start = MoEParams.create(np.log(ref["lambda"]), np.zeros((k, 1)),
+                             [[b[1]] for b in ref["beta"]], [b[0] for b in ref["beta"]],
+                             np.full(k, ref["sigma"] ** 2))
+    _, ll_ref, _, _ = polish(res.spec, res.spec.constrain(start), x.to_numpy(float), y)
+    assert float(ll_ref) == pytest.approx(ref["loglik"], abs=1e-6)
+    with pytest.raises(TypeError, match="equal_var must be True or False"):
+        MoESpec(k, 1, equal_var="yes")

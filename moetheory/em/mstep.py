@@ -17,7 +17,7 @@ from moetheory.gates.softmax import (_softmax_pack, _softmax_unpack,  # noqa: F4
 MIN_EXPERT_WEIGHT = 1e-8
 
 
-def expert_m_step(params, x, y, resp, var_floor):
+def expert_m_step(params, x, y, resp, var_floor, equal_var: bool = False):
     """Exact M-step of the experts: weighted least squares and weighted mean squared residual.
 
     Parameters
@@ -25,6 +25,7 @@ def expert_m_step(params, x, y, resp, var_floor):
     params : MoEParams (previous values; kept for experts with no weight)
     x : (n, d); y : (n,); resp : (n, k)
     var_floor : scalar, the documented minimum variance
+    equal_var : one variance for every expert: the pooled weighted mean squared residual
 
     Returns
     -------
@@ -58,8 +59,12 @@ def expert_m_step(params, x, y, resp, var_floor):
     a = jnp.where(alive[:, None], coef[:, :d], params.a)
     b = jnp.where(alive, coef[:, d], params.b)
     resid = y[:, None] - (x @ a.T + b)
-    var_raw = (resp * resid * resid).sum(0) / jnp.where(alive, weight, 1.0)
-    var_raw = jnp.where(alive, var_raw, params.var)
+    if equal_var:
+        pooled = (resp * resid * resid).sum() / weight.sum()
+        var_raw = jnp.full_like(params.var, pooled)
+    else:
+        var_raw = (resp * resid * resid).sum(0) / jnp.where(alive, weight, 1.0)
+        var_raw = jnp.where(alive, var_raw, params.var)
     floor_hit = var_raw < var_floor
     return params._replace(a=a, b=b, var=jnp.maximum(var_raw, var_floor)), floor_hit
 

@@ -89,7 +89,7 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
     # what rounding leaves (spec.gate_columns / expert_columns).
     xe, xg = ((x * spec.column_mask("expert"), x * spec.column_mask("gate")) if spec.restricted
               else (x, x))
-    new, floor_hit = expert_m_step(params, xe, y, resp, var_floor)
+    new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var)
     # y and the weights reach the gate step: a gate whose step needs the observed likelihood
     # (top-K with K < k: a move is accepted only if it does not decrease) uses them.
     new = gate_m_step(spec, new, xg, resp, y=y, weights=weights, **(gate_options or {}))

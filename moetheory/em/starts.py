@@ -232,6 +232,6 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
         out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
                            *starts)
         return out if tau is None else out._replace(tau=np.full_like(out.tau, float(tau)))
-    # a restricted model starts inside its parameter space (unused coefficients exactly 0)
+    # a constrained model starts inside its parameter space (spec.constrain)
     out = spec.constrain(_stack(starts))
     return out if tau is None else out._replace(tau=jnp.full_like(out.tau, float(tau)))
