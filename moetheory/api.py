@@ -13,7 +13,8 @@ import numpy as np
 from moetheory._jax import ensure_x64
 from moetheory.em.config import EMConfig
 from moetheory.em.config import named as named_estimator
-from moetheory.em.pipeline import default_var_floor, run_pipeline
+from moetheory.em.pipeline import (ROUNDS_PER_MAXIMUM, default_var_floor, run_pipeline,
+                                   search_covered)
 from moetheory.mle import free_layout, identifiability_notes, warn_once
 from moetheory.params import MoEParams, check_params
 from moetheory.results import FitResult, as_numpy_params
@@ -447,7 +448,9 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
         return
     few = res.n_best_rounds < config.min_best_hits
     rugged = res.new_maximum_rate > config.max_new_rate
-    if few or rugged:
+    thin = not rugged and not search_covered(config, res.new_maximum_rate, res.n_rounds,
+                                             res.n_maxima)
+    if few or rugged or thin:
         why = []
         if few:
             why.append(f"the best log-likelihood found ({res.loglik:.6g}) was reached in "
@@ -458,6 +461,10 @@ def _warn_about(res, config: EMConfig, params, n: int) -> None:
                        f"estimated at {res.new_maximum_rate:.2f} (Good-Turing, by rounds), above "
                        f"max_new_rate={config.max_new_rate:g}: the likelihood has maxima the "
                        "starts have not covered")
+        if thin:
+            why.append(f"the rounds reached {res.n_maxima} distinct maxima in {res.n_rounds} "
+                       f"rounds, fewer than {ROUNDS_PER_MAXIMUM} rounds per maximum besides the "
+                       "best, too few to estimate whether a round would find a new one")
         warnings.warn(f"after {n_starts} starts (max_starts={config.max_starts}; "
                       f"{res.n_best_hits} of the {len(res.continued)} continued starts reached the "
                       f"best ℓ = {res.loglik:.6g}) {' and '.join(why)}: a higher maximum may exist. "

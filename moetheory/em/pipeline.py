@@ -97,6 +97,7 @@ class PipelineResult(NamedTuple):
     n_rounds : int, rounds of starts drawn (1 for near-truth starts)
     new_maximum_rate : float, the estimated chance that one more round would reach a maximum no
         round reached (:func:`new_maximum_rate`; 0 for near-truth starts)
+    n_maxima : int, distinct maxima the continued starts reached (:func:`search_covered`)
     assessments : tuple of :class:`~moetheory.em.spurious.Assessment`, one per continued start
         (empty for near-truth starts)
     regular : bool or None, the winner is a regular maximum (None: not assessed)
@@ -131,6 +132,7 @@ class PipelineResult(NamedTuple):
     n_best_rounds: int = 1
     n_rounds: int = 1
     new_maximum_rate: float = 0.0
+    n_maxima: int = 1
     assessments: tuple = ()
     regular: bool | None = None
     set_aside: tuple = ()
@@ -236,6 +238,53 @@ def hit_tolerance(config: EMConfig, loglik: float) -> float:
     return max(100.0 * config.cert_tol, TIE_RTOL * abs(float(loglik)))
 
 
+#: the coverage estimate is trusted once the rounds are at least this many per maximum found
+#: besides the best (:func:`search_covered`)
+ROUNDS_PER_MAXIMUM = 2
+
+
+def search_covered(config: EMConfig, rate: float, n_rounds: int, n_maxima: int) -> bool:
+    """Whether the start policy's search counts as having covered the likelihood's maxima: the
+    estimated chance that one more round finds a new maximum (:func:`new_maximum_rate`) is at
+    most ``config.max_new_rate``, and the rounds are at least :data:`ROUNDS_PER_MAXIMUM` per
+    distinct maximum found besides the best. Good's estimate rests on the maxima reached once
+    or twice; when the rounds are few for the maxima found, most of them are (its standard
+    error is of order √(f₁ + 2f₂)/N, Esty 1983, Ann. Statist. 11, 905), and a landscape whose
+    best basin is reached by one round in three can show five lower maxima, each reached twice
+    in six rounds, and an estimate of 0. ``max_new_rate = 1`` turns the check off.
+
+    Examples
+    --------
+    >>> search_covered(EMConfig(), 0.0, 2, 2), search_covered(EMConfig(), 0.0, 6, 6)
+    (True, False)
+    """
+    if config.max_new_rate >= 1.0:
+        return True
+    return rate <= config.max_new_rate and n_rounds >= ROUNDS_PER_MAXIMUM * (n_maxima - 1)
+
+
+def maxima_rounds(logliks, rounds, tol: float) -> list:
+    """The distinct maxima the continued starts reached, best first, each as the set of rounds
+    that reached it (two log-likelihoods within ``tol`` are one maximum; non-finite ones are
+    ignored).
+
+    Examples
+    --------
+    >>> maxima_rounds(np.array([-5.0, -5.0, -7.0, -5.0]), np.array([0, 0, 0, 1]), 1e-6)
+    [{0, 1}, {0}]
+    """
+    logliks, rounds = np.asarray(logliks, dtype=np.float64), np.asarray(rounds)
+    keep = np.isfinite(logliks)
+    logliks, rounds = logliks[keep], rounds[keep]
+    maxima = []  # [ℓ, set of rounds that reached it]
+    for i in np.argsort(-logliks, kind="stable"):
+        if maxima and maxima[-1][0] - logliks[i] <= tol:
+            maxima[-1][1].add(int(rounds[i]))
+        else:
+            maxima.append([logliks[i], {int(rounds[i])}])
+    return [r for _, r in maxima]
+
+
 def new_maximum_rate(logliks, rounds, tol: float) -> float:
     """Good's (1953) estimate, counted by rounds, of the chance that one more round of starts
     reaches a maximum that no round has reached: the number of maxima reached in exactly one
@@ -253,20 +302,11 @@ def new_maximum_rate(logliks, rounds, tol: float) -> float:
     >>> new_maximum_rate(np.array([-5.0, -5.0, -7.0, -5.0]), np.array([0, 0, 0, 1]), 1e-6)
     0.5
     """
-    logliks, rounds = np.asarray(logliks, dtype=np.float64), np.asarray(rounds)
-    keep = np.isfinite(logliks)
-    if not keep.any():
+    maxima = maxima_rounds(logliks, rounds, tol)
+    if not maxima:
         return 1.0
-    logliks, rounds = logliks[keep], rounds[keep]
-    order = np.argsort(-logliks, kind="stable")
-    maxima = []  # [ℓ, set of rounds that reached it]
-    for i in order:
-        if maxima and maxima[-1][0] - logliks[i] <= tol:
-            maxima[-1][1].add(int(rounds[i]))
-        else:
-            maxima.append([logliks[i], {int(rounds[i])}])
-    once = sum(1 for _, r in maxima if len(r) == 1)  # Good's singletons, by incidence
-    return min(1.0, once / len(np.unique(rounds)))
+    once = sum(1 for r in maxima if len(r) == 1)  # Good's singletons, by incidence
+    return min(1.0, once / len(set().union(*maxima)))
 
 
 class _Ctx(NamedTuple):
@@ -509,12 +549,14 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
         best, reached = _select(ctx, np.array(fl, dtype=np.float64), certs, verdicts,
                                 np.array(cont_idx))
         hits, hit_rounds = int(reached.sum()), len(set(np.array(cont_round)[reached].tolist()))
-        new_rate = new_maximum_rate(np.array(fl, dtype=np.float64), np.array(cont_round),
-                                    hit_tolerance(config, fl[best]) if np.isfinite(fl[best]) else 0.0)
+        tol = hit_tolerance(config, fl[best]) if np.isfinite(fl[best]) else 0.0
+        new_rate = new_maximum_rate(np.array(fl, dtype=np.float64), np.array(cont_round), tol)
+        n_maxima = len(maxima_rounds(np.array(fl, dtype=np.float64), np.array(cont_round), tol))
         # one expert: least squares, a single maximum that one start finds
         wanted = 1 if ctx.spec.n_experts == 1 else config.min_best_hits
         done = (hit_rounds >= wanted and (verdicts[best].regular or config.spurious == "keep")
-                and (ctx.spec.n_experts == 1 or new_rate <= config.max_new_rate))
+                and (ctx.spec.n_experts == 1
+                     or search_covered(config, new_rate, rounds, n_maxima)))
         if done or len(kinds_all) + per_round > config.max_starts:
             break
     fl = np.array(fl, dtype=np.float64)
@@ -544,7 +586,7 @@ def _policy(ctx: _Ctx, key, n_init, auto_floor) -> PipelineResult:
         continued=order, final_logliks=fl, final_floor_hit=floor_hit,
         final_certified=np.array([c.certified for c in certs]), var_floor=float(floors[best]),
         em_backend=ctx.backend, n_best_hits=hits, n_best_rounds=hit_rounds, n_rounds=rounds,
-        new_maximum_rate=float(new_rate), assessments=tuple(verdicts),
+        new_maximum_rate=float(new_rate), n_maxima=n_maxima, assessments=tuple(verdicts),
         regular=bool(verdicts[best].regular), set_aside=tuple(set_aside),
         floor_lowered=bool(floors[best] < ctx.var_floor))
 
