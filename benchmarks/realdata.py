@@ -181,9 +181,10 @@ def report(results, meta) -> str:
         "reached it. No paper reports these fits (a softmax gate on the same covariate as the "
         "experts) for comparison; the issue's counts of missed maxima were measured against "
         "moetheory's own best fits, the table's against the best known maximum. The start policy "
-        "stops when two rounds reach the same maximum and few maxima were reached by one round "
-        "only; a best maximum with a small basin can still be missed by every round, and those "
-        "seeds miss the best regular maximum without a warning (the *missed* column).", ""])
+        "stops when two rounds reach the same maximum, few maxima were reached by one round "
+        "only, and the rounds are at least two per maximum found besides the best; a best "
+        "maximum with a small basin can still be missed by every round, and a seed that misses "
+        "the best regular maximum without a warning is counted in the *missed* column.", ""])
 
 
 def main(argv=None) -> int:
