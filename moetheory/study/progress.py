@@ -18,7 +18,12 @@ certificate — dominates small cells). So
   :data:`OVERFIT_COST` per extra expert. Measured on the full softmax preset (cell wall time
   over cost, median over each model's cells, 2 cores): k = 2 (exact) 1.54 µs, k = 3 5.14 µs
   (3.3×), k = 4 11.2 µs (7.3×); the official protocol's relative stopping rule, which stops
-  over-fitted EM early, 0.83 and 1.11 µs (no factor).
+  over-fitted EM early, 0.83 and 1.11 µs (no factor). On the quick preset the same ratios are
+  about 2.5× and 4.5× (per-cell overhead weighs more at its sizes); the factor, 2.5, keeps both
+  presets within 2×;
+* no ETA is shown until a cell other than its model's first has finished: until then every
+  rate carries JAX compilations (the first cell of the quick softmax preset predicted 14× the
+  time left).
 
 ``benchmarks/first_fit.py`` measures the ETA against the time that was actually left.
 """
@@ -30,8 +35,9 @@ import time
 #: per-replicate work of one start in observation-equivalents (the N0 of the cost model)
 OVERHEAD_OBS = 20_000
 #: cost factor per extra expert of an over-fitted model fitted with ``stop_rule="mean"``
-#: (module docstring: 3.3× for one, 7.3× for two measured)
-OVERFIT_COST = 3.0
+#: (module docstring: 3.3× and 7.3× for one and two measured on the full preset, 2.5× and 4.5×
+#: on the quick one)
+OVERFIT_COST = 2.5
 
 
 def _clock(seconds) -> str:
@@ -97,9 +103,12 @@ class CellProgress:
         return repr(self.study.estimator_of(label))
 
     def eta(self):
-        """Predicted seconds for the cells left (None before the first computed cell)."""
+        """Predicted seconds for the cells left (0 when none is left; None until a cell that
+        is not its model's first has finished)."""
         if not self.finished:
             return None
+        if self.left and all(f[4] for f in self.finished):
+            return None  # only first cells so far: their times are mostly compilation
         total = 0.0
         for label, n in self.left:
             est = self._estimator(label)
