@@ -105,7 +105,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
         em_backend: str | None = None, x_names=None, weights=None, expert_covariates=None,
-        gate_covariates=None, equal_var: bool = False) -> FitResult:
+        gate_covariates=None, equal_var: bool = False, experts: str = "gaussian",
+        t_df: float | None = None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
@@ -209,6 +210,13 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     equal_var : bool
         One noise variance for every expert (mixtools ``regmixEM(arbvar = FALSE)``), estimated
         by the pooled residual variance; default False (each expert its own). Runs EM in JAX.
+    experts : {"gaussian", "t"}
+        The experts' noise. ``"t"``: Student-t experts (meteorits ``tmixreg``; Peel & McLachlan
+        2000), y | x, expert i ~ t_ν_i(a_iᵀx + b_i, scale² ``var``_i), robust to outlying y; the
+        parameters gain ``extra["df"]`` (ν, (k,)), fitted by ECM in JAX.
+    t_df : float, optional
+        t experts: a known ν > 0 for every expert; None (default) estimates each expert's ν
+        (searched in [0.1, 1000]).
 
     Returns
     -------
@@ -244,7 +252,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                    activation=activation, tau=tau,
                    expert_columns=_columns("expert_covariates", expert_covariates, names, x.shape[1]),
                    gate_columns=_columns("gate_covariates", gate_covariates, names, x.shape[1]),
-                   equal_var=equal_var)
+                   equal_var=equal_var, experts=experts, t_df=t_df)
     if spec.restricted:
         used = set(spec.gate_columns or range(spec.dim)) | set(spec.expert_columns or range(spec.dim))
         unused = [j for j in range(spec.dim) if j not in used]
