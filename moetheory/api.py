@@ -68,6 +68,19 @@ class SpuriousSolutionWarning(ConvergenceWarning):
     """
 
 
+class GaussianLimitWarning(UserWarning):
+    """A t expert's estimated degrees of freedom ν ran beyond the range EM searches
+    (:data:`moetheory.spec.T_DF_BOUNDS`, 1000): the likelihood keeps rising as ν → ∞, so that
+    expert's noise shows no heavy tail (the Gaussian limit) and its ν — and ν's standard error —
+    mean nothing. Issued by :func:`moetheory.fit`; the rest of the fit stands.
+
+    Examples
+    --------
+    >>> issubclass(GaussianLimitWarning, UserWarning)
+    True
+    """
+
+
 class MultistartWarning(UserWarning):
     """The best log-likelihood was reached in fewer independent rounds of starts than
     ``EMConfig.min_best_hits`` within ``max_starts`` starts: a higher maximum may exist.
@@ -317,6 +330,15 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
     _warn_about(res, config, params, x.shape[0])
+    if spec.estimates_df:
+        from moetheory.spec import T_DF_BOUNDS
+
+        df = np.asarray(params.extra["df"])
+        for i in np.flatnonzero(df > T_DF_BOUNDS[1]):
+            warnings.warn(f"expert {i + 1}'s degrees of freedom ran to the Gaussian limit (ν̂ = "
+                          f"{df[i]:.3g} > {T_DF_BOUNDS[1]:g}): its noise has no heavy tail, so its "
+                          "ν and ν's standard error mean nothing; refit with t_df fixed (e.g. "
+                          "t_df=30) or with Gaussian experts.", GaussianLimitWarning, stacklevel=2)
     return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=n_obs,
                      n_iter=int(res.n_iter), converged=bool(res.certificate.certified),
                      trace=res.trace, var_floor=float(res.var_floor),

@@ -125,7 +125,12 @@ def outlier_fits():
     z = rng.random(n) < 1 / (1 + np.exp(-4 * x))
     y = np.where(z, 1 + 2 * x, -1 - x) + 0.3 * rng.standard_normal(n)
     y[rng.choice(n, n // 20, replace=False)] += 50.0
-    return mt.fit(x, y, 2), mt.fit(x, y, 2, experts="t")
+    gauss = mt.fit(x, y, 2)
+    # one expert takes the outliers into a heavy tail (ν̂ ≈ 0.7); the other's ν runs off to
+    # the Gaussian limit, which fit says
+    with pytest.warns(mt.GaussianLimitWarning, match="expert [12]'s degrees of freedom ran"):
+        t = mt.fit(x, y, 2, experts="t")
+    return gauss, t
 
 
 def test_t_experts_resist_outliers(outlier_fits):
@@ -148,6 +153,8 @@ def test_t_fit_certified_with_finite_standard_errors(outlier_fits):
     labels = t.param_names
     assert "expert1:df" in labels and "expert2:df" in labels
     assert np.all(np.isfinite(se)) and np.all(se > 0)
+    df = t.params.extra["df"]
+    assert df.min() < 2 and df.max() > 1000  # the heavy-tailed expert and the Gaussian limit
     assert "Student-t" in t.summary() and "degrees of" in t.summary()
     # predict_var: σ²ν/(ν−2) where ν > 2, infinite otherwise
     v = np.asarray(model.expert_variances(t.spec, t.params))
