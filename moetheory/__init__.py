@@ -2,7 +2,8 @@
 
 Nothing computes at import; JAX float64 is switched on by the entry points that compute.
 """
-from moetheory.api import (ConvergenceWarning, MultistartWarning, SpuriousSolutionWarning,
+from moetheory.api import (ConvergenceWarning, GaussianLimitWarning, MultistartWarning,
+                           SpuriousSolutionWarning,
                            VarianceFloorWarning, fit, fit_formula)
 from moetheory.em.config import EMConfig
 from moetheory.params import MoEParams
@@ -13,7 +14,7 @@ from moetheory.spec import MoESpec
 __version__ = "0.1.0"
 
 __all__ = ["MoESpec", "MoEParams", "EMConfig", "FitResult", "ConvergenceWarning",
-           "VarianceFloorWarning", "MultistartWarning", "SpuriousSolutionWarning", "fit", "fit_formula",
+           "VarianceFloorWarning", "MultistartWarning", "GaussianLimitWarning", "SpuriousSolutionWarning", "fit", "fit_formula",
            "select_k", "SelectKResult", "bootstrap_lrt", "__version__"]
 
 

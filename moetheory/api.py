@@ -68,6 +68,19 @@ class SpuriousSolutionWarning(ConvergenceWarning):
     """
 
 
+class GaussianLimitWarning(UserWarning):
+    """A t expert's estimated degrees of freedom ν ran beyond the range EM searches
+    (:data:`moetheory.spec.T_DF_BOUNDS`, 1000): the likelihood keeps rising as ν → ∞, so that
+    expert's noise shows no heavy tail (the Gaussian limit) and its ν — and ν's standard error —
+    mean nothing. Issued by :func:`moetheory.fit`; the rest of the fit stands.
+
+    Examples
+    --------
+    >>> issubclass(GaussianLimitWarning, UserWarning)
+    True
+    """
+
+
 class MultistartWarning(UserWarning):
     """The best log-likelihood was reached in fewer independent rounds of starts than
     ``EMConfig.min_best_hits`` within ``max_starts`` starts: a higher maximum may exist.
@@ -105,7 +118,8 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         max_starts: int | None = None, spurious: str | None = None, seed: int = 0,
         cov_type: str = "oim", gate_options: dict | None = None,
         em_backend: str | None = None, x_names=None, weights=None, expert_covariates=None,
-        gate_covariates=None, equal_var: bool = False) -> FitResult:
+        gate_covariates=None, equal_var: bool = False, experts: str = "gaussian",
+        t_df: float | None = None) -> FitResult:
     """Fit a Gaussian mixture of linear experts by maximum likelihood, with a certificate.
 
     Several EM starts, the most promising continued, each finished by Newton's method on the
@@ -209,6 +223,13 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
     equal_var : bool
         One noise variance for every expert (mixtools ``regmixEM(arbvar = FALSE)``), estimated
         by the pooled residual variance; default False (each expert its own). Runs EM in JAX.
+    experts : {"gaussian", "t"}
+        The experts' noise. ``"t"``: Student-t experts (meteorits ``tmixreg``; Peel & McLachlan
+        2000), y | x, expert i ~ t_ν_i(a_iᵀx + b_i, scale² ``var``_i), robust to outlying y; the
+        parameters gain ``extra["df"]`` (ν, (k,)), fitted by ECM in JAX.
+    t_df : float, optional
+        t experts: a known ν > 0 for every expert; None (default) estimates each expert's ν
+        (searched in [0.1, 1000]).
 
     Returns
     -------
@@ -244,7 +265,7 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
                    activation=activation, tau=tau,
                    expert_columns=_columns("expert_covariates", expert_covariates, names, x.shape[1]),
                    gate_columns=_columns("gate_covariates", gate_covariates, names, x.shape[1]),
-                   equal_var=equal_var)
+                   equal_var=equal_var, experts=experts, t_df=t_df)
     if spec.restricted:
         used = set(spec.gate_columns or range(spec.dim)) | set(spec.expert_columns or range(spec.dim))
         unused = [j for j in range(spec.dim) if j not in used]
@@ -309,6 +330,15 @@ def fit(x, y, n_experts: int, gate="softmax", *, top_k: int | None = None,
         raise FloatingPointError("every EM start ended with a non-finite log-likelihood; "
                                  "check the data scale or try another seed/init")
     _warn_about(res, config, params, x.shape[0])
+    if spec.estimates_df:
+        from moetheory.spec import T_DF_BOUNDS
+
+        df = np.asarray(params.extra["df"])
+        for i in np.flatnonzero(df > T_DF_BOUNDS[1]):
+            warnings.warn(f"expert {i + 1}'s degrees of freedom ran to the Gaussian limit (ν̂ = "
+                          f"{df[i]:.3g} > {T_DF_BOUNDS[1]:g}): its noise has no heavy tail, so its "
+                          "ν and ν's standard error mean nothing; refit with t_df fixed (e.g. "
+                          "t_df=30) or with Gaussian experts.", GaussianLimitWarning, stacklevel=2)
     return FitResult(spec=spec, params=params, loglik=float(res.loglik), n_obs=n_obs,
                      n_iter=int(res.n_iter), converged=bool(res.certificate.certified),
                      trace=res.trace, var_floor=float(res.var_floor),

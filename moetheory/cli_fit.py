@@ -10,7 +10,7 @@ def register(sub) -> None:
     ``moetheory fit data.csv --experts K|A-B [--gate G] [--top-k K] [--select-by score|logit]
     [--activation A] [--tau fixed|estimated|NUMBER] [--tau-value T] [--topk-method gem|direct]
     [--x-cols ...] [--y-col y] [--expert-cols ...] [--gate-cols ...] [--formula F] [--equal-var]
-    [--weights COLUMN] [--n-init N] [--seed S]
+    [--experts-family gaussian|t] [--t-df NU] [--weights COLUMN] [--n-init N] [--seed S]
     [--cov-type oim|opg|sandwich] [--json]``.
 
     Parameters
@@ -55,6 +55,12 @@ def register(sub) -> None:
                         "gate without covariates, a mixture of regressions)")
     p.add_argument("--equal-var", action="store_true",
                    help="one noise variance shared by every expert")
+    p.add_argument("--experts-family", default="gaussian", metavar="gaussian|t",
+                   help="the experts' noise: gaussian (default) or t (Student-t experts, robust "
+                        "to outlying y; meteorits tmixreg)")
+    p.add_argument("--t-df", type=float, default=None, metavar="NU",
+                   help="with --experts-family t: a known degrees of freedom nu > 0 for every "
+                        "expert (default: each expert's nu estimated)")
     p.add_argument("--formula", default=None,
                    help="a formula instead of the column options, e.g. 'y ~ x + I(x**2) | z' "
                         "(experts' terms | gate's terms; moetheory.formula)")
@@ -248,7 +254,8 @@ def _read_table(path):
 OPTIONS = {"n_experts": "--experts", "gate": "--gate", "top_k": "--top-k", "select_by": "--select-by",
            "activation": "--activation", "tau": "--tau", "tau_value": "--tau-value",
            "gate_options['method']": "--topk-method", "n_init": "--n-init", "seed": "--seed",
-           "cov_type": "--cov-type", "weights": "--weights"}
+           "cov_type": "--cov-type", "weights": "--weights", "experts": "--experts-family",
+           "t_df": "--t-df"}
 
 
 def _name_the_option(message: str) -> str:
@@ -314,7 +321,8 @@ def run(args) -> int:
         options = dict(gate=args.gate, top_k=args.top_k, select_by=args.select_by,
                        activation=args.activation, tau=tau, tau_value=args.tau_value,
                        n_init=args.n_init, seed=args.seed, cov_type=args.cov_type,
-                       gate_options=gate_options, equal_var=args.equal_var, **data["options"])
+                       gate_options=gate_options, equal_var=args.equal_var,
+                       experts=args.experts_family, t_df=args.t_df, **data["options"])
         x, y = data["x"], data["y"]
         if isinstance(args.experts, range):  # --experts A-B: the table over k
             try:

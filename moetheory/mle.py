@@ -125,7 +125,8 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     """The free parameters as (field, index, label) triples, in a fixed order.
 
     Order: the gate's head entries (softmax-type gates: each non-reference expert's slopes, then
-    its bias), then each expert's slopes, intercept and variance, then the gate's tail entries
+    its bias), then each expert's slopes, intercept and variance (and its degrees of freedom ν for
+    t experts with ν estimated), then the gate's tail entries
     (τ when it is free). Labels are 1-based like flexmix/R. ``field`` is a MoEParams field or a
     key of ``params.extra``.
 
@@ -168,6 +169,8 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
         layout.append(("b", (i,), f"expert{i + 1}:const"))
         if not spec.equal_var:
             layout.append(("var", (i,), f"expert{i + 1}:var"))
+        if spec.estimates_df:  # t experts' degrees of freedom ν (params.extra["df"])
+            layout.append(("df", (i,), f"expert{i + 1}:df"))
     if spec.equal_var:  # one variance, stored in expert 1 and copied by spec.constrain
         layout.append(("var", (0,), "experts:var"))
     return layout + list(tail)

@@ -1,6 +1,7 @@
 """The Gaussian MoE conditional density and what follows from it.
 
-p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space. The gate
+p(y | x) = Σ_i g_i(x) N(y; a_iᵀx + b_i, ν_i)  (DESIGN.md §2.1), always in log space; with
+``spec.experts="t"`` the experts are Student t (:func:`log_expert_density`). The gate
 g comes from ``spec.gate_family`` (:mod:`moetheory.gates`), evaluated on the gate's design
 (today the same x as the experts'). A gate that models its input (``gate.joint``, the Gaussian
 gate) makes the likelihood the joint one: :func:`log_joint` then holds log p(x, expert i, y) and
@@ -38,18 +39,45 @@ def expert_means(params: MoEParams, x) -> jnp.ndarray:
 
 
 @x64
-def log_expert_density(params: MoEParams, x, y) -> jnp.ndarray:
-    """log N(y_n; a_iᵀx_n + b_i, ν_i), shape (n, k), for x (n, d) and y (n,).
+def log_expert_density(spec: MoESpec, params: MoEParams, x, y) -> jnp.ndarray:
+    """Each expert's log-density of y_n, shape (n, k), for x (n, d) and y (n,): the one place of
+    the experts' density.
+
+    Gaussian experts: log N(y_n; a_iᵀx_n + b_i, ν_i). Student-t experts (``spec.experts="t"``):
+    log t_ν(y_n; μ, σ²) = lgamma((ν+1)/2) − lgamma(ν/2) − ½ log(νπσ²) − (ν+1)/2 log(1 + e²/(νσ²))
+    with e = y_n − μ, μ = a_iᵀx_n + b_i, σ² = ``var``_i and ν = ``extra["df"]``_i.
 
     Examples
     --------
     >>> import numpy as np
     >>> p = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.])
-    >>> float(log_expert_density(p, np.zeros((1, 1)), np.zeros(1))[0, 0])
+    >>> float(log_expert_density(MoESpec(1, 1), p, np.zeros((1, 1)), np.zeros(1))[0, 0])
     -0.9189385332046727
+    >>> pt = MoEParams.create([0.], [[0.]], [[0.]], [0.], [1.], extra={"df": [1.0]})   # Cauchy
+    >>> round(float(log_expert_density(MoESpec(1, 1, experts="t"), pt, np.zeros((1, 1)),
+    ...                                np.ones(1))[0, 0]), 6)               # log(1/(2π))
+    -1.837877
     """
     resid = y[:, None] - expert_means(params, x)
+    if spec.t_experts:
+        return log_t_density(resid, params.var, params.extra["df"])
     return -0.5 * (_LOG_2PI + jnp.log(params.var) + resid * resid / params.var)
+
+
+def log_t_density(resid, var, df):
+    """log t_ν(e; 0, σ²) of residuals e (n, k) for scales² σ² = ``var`` (k,) and ν = ``df`` (k,).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> round(float(log_t_density(jnp.zeros((1, 1)), jnp.ones(1), jnp.ones(1))[0, 0]), 6)  # -log π
+    -1.14473
+    """
+    from jax.scipy.special import gammaln
+
+    half = 0.5 * (df + 1.0)
+    return (gammaln(half) - gammaln(0.5 * df) - 0.5 * jnp.log(df * jnp.pi * var)
+            - half * jnp.log1p(resid * resid / (df * var)))
 
 
 @x64
@@ -74,7 +102,8 @@ def log_joint(spec: MoESpec, params: MoEParams, x, y, mask=None) -> jnp.ndarray:
     >>> log_joint(spec, p, np.zeros((3, 1)), np.zeros(3)).shape
     (3, 2)
     """
-    return spec.gate_family.log_joint_weights(spec, params, x, mask) + log_expert_density(params, x, y)
+    return (spec.gate_family.log_joint_weights(spec, params, x, mask)
+            + log_expert_density(spec, params, x, y))
 
 
 @x64
@@ -163,7 +192,8 @@ def predict_mean(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
 @x64
 def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     """Predictive variance Var[y | x] = Σ_i g_i (ν_i + μ_i²) − (Σ_i g_i μ_i)², shape (n,),
-    for x (n, d), with μ_i = a_iᵀx + b_i.
+    for x (n, d), with μ_i = a_iᵀx + b_i and ν_i the expert's noise variance
+    (:func:`expert_variances`: σ²ν/(ν − 2) for t experts, infinite when ν ≤ 2).
 
     Examples
     --------
@@ -176,7 +206,25 @@ def predict_var(spec: MoESpec, params: MoEParams, x) -> jnp.ndarray:
     g = gate_probabilities(spec, params, x)
     mu = expert_means(params, x)
     mean = (g * mu).sum(-1)
-    return (g * (params.var + mu * mu)).sum(-1) - mean * mean
+    return (g * (expert_variances(spec, params) + mu * mu)).sum(-1) - mean * mean
+
+
+def expert_variances(spec: MoESpec, params: MoEParams) -> jnp.ndarray:
+    """Each expert's noise variance (k,): ``var`` for Gaussian experts; σ²ν/(ν − 2) for t
+    experts with ν > 2 (infinite for ν ≤ 2).
+
+    Examples
+    --------
+    >>> p = MoEParams.create([0., 0.], [[0.], [0.]], [[0.], [0.]], [0., 0.], [1., 1.],
+    ...                      extra={"df": [4.0, 2.0]})
+    >>> expert_variances(MoESpec(2, 1, experts="t"), p).tolist()
+    [2.0, inf]
+    """
+    var = jnp.asarray(params.var)
+    if not spec.t_experts:
+        return var
+    df = jnp.asarray(params.extra["df"])
+    return jnp.where(df > 2, var * df / jnp.where(df > 2, df - 2.0, 1.0), jnp.inf)
 
 
 @partial(jax.jit, static_argnums=1)
@@ -186,7 +234,11 @@ def _sample(key, spec, params, x):
     z = jax.random.categorical(k_gate, logg, axis=-1)
     mu = jnp.take_along_axis(expert_means(params, x), z[:, None], axis=-1)[:, 0]
     sd = jnp.sqrt(params.var[z])
-    return mu + sd * jax.random.normal(k_noise, mu.shape, dtype=mu.dtype), z
+    if spec.t_experts:  # t noise: scale σ, ν degrees of freedom
+        noise = jax.random.t(k_noise, params.extra["df"][z], mu.shape, dtype=mu.dtype)
+    else:
+        noise = jax.random.normal(k_noise, mu.shape, dtype=mu.dtype)
+    return mu + sd * noise, z
 
 
 def sample(key, spec: MoESpec, params: MoEParams, x, return_labels: bool = False):

@@ -230,13 +230,16 @@ def check_params(spec: MoESpec, params: MoEParams) -> None:
         got = np.shape(getattr(params, name))
         if got != shape:
             raise ValueError(f"params.{name} must have shape {shape} for {spec}; got {got}")
-    extra = spec.gate_family.extra_shapes(spec)
+    extra = spec.extra_shapes  # the gate's arrays, and df (k,) for t experts
     if set(params.extra) != set(extra):
         raise ValueError(f"params.extra must hold {sorted(extra)} for {spec}; got {sorted(params.extra)}")
     for name, shape in extra.items():
         got = np.shape(params.extra[name])
         if got != tuple(shape):
             raise ValueError(f"params.extra[{name!r}] must have shape {tuple(shape)} for {spec}; got {got}")
+    if spec.t_experts and not np.all(np.asarray(params.extra["df"]) > 0):
+        raise ValueError(f"params.extra['df'] (the t experts' degrees of freedom) must be > 0; got "
+                         f"{np.asarray(params.extra['df'])}")
 
 
 #: the array fields of MoEParams (every one but ``extra``)

@@ -15,6 +15,12 @@ SELECT_BY = ("score", "logit")
 TAU_MODES = ("fixed", "estimated")
 #: How a Voronoi loss removes the gate's unidentifiable shift (moetheory.losses.voronoi_loss).
 TRANSLATIONS = ("infimum", "bias", "pinned", "none")
+#: Expert families: Gaussian noise, or Student t (location aᵀx + b, scale² ``var``, ν ``df``).
+EXPERT_FAMILIES = ("gaussian", "t")
+#: Where an estimated ν of t experts starts, and the interval the EM's ν step searches
+#: (:func:`moetheory.em.mstep.t_df_step`).
+T_DF_START = 10.0
+T_DF_BOUNDS = (0.1, 1000.0)
 
 
 def gate_translation(gate) -> str:
@@ -68,6 +74,13 @@ class MoESpec:
     equal_var : bool
         One noise variance shared by every expert (mixtools ``regmixEM(arbvar = FALSE)``): a
         single free parameter, estimated by the pooled residual variance. Default False.
+    experts : {"gaussian", "t"}
+        The experts' noise: Gaussian (default), or Student t (meteorits ``tmixreg``; Peel &
+        McLachlan 2000): y | x, expert i ~ t_ν_i(a_iᵀx + b_i, scale² ``var``_i), ν_i in
+        ``params.extra["df"]`` (k,).
+    t_df : float, optional
+        t experts only: a known ν > 0 shared by every expert; None (default): each expert's ν is
+        estimated.
 
     Examples
     --------
@@ -89,6 +102,8 @@ class MoESpec:
     gate_columns: tuple | None = None
     expert_columns: tuple | None = None
     equal_var: bool = False
+    experts: str = "gaussian"
+    t_df: float | None = None
 
     def __repr__(self):
         # the constraints only when set, so that a plain spec reads as it always has
@@ -124,6 +139,17 @@ class MoESpec:
         if not isinstance(self.equal_var, (bool, np.bool_)):
             raise TypeError(f"equal_var must be True or False; got {self.equal_var!r}")
         object.__setattr__(self, "equal_var", bool(self.equal_var))
+        if self.experts not in EXPERT_FAMILIES:
+            raise ValueError(f"experts must be one of {EXPERT_FAMILIES}; got {self.experts!r}")
+        if self.t_df is not None:
+            if self.experts != "t":
+                raise ValueError(f"t_df is the degrees of freedom of t experts: set experts='t' "
+                                 f"(got experts={self.experts!r})")
+            if (isinstance(self.t_df, bool) or not isinstance(self.t_df, (int, float, np.number))
+                    or not np.isfinite(self.t_df) or self.t_df <= 0):
+                raise ValueError(f"t_df must be a finite number > 0 (or None: estimated); got "
+                                 f"{self.t_df!r}")
+            object.__setattr__(self, "t_df", float(self.t_df))
         if self.restricted and not getattr(self.gate_family, "column_selection", False):
             raise ValueError(f"gate_columns and expert_columns are implemented for the softmax and "
                              f"sigmoid gates; got gate={self.gate_name!r}")
@@ -168,7 +194,45 @@ class MoESpec:
     def cpu_kernels(self) -> bool:
         """Whether the closed-form CPU kernels (Numba and NumPy: the softmax gate on every
         column) implement this model; otherwise EM and ℓ's derivatives run in JAX."""
-        return bool(self.gate_family.numba) and not (self.restricted or self.equal_var)
+        return bool(self.gate_family.numba) and not (self.restricted or self.equal_var
+                                                     or self.experts != "gaussian")
+
+    @property
+    def t_experts(self) -> bool:
+        """True for Student-t experts (``experts="t"``)."""
+        return self.experts == "t"
+
+    @property
+    def estimates_df(self) -> bool:
+        """True when the t experts' degrees of freedom ν are free parameters (``t_df`` None)."""
+        return self.experts == "t" and self.t_df is None
+
+    @property
+    def extra_shapes(self) -> dict:
+        """Shapes of ``params.extra``: the gate's arrays, and ``df`` (k,) for t experts."""
+        out = dict(self.gate_family.extra_shapes(self))
+        if self.t_experts:
+            out["df"] = (self.n_experts,)
+        return out
+
+    def with_expert_arrays(self, params):
+        """``params`` with the experts' extra arrays this spec needs and they lack: ``df`` (ν,
+        shaped like ``var``) for t experts, at ``t_df`` or :data:`T_DF_START`. Unchanged
+        otherwise.
+
+        Examples
+        --------
+        >>> from moetheory.params import MoEParams
+        >>> p = MoEParams.create([0.], [[0.]], [[1.]], [0.], [2.])
+        >>> MoESpec(1, 1, experts="t", t_df=4).with_expert_arrays(p).extra["df"].tolist()
+        [4.0]
+        """
+        if not self.t_experts or "df" in params.extra:
+            return params
+        var = params.var
+        xp = np if isinstance(var, np.ndarray) else jnp
+        value = T_DF_START if self.t_df is None else self.t_df
+        return params._replace(extra={**params.extra, "df": xp.full(xp.shape(var), value, var.dtype)})
 
     def column_mask(self, part: str):
         """(d,) float64 0/1: the columns of x that ``part`` (``"gate"`` or ``"expert"``) uses.
@@ -187,8 +251,9 @@ class MoESpec:
 
     def constrain(self, params):
         """``params`` inside the model's parameter space: the coefficients of unused columns set
-        to exactly zero (β_1 outside ``gate_columns``, a outside ``expert_columns``) and, with
-        ``equal_var``, every expert's variance set to the first's (the free one). Leading batch
+        to exactly zero (β_1 outside ``gate_columns``, a outside ``expert_columns``), with
+        ``equal_var`` every expert's variance set to the first's (the free one), and a known
+        ``t_df`` set as every t expert's ν (``extra["df"]``). Leading batch
         axes allowed; NumPy or JAX arrays as given. The identity for an unconstrained spec.
 
         Examples
@@ -203,6 +268,10 @@ class MoESpec:
             var = params.var
             xp = np if isinstance(var, np.ndarray) else jnp
             params = params._replace(var=xp.broadcast_to(var[..., :1], var.shape) + 0.0)
+        if self.t_df is not None and "df" in params.extra:
+            df = params.extra["df"]
+            xp = np if isinstance(df, np.ndarray) else jnp
+            params = params._replace(extra={**params.extra, "df": xp.full_like(df, self.t_df)})
         if not self.restricted:
             return params
 
@@ -221,7 +290,9 @@ def _default_constraint(spec, name) -> bool:
     """Whether field ``name`` is a model constraint left at its default (not shown in the repr
     nor stored by to_dict, so that unconstrained specs keep their form and their hashes)."""
     return ((name.endswith("_columns") and getattr(spec, name) is None)
-            or (name == "equal_var" and not spec.equal_var))
+            or (name == "equal_var" and not spec.equal_var)
+            or (name == "experts" and spec.experts == "gaussian")
+            or (name == "t_df" and spec.t_df is None))
 
 
 def _check_columns(name, value, dim):

@@ -104,7 +104,8 @@ def standard_spec(spec: MoESpec, st: Standardizer) -> MoESpec:
     if new is gate:
         return spec
     return MoESpec(spec.n_experts, spec.dim, gate=new, tau=spec.tau,
-                   gate_columns=spec.gate_columns, expert_columns=spec.expert_columns)
+                   gate_columns=spec.gate_columns, expert_columns=spec.expert_columns,
+                   equal_var=spec.equal_var, experts=spec.experts, t_df=spec.t_df)
 
 
 def to_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:

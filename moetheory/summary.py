@@ -115,7 +115,8 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
     singular = (any(issubclass(w.category, SingularInformationWarning) for w in caught)
                 or bool(res._cov(cov_type)[1]))
     gate = res.spec.gate_family
-    left = [("Model:", "Gaussian MoE"), ("Gate:", gate.describe(res.spec)),
+    family = "Student-t" if res.spec.t_experts else "Gaussian"
+    left = [("Model:", f"{family} MoE"), ("Gate:", gate.describe(res.spec)),
             ("Experts:", str(res.spec.n_experts)), ("No. Observations:", str(res.n_obs)),
             ("Df Model:", str(res.df_model)), ("Covariance Type:", cov_type)]
     right = [("Log-Likelihood:", f"{res.loglik:.4f}"), ("AIC:", f"{res.aic:.4f}"),
@@ -123,10 +124,19 @@ def render_summary(res, cov_type: str, alpha: float) -> str:
              ("Certified max:", str(bool(res.converged))),
              ("Iterations:", f"{res.n_iter} EM + {_polish_iters(res)} Newton")]
     top = SimpleTable([[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
-                      title="Gaussian Mixture-of-Experts Results")
+                      title=f"{family} Mixture-of-Experts Results")
     rows = [[fmt_number(v) for v in row] for row in table.to_numpy()]
     params = SimpleTable(rows, headers=list(table.columns), stubs=list(table.index))
-    notes = ["Notes:", f"[1] {gate.reference_note}"]
+    reference = gate.reference_note
+    if res.spec.t_experts:  # 'var' is a scale², said in the next note
+        reference = reference.replace("; 'var' is the expert noise variance.", ".")
+    notes = ["Notes:", f"[1] {reference}"]
+    if res.spec.t_experts:
+        df = ("estimated ('df' rows)" if res.spec.estimates_df
+              else f"fixed at {res.spec.t_df:g}")
+        notes.append(f"[{len(notes)}] The experts are Student t: location a'x+b, scale^2 'var' (not "
+                     f"the noise variance, which is var*df/(df-2) for df > 2) and degrees of "
+                     f"freedom df, {df}.")
     if singular:
         notes.append(f"[2] The information matrix is singular or indefinite, "
                      f"{res.information_rank(cov_type)} (an over-fitted or non-identifiable model): "

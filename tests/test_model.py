@@ -57,7 +57,7 @@ def test_jax_matches_numpy_oracle(spec, problem):
     resp = np.asarray(model.responsibilities(spec, params, x, y))
     np.testing.assert_allclose(resp, ref.responsibilities(spec, params, x, y), rtol=0, atol=1e-10)
     np.testing.assert_allclose(resp.sum(axis=1), 1.0, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(model.log_expert_density(params, x, y)),
+    np.testing.assert_allclose(np.asarray(model.log_expert_density(spec, params, x, y)),
                                ref.log_expert_density(params, x, y), rtol=0, atol=1e-10)
 
 

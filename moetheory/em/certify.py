@@ -103,10 +103,12 @@ def not_checked(n_iter: int = 0, reason: str = "not_checked") -> Certificate:
 
 # ------------------------------------------------------------------------------ derivatives
 def _log_fields(spec):
-    """(p,) bool: free coordinates that the polish works on in log scale (the variances and the
-    gate's positive parameters: τ, a covariance's diagonal)."""
+    """(p,) bool: free coordinates that the polish works on in log scale (the variances, the t
+    experts' degrees of freedom and the gate's positive parameters: τ, a covariance's
+    diagonal)."""
     gate = spec.gate_family
-    return np.array([f == "var" or gate.log_scale(f, idx) for f, idx, _ in free_layout(spec)])
+    return np.array([f in ("var", "df") or gate.log_scale(f, idx)
+                     for f, idx, _ in free_layout(spec)])
 
 
 def derivative_backend(spec, n_obs) -> str:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from moetheory.em.estep import e_step, hard_assign
-from moetheory.em.mstep import expert_m_step, gate_m_step
+from moetheory.em.mstep import expert_m_step, gate_m_step, t_df_step, t_precisions
 from moetheory.params import MoEParams
 
 class EMResult(NamedTuple):
@@ -89,7 +89,13 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
     # what rounding leaves (spec.gate_columns / expert_columns).
     xe, xg = ((x * spec.column_mask("expert"), x * spec.column_mask("gate")) if spec.restricted
               else (x, x))
-    new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var)
+    if spec.t_experts:  # ECM (Peel & McLachlan 2000): the latent precisions at the old params
+        prec = t_precisions(params, xe, y)
+        new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var, prec)
+        if spec.estimates_df:
+            new = new._replace(extra={**new.extra, "df": t_df_step(params.extra["df"], resp, prec)})
+    else:
+        new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var)
     # y and the weights reach the gate step: a gate whose step needs the observed likelihood
     # (top-K with K < k: a move is accepted only if it does not decrease) uses them.
     new = gate_m_step(spec, new, xg, resp, y=y, weights=weights, **(gate_options or {}))

@@ -228,6 +228,9 @@ def draw_starts(key, spec, x, y, kinds, truth=None, n_obs=None, var_floor=1e-10,
     if unknown:
         raise ValueError(f"unknown init kind {unknown[0]!r}; expected one of paper, perturb, random, "
                          "kmeans, lines")
+    # t experts: ν starts at the known t_df, or at T_DF_START when estimated (a start from the
+    # truth keeps the truth's)
+    starts = [spec.with_expert_arrays(s) for s in starts]
     if on_cpu:
         out = jax.tree.map(lambda *v: np.stack([np.asarray(u, dtype=np.float64) for u in v]),
                            *starts)

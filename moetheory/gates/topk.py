@@ -62,7 +62,7 @@ def _observed_loglik_fn(spec, params, x, y, weights):
     """θ ↦ ℓ(experts of ``params``, gate θ), the active sets recomputed at θ."""
     from moetheory.model import log_expert_density
 
-    led = log_expert_density(params, x, y)  # the experts are fixed during the gate step
+    led = log_expert_density(spec, params, x, y)  # the experts are fixed during the gate step
     gate = spec.gate_family
 
     def loglik(theta):
