@@ -45,6 +45,13 @@ def api_cases():
         ("weights of the wrong length", dict(x=x, y=y, n_experts=2, weights=np.ones(199))),
         ("a negative weight", dict(x=x, y=y, n_experts=2, weights=np.r_[np.ones(199), -1.0])),
         ("weights all zero", dict(x=x, y=y, n_experts=2, weights=np.zeros(200))),
+        ("gate_covariates naming no column", dict(x=x, y=y, n_experts=2, gate_covariates=["z"])),
+        ("gate_covariates with the top-K gate", dict(x=x, y=y, n_experts=2, gate="topk", top_k=1,
+                                                     gate_covariates=[])),
+        ("equal_var = 'yes'", dict(x=x, y=y, n_experts=2, equal_var="yes")),
+        ("experts = 'cauchy'", dict(x=x, y=y, n_experts=2, experts="cauchy")),
+        ("t_df = 4 with Gaussian experts", dict(x=x, y=y, n_experts=2, t_df=4)),
+        ("t_df = -1", dict(x=x, y=y, n_experts=2, experts="t", t_df=-1)),
     ]
 
 
@@ -90,6 +97,13 @@ def run_cli():
         ("--n-init 0", ["fit", str(good), "--experts", "2", "--n-init", "0"]),
         ("--weights absent", ["fit", str(good), "--experts", "2", "--weights", "w"]),
         ("--weights is the response", ["fit", str(good), "--experts", "2", "--weights", "y"]),
+        ("--gate-cols absent", ["fit", str(good), "--experts", "2", "--gate-cols", "z"]),
+        ("--formula with an unknown variable", ["fit", str(good), "--experts", "2", "--formula",
+                                                "y ~ x | z"]),
+        ("--formula without ~", ["fit", str(good), "--experts", "2", "--formula", "y x"]),
+        ("--formula and --x-cols", ["fit", str(good), "--experts", "2", "--formula", "y ~ x",
+                                    "--x-cols", "x"]),
+        ("--experts-family nope", ["fit", str(good), "--experts", "2", "--experts-family", "nope"]),
         ("unknown study", ["study", "run", "nope"]),
         ("unknown preset", ["reproduce", "softmax", "--preset", "huge"]),
         ("study file with a fit but no model", ["study", "run", str(toml)]),

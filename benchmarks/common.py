@@ -206,7 +206,8 @@ def fmt(v, digits=3):
 def md_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join(str(c) for c in r) + " |")
+        # a "|" inside a cell (a formula, a shell pipe) would end the cell
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
     return "\n".join(lines)
 
 
