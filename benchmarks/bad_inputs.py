@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import md_table  # noqa: E402
 
 
 def api_cases():
@@ -130,10 +132,8 @@ def main():
              "`python benchmarks/bad_inputs.py`. API: the exception `moetheory.fit` raises; CLI: "
              "exit status and the last stderr line; 'lines' counts the message's lines "
              "(a traceback would be flagged).", "",
-             "| API case | message | lines |", "|---|---|---|"]
-    lines += [f"| {a} | {b.replace('|', '/')} | {c} |" for a, b, c in api]
-    lines += ["", "| CLI case | message | lines |", "|---|---|---|"]
-    lines += [f"| {a} | {b.replace('|', '/')} | {c} |" for a, b, c in cli]
+             md_table(["API case", "message", "lines"], api), "",
+             md_table(["CLI case", "message", "lines"], cli)]
     out = HERE / "results" / "bad_inputs.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
