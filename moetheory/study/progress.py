@@ -71,12 +71,16 @@ class CellProgress:
     >>> from moetheory.study.spec import FitSpec, StudySpec
     >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
     >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth,
-    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200)),), replicates=2)
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100, 200, 400)),),
+    ...                   replicates=2)
     >>> import numpy as np
-    >>> with CellProgress(study, study.cells(), enabled=False) as bar:
-    ...     bar.done("k2", 100, {"failed": np.zeros(2, bool)}, wall_s=0.5)
-    >>> bar.bar is None, round(bar.eta(), 3)          # the one cell left: 2 reps × (200·2 + N0)
-    (True, 0.505)
+    >>> bar = CellProgress(study, study.cells(), enabled=False)
+    >>> bar.done("k2", 100, {"failed": np.zeros(2, bool)}, wall_s=0.5)
+    >>> bar.eta() is None                  # the model's first cell: mostly its compilation
+    True
+    >>> bar.done("k2", 200, {"failed": np.zeros(2, bool)}, wall_s=0.3)
+    >>> round(bar.eta(), 3)     # 0.3 s × cost(400) / cost(200), cost(n) = 2 reps × (n·2 + N0)
+    0.306
     """
 
     def __init__(self, study, todo, enabled=True, desc=None):
