@@ -176,6 +176,21 @@ def free_layout(spec: MoESpec, names=None) -> list[tuple[str, tuple, str]]:
     return layout + list(tail)
 
 
+def positive_mask(spec: MoESpec) -> np.ndarray:
+    """(p,) bool over :func:`free_layout`: the coordinates that are positive — the variances,
+    the t experts' ν and the gate's (τ, a covariance's diagonal: ``Gate.log_scale``). The polish
+    works on their logarithm and their intervals are Wald intervals of the logarithm.
+
+    Examples
+    --------
+    >>> positive_mask(MoESpec(1, 1)).tolist()                     # a, b, var
+    [False, False, True]
+    """
+    gate = spec.gate_family
+    return np.array([f in ("var", "df") or gate.log_scale(f, idx)
+                     for f, idx, _ in free_layout(spec)], dtype=bool)
+
+
 def param_names(spec: MoESpec, names=None) -> list[str]:
     """Labels of the free parameters (see :func:`free_layout`).
 

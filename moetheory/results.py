@@ -316,16 +316,17 @@ class FitResult:
                             index=names)
 
     def conf_int(self, alpha: float = 0.05, cov_type: str | None = None) -> np.ndarray:
-        """Wald confidence intervals, (p, 2): est ± z·se, except for the variances (and an
-        estimated activation-gate τ, and t experts' ν), which are positive: their intervals are
-        Wald intervals of the logarithm mapped back, est·exp(± z·se/est) (the delta method: se(log v) = se(v)/v;
+        """Wald confidence intervals, (p, 2): est ± z·se, except for the positive coordinates
+        (:func:`moetheory.mle.positive_mask`: variances, t experts' ν, an estimated τ, a
+        Gaussian gate's covariance diagonal): their intervals are Wald intervals of the
+        logarithm mapped back, est·exp(± z·se/est) (the delta method: se(log v) = se(v)/v;
         flexmix's ``refit`` works on log σ likewise), so they never include zero or negatives."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1); got {alpha}")
         z = stats.norm.ppf(1 - alpha / 2)
         est, se = self.free_params, self.bse(cov_type)
         lo, hi = est - z * se, est + z * se
-        positive = np.array([f in ("var", "tau", "df") for f, _, _ in mle.free_layout(self.spec)])
+        positive = mle.positive_mask(self.spec)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             factor = np.exp(z * se / est)
         lo = np.where(positive, est / factor, lo)

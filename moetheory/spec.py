@@ -195,7 +195,7 @@ class MoESpec:
         """Whether the closed-form CPU kernels (Numba and NumPy: the softmax gate on every
         column) implement this model; otherwise EM and ℓ's derivatives run in JAX."""
         return bool(self.gate_family.numba) and not (self.restricted or self.equal_var
-                                                     or self.experts != "gaussian")
+                                                     or self.t_experts)
 
     @property
     def t_experts(self) -> bool:
@@ -230,9 +230,9 @@ class MoESpec:
         if not self.t_experts or "df" in params.extra:
             return params
         var = params.var
-        xp = np if isinstance(var, np.ndarray) else jnp
         value = T_DF_START if self.t_df is None else self.t_df
-        return params._replace(extra={**params.extra, "df": xp.full(xp.shape(var), value, var.dtype)})
+        return params._replace(extra={**params.extra,
+                                      "df": _xp(var).full(np.shape(var), value, var.dtype)})
 
     def column_mask(self, part: str):
         """(d,) float64 0/1: the columns of x that ``part`` (``"gate"`` or ``"expert"``) uses.
@@ -266,18 +266,15 @@ class MoESpec:
         """
         if self.equal_var:
             var = params.var
-            xp = np if isinstance(var, np.ndarray) else jnp
-            params = params._replace(var=xp.broadcast_to(var[..., :1], var.shape) + 0.0)
+            params = params._replace(var=_xp(var).broadcast_to(var[..., :1], var.shape) + 0.0)
         if self.t_df is not None and "df" in params.extra:
             df = params.extra["df"]
-            xp = np if isinstance(df, np.ndarray) else jnp
-            params = params._replace(extra={**params.extra, "df": xp.full_like(df, self.t_df)})
+            params = params._replace(extra={**params.extra, "df": _xp(df).full_like(df, self.t_df)})
         if not self.restricted:
             return params
 
         def zero(v, part):
-            xp = np if isinstance(v, np.ndarray) else jnp
-            return xp.where(self.column_mask(part) > 0, v, xp.zeros((), v.dtype))
+            return _xp(v).where(self.column_mask(part) > 0, v, _xp(v).zeros((), v.dtype))
 
         return params._replace(beta1=zero(params.beta1, "gate"), a=zero(params.a, "expert"))
 
@@ -286,13 +283,20 @@ class MoESpec:
         return replace(self, **changes)
 
 
+#: fields added after specs were first hashed: hidden from the repr and to_dict at their defaults
+CONSTRAINT_FIELDS = ("gate_columns", "expert_columns", "equal_var", "experts", "t_df")
+
+
 def _default_constraint(spec, name) -> bool:
     """Whether field ``name`` is a model constraint left at its default (not shown in the repr
     nor stored by to_dict, so that unconstrained specs keep their form and their hashes)."""
-    return ((name.endswith("_columns") and getattr(spec, name) is None)
-            or (name == "equal_var" and not spec.equal_var)
-            or (name == "experts" and spec.experts == "gaussian")
-            or (name == "t_df" and spec.t_df is None))
+    return (name in CONSTRAINT_FIELDS
+            and getattr(spec, name) == MoESpec.__dataclass_fields__[name].default)
+
+
+def _xp(v):
+    """The array module of ``v``: NumPy for a NumPy array, else jax.numpy."""
+    return np if isinstance(v, np.ndarray) else jnp
 
 
 def _check_columns(name, value, dim):

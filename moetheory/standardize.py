@@ -103,9 +103,8 @@ def standard_spec(spec: MoESpec, st: Standardizer) -> MoESpec:
     new = gate.standard_gate(spec, st.center, st.scale)
     if new is gate:
         return spec
-    return MoESpec(spec.n_experts, spec.dim, gate=new, tau=spec.tau,
-                   gate_columns=spec.gate_columns, expert_columns=spec.expert_columns,
-                   equal_var=spec.equal_var, experts=spec.experts, t_df=spec.t_df)
+    # the gate object carries its options now; every other field stays
+    return spec.with_(gate=new, top_k=None, select_by="score", activation=None)
 
 
 def to_fitted_coordinates(params: MoEParams, st: Standardizer, spec: MoESpec | None = None) -> MoEParams:

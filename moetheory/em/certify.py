@@ -41,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moetheory.mle import free_layout, pack, pack_numpy, unidentified_labels, unpack, unpack_numpy
+from moetheory.mle import (free_layout, pack, pack_numpy, positive_mask, unidentified_labels,
+                           unpack, unpack_numpy)
 from moetheory.params import MoEParams
 
 #: Relative eigenvalue (after unit-diagonal scaling) below which a direction counts as flat.
@@ -102,15 +103,6 @@ def not_checked(n_iter: int = 0, reason: str = "not_checked") -> Certificate:
 
 
 # ------------------------------------------------------------------------------ derivatives
-def _log_fields(spec):
-    """(p,) bool: free coordinates that the polish works on in log scale (the variances, the t
-    experts' degrees of freedom and the gate's positive parameters: τ, a covariance's
-    diagonal)."""
-    gate = spec.gate_family
-    return np.array([f in ("var", "df") or gate.log_scale(f, idx)
-                     for f, idx, _ in free_layout(spec)])
-
-
 def derivative_backend(spec, n_obs) -> str:
     """Who computes ℓ's derivatives for ``spec`` on data of ``n_obs`` rows: ``"numpy"`` or
     ``"numba"`` (the closed forms of the softmax gate on a CPU JAX; NumPy for small data by
@@ -288,7 +280,7 @@ class _Chart:
         #: (p,) bool: the coordinates the polish moves (the others stay at the template's)
         self.keep = np.array([lab not in held for _, _, lab in free_layout(spec)], dtype=bool)
         self._full = pack_numpy(spec, self.template)
-        self.logs = _log_fields(spec)[self.keep]
+        self.logs = positive_mask(spec)[self.keep]
 
     def pack(self, params) -> np.ndarray:
         """The moved free parameters (p,) in natural coordinates."""

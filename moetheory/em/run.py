@@ -89,13 +89,11 @@ def em_step(spec, params, x, y, var_floor, weights=None, hard=False, gate_option
     # what rounding leaves (spec.gate_columns / expert_columns).
     xe, xg = ((x * spec.column_mask("expert"), x * spec.column_mask("gate")) if spec.restricted
               else (x, x))
-    if spec.t_experts:  # ECM (Peel & McLachlan 2000): the latent precisions at the old params
-        prec = t_precisions(params, xe, y)
-        new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var, prec)
-        if spec.estimates_df:
-            new = new._replace(extra={**new.extra, "df": t_df_step(params.extra["df"], resp, prec)})
-    else:
-        new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var)
+    # t experts: ECM (Peel & McLachlan 2000) with the latent precisions at the old parameters
+    prec = t_precisions(params, xe, y) if spec.t_experts else None
+    new, floor_hit = expert_m_step(params, xe, y, resp, var_floor, spec.equal_var, prec)
+    if spec.estimates_df:
+        new = new._replace(extra={**new.extra, "df": t_df_step(params.extra["df"], resp, prec)})
     # y and the weights reach the gate step: a gate whose step needs the observed likelihood
     # (top-K with K < k: a move is accepted only if it does not decrease) uses them.
     new = gate_m_step(spec, new, xg, resp, y=y, weights=weights, **(gate_options or {}))
