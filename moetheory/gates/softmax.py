@@ -29,11 +29,12 @@ def _softmax_unpack(params, theta):
     return params._replace(beta1=full[:, :d], beta0=full[:, d])
 
 
-def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, mask=None):
+def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, mask=None,
+                        max_halvings=40):
     """Weighted multinomial-logit M-step by Newton/IRLS with step-halving (last expert pinned).
 
     Warm-started at the current gate; each Newton step is halved until the objective does not
-    decrease (at most 40 halvings, after which the step is rejected and the loop stops). Stops
+    decrease (at most ``max_halvings`` halvings, after which the step is rejected and the loop stops). Stops
     after ``max_newton`` steps or when the objective improves by less than
     ``newton_tol·(1 + |Q|)``.
 
@@ -44,7 +45,11 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
     x : array (n, d); resp : array (n, k)
     max_newton : int, maximum Newton steps
     newton_tol : float, relative improvement below which the loop stops
-    mask : unused by the softmax gate (accepted for a uniform gate-step signature)
+    max_halvings : int, halvings of a step before it is rejected
+    mask : bool array (n, k), optional
+        Active sets held fixed: the objective's softmax runs over each row's active experts
+        only (the top-K gate's restricted step). Its gradient and information keep the softmax
+        form with the inactive probabilities 0, so the same closed-form Newton step serves.
 
     Returns
     -------
@@ -79,6 +84,8 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
 
     def objective(theta):
         h = jnp.concatenate([xt @ theta.T, jnp.zeros((n, 1), x.dtype)], axis=1)
+        if mask is not None:
+            h = jnp.where(mask, h, -jnp.inf)
         logp = jax.nn.log_softmax(h, axis=-1)
         return jnp.where(resp > 0, resp * logp, 0.0).sum(), logp
 
@@ -96,7 +103,7 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
     def halving(theta, q, logp, step):
         # Carries the candidate's log-probabilities so the accepted point is not re-evaluated.
         def cond(s):
-            return (~s[4]) & (s[5] < 40)
+            return (~s[4]) & (s[5] < max_halvings)
 
         def body(s):
             alpha, _, _, _, _, tries = s

@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from moetheory._jax import x64
-from moetheory.gates.base import gate_objective
 from moetheory.gates.newton import monotone_newton
 from moetheory.gates.softmax import SoftmaxGate, softmax_gate_m_step
 
@@ -123,10 +122,9 @@ def topk_gate_m_step(spec, params, x, resp, y=None, weights=None, method="gem", 
 
     held = spec.gate_family.active_mask(spec, params, x)  # the E-step's sets (gate not moved yet)
 
-    def restricted(theta):
-        return gate_objective(spec, _unpack(params, theta), x, resp, mask=held)
-
-    theta_star, _ = monotone_newton(restricted, theta0, max_newton, newton_tol, max_halvings)
+    restricted = softmax_gate_m_step(spec, params, x, resp, max_newton=max_newton,
+                                     newton_tol=newton_tol, mask=held, max_halvings=max_halvings)
+    theta_star = _pack(restricted)
     ll0 = loglik(theta0)
     step = theta_star - theta0
 
