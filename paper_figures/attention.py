@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_attention", "main", "target_degree", "scaled_sizes"]
+__all__ = ["plot_attention", "main", "target_degree", "scaled_sizes", "scaling_targets",
+           "threshold_size"]
 
 LABELS = {"rfa": "RFA", "biased_rfa": "biased RFA", "rfmlp": "RF-MLP"}
 #: c in the x-axis n / d^(c·p) of the scaling panel (our reading of the paper, see above)
 SCALING_EXPONENT = 1.0
 DEGREE_MARKERS = {1: "x", 2: "o", 3: "s", 4: "D", 5: "v"}
+DEGREE_LINES = {1: ":", 2: "-", 3: "--", 4: "-.", 5: ":"}
 STYLES = {"rfa": dict(color="C0", marker="o"), "biased_rfa": dict(color="C1", marker="s"),
           "rfmlp": dict(color="C2", marker="^")}
 
@@ -55,6 +57,63 @@ def scaled_sizes(n, d: int, degree: int, exponent: float = SCALING_EXPONENT) -> 
     [10.0]
     """
     return np.asarray(n, dtype=float) / float(d) ** (exponent * degree)
+
+
+def scaling_targets(targets) -> list:
+    """The polynomial targets the scaling panel compares: those whose inner structure (``dot``,
+    ``index``, ``bilinear``) comes in two or more degrees — only there does n / d^p line up
+    targets that differ in degree alone; every polynomial target when no structure does.
+
+    Examples
+    --------
+    >>> scaling_targets(["hermite2_dot", "hermite3_dot", "cos_dot", "hermite2_index"])
+    ['hermite2_dot', 'hermite3_dot']
+    >>> scaling_targets(["hermite2_index", "cos_dot"])
+    ['hermite2_index']
+    """
+    from moetheory.attention.targets import TARGETS
+
+    poly = [t for t in targets if target_degree(t) is not None]
+    inner = {t: TARGETS.get(t, {}).get("inner") for t in poly}
+    degrees = {}
+    for t in poly:
+        degrees.setdefault(inner[t], set()).add(target_degree(t))
+    paired = [t for t in poly if len(degrees[inner[t]]) > 1]
+    return paired or poly
+
+
+def threshold_size(n, error, level: float = 0.5):
+    """The sample size at which a mean error curve first falls to ``level`` (log-log linear
+    interpolation between grid points); NaN if it never does, ``n[0]`` if it starts below.
+
+    Examples
+    --------
+    >>> round(threshold_size([100, 400], [1.0, 0.25]), 6)
+    200.0
+    >>> threshold_size([100, 400], [1.0, 0.9])
+    nan
+    """
+    sizes = np.asarray(n, float)
+    n, e = np.log(sizes), np.log(np.asarray(error, float))
+    target = np.log(level)
+    below = np.flatnonzero(e <= target)
+    if below.size == 0:
+        return float("nan")
+    i = int(below[0])
+    if i == 0:
+        return float(sizes[0])
+    frac = (e[i - 1] - target) / (e[i - 1] - e[i])
+    return float(np.exp(n[i - 1] + frac * (n[i] - n[i - 1])))
+
+
+def grid_ticks(ax, n) -> None:
+    """Label the log x-axis at the grid's sizes only (matplotlib's minor labels collide)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(list(n)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(list(n), [f"{int(v)}" for v in n], fontsize=7)
 
 
 def plot_attention(results_dir, out_dir, name: str = "attention",
@@ -99,6 +158,7 @@ def plot_attention(results_dir, out_dir, name: str = "attention",
                             color=STYLES.get(m, {}).get("color"))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        grid_ticks(ax, n)
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_title(t)
         ax.set_xlabel("n")
@@ -106,23 +166,31 @@ def plot_attention(results_dir, out_dir, name: str = "attention",
     if poly:
         ax = axes.flat[len(targets)]
         d = int(cfg["d"])
+        shown = scaling_targets(targets)
         for m in models:
-            for t, p in poly:
+            st = STYLES.get(m, {})
+            for t in shown:
+                p = target_degree(t)
                 mean = np.asarray(res["mean"][m][t], dtype=float)
-                st = STYLES.get(m, {})
                 ax.plot(scaled_sizes(n, d, p, scaling_exponent), mean, color=st.get("color"),
-                        marker=DEGREE_MARKERS.get(p, "o"), ms=3, lw=0.8,
-                        label=f"{LABELS.get(m, m)}, {t} (p = {p})")
+                        marker=DEGREE_MARKERS.get(p, "o"), ms=3, lw=0.9,
+                        ls=DEGREE_LINES.get(p, "-"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_title(f"scaling: error vs n / d^({scaling_exponent:g}·p), d = {d}", fontsize=9)
-        ax.set_xlabel(f"n / d^({scaling_exponent:g}·p)")
+        ax.set_xlabel(f"n / d^({scaling_exponent:g}·p): one model's curves collapse where n ≍ "
+                      f"d^(c·p)\n(c = {scaling_exponent:g}; c = 1 is our reading of the paper)",
+                      fontsize=7)
         ax.set_ylabel("test MSE / Var(target)")
-        ax.legend(fontsize=5.5, ncol=1)
-        ax.text(0.01, 0.01, "curves of one model collapse where n ≍ d^(c·p) holds\n"
-                "(c = 1: our reading of the paper)", transform=ax.transAxes, fontsize=6,
-                color="0.3")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=STYLES.get(m, {}).get("color"), label=LABELS.get(m, m))
+                   for m in models]
+        handles += [Line2D([], [], color="0.3", ls=DEGREE_LINES.get(p, "-"),
+                           marker=DEGREE_MARKERS.get(p, "o"), ms=3, label=f"{t} (p = {p})")
+                    for t, p in ((t, target_degree(t)) for t in shown)]
+        ax.legend(handles=handles, fontsize=6, loc="lower left")
     for ax in list(axes.flat)[n_panels:]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)

@@ -283,3 +283,50 @@ def test_attention_figure_draws_the_scaling_panel(tmp_path):
     run_attention_experiment(cfg, tmp_path / "a", progress=False)
     paths = plot_attention(tmp_path / "a", tmp_path / "fig", name="att")
     assert [p.name for p in paths] == ["att.png", "att.pdf"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_attention_scaling_threshold_exponent_recovers_a_power_law():
+    # errors e(n) = (n / (3 d^p))^(-1/2): e reaches 1/2 at n = 12 d^p, so the fitted exponent of
+    # that size against d is p exactly (log-log interpolation is exact for a power law)
+    from paper_figures.attention_scaling import threshold_table
+
+    n_grid = [10.0, 100.0, 1000.0, 10000.0, 100000.0]
+    runs = {}
+    for d in (2, 4, 8):
+        errs = {t: [list((np.array(n_grid) / (3.0 * d ** p)) ** -0.5)] * 3
+                for t, p in (("hermite2_dot", 2), ("hermite3_dot", 3))}
+        runs[d] = {"n_grid": n_grid, "models": ["biased_rfa"], "targets": list(errs),
+                   "errors": {"biased_rfa": errs}}
+    table = threshold_table(runs, level=0.5, n_boot=20)
+    for t, p in (("hermite2_dot", 2), ("hermite3_dot", 3)):
+        assert table[t]["used"] == [2, 4, 8] and not table[t]["excluded"]
+        np.testing.assert_allclose(table[t]["slope"], p, rtol=1e-12)
+        np.testing.assert_allclose(table[t]["n_level"][4], 12.0 * 4 ** p, rtol=1e-12)
+        np.testing.assert_allclose(table[t]["ci"], (p, p), rtol=1e-12)  # replicates identical
+    # a curve that never reaches the level is censored: the exponent uses the other d
+    runs[8]["errors"]["biased_rfa"]["hermite3_dot"] = [[1.0] * 5] * 3
+    row = threshold_table(runs, n_boot=5)["hermite3_dot"]
+    assert row["excluded"] == [8] and row["used"] == [2, 4]
+    np.testing.assert_allclose(row["slope"], 3, rtol=1e-12)
+    runs[4]["errors"]["biased_rfa"]["hermite3_dot"] = [[0.1] * 5] * 3  # starts below: censored
+    row = threshold_table(runs, n_boot=5)["hermite3_dot"]
+    assert row["used"] == [2] and np.isnan(row["slope"])
+
+
+def test_attention_scaling_figure(tmp_path):
+    import dataclasses
+
+    from paper_figures.attention import scaling_targets
+    from paper_figures.attention_scaling import plot_scaling
+
+    assert scaling_targets(["hermite2_dot", "hermite3_dot", "cos_dot", "hermite2_index"]) == \
+        ["hermite2_dot", "hermite3_dot"]
+    base = AttentionConfig(N=3, n_heads=8, n_grid=(20, 40), n_test=50, n_seeds=2,
+                           models=("biased_rfa",), targets=("hermite2_dot", "hermite3_dot"))
+    for d in (3, 4):
+        run_attention_experiment(dataclasses.replace(base, d=d), tmp_path / f"d{d}",
+                                 progress=False)
+    paths = plot_scaling(tmp_path, tmp_path / "fig", level=0.9)
+    assert [p.name for p in paths] == ["attention_scaling.png", "attention_scaling.pdf"]
+    with pytest.raises(FileNotFoundError, match="d<d>/results.json"):
+        plot_scaling(tmp_path / "fig", tmp_path / "fig2")
