@@ -34,8 +34,8 @@ def softmax_gate_m_step(spec, params, x, resp, max_newton=50, newton_tol=1e-12, 
     """Weighted multinomial-logit M-step by Newton/IRLS with step-halving (last expert pinned).
 
     Warm-started at the current gate; each Newton step is halved until the objective does not
-    decrease (at most ``max_halvings`` halvings, after which the step is rejected and the loop stops). Stops
-    after ``max_newton`` steps or when the objective improves by less than
+    decrease (at most ``max_halvings`` halvings, after which the step is rejected and the loop
+    stops). Stops after ``max_newton`` steps or when the objective improves by less than
     ``newton_tol·(1 + |Q|)``.
 
     Parameters
