@@ -68,7 +68,9 @@ def evaluate_candidate(truth_spec, truth, fit_spec, fitted, design=None, *, node
     truth, fitted : MoEParams
         Unbatched parameters.
     design : DesignSpec, optional
-        The covariate design (its nodes weigh x); or pass ``nodes`` (M, d).
+        The covariate design: the Hellinger distance integrates over it as the studies do
+        (:func:`moetheory.study.density.density_nodes`), the region loss weighs its nodes; or
+        pass ``nodes`` (M, d) for both.
     rbar : dict, optional
         As in :func:`moetheory.losses.voronoi_loss` (unknown r̄ use the bound r̄ ≥ 7).
 
@@ -94,13 +96,16 @@ def evaluate_candidate(truth_spec, truth, fit_spec, fitted, design=None, *, node
     from moetheory.losses import voronoi_loss
     from moetheory.losses.regions import region_loss
     from moetheory.params import MoEParams
-    from moetheory.study.density import hellinger_distance
+    from moetheory.study.density import density_nodes, hellinger_distance
 
     ensure_x64()
     xs = _nodes(design, truth_spec.dim, nodes)
     fitted = MoEParams.create(*fitted)
     truth = MoEParams.create(*truth)
-    h = float(hellinger_distance(fit_spec, fitted, truth_spec, truth, xs))
+    # the studies' quadrature (integrates the slivers where top-K active sets differ)
+    hx, hw = ((xs, None) if nodes is not None else
+              density_nodes(fit_spec, fitted, truth_spec, truth, design, truth_spec.dim))
+    h = float(hellinger_distance(fit_spec, fitted, truth_spec, truth, hx, weights=hw))
     loss = float(voronoi_loss(fitted, truth, rbar=rbar))
     reg = float(region_loss(fit_spec, fitted, truth_spec, truth, xs, rbar=rbar))
     return EquivalentModel(fitted, h, loss, reg, int(start))

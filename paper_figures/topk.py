@@ -4,8 +4,9 @@ One column per fitted model (exact k = 3, K = 2; enough k = 4, K = 3; too few k 
 Top row: the softmax Voronoi loss (D_1 / D_2) and the region-aware loss (the package's reading of
 the paper's region losses, :mod:`moetheory.losses.regions`) vs n, with the theory slope −1/2 and
 the √(log n / n) curve where the paper promises parametric rates. Middle row: the
-design-averaged Hellinger distance of the conditional densities, with the verdict of the
-rate-law test (:func:`moetheory.rates.law_test`) — the "too few" panel is where the density need
+design-averaged Hellinger distance of the conditional densities (integrated over the slivers
+between the fitted and true region boundaries: :func:`moetheory.study.density.cone_nodes`), with
+the verdict of the rate-law test (:func:`moetheory.rates.law_test`) — the "too few" panel is where the density need
 not converge. Bottom row: per-parameter errors within the Voronoi cells (single-atom cells for
 the exact fit, cells of ≥ 2 atoms for the over-specified fits). Every curve: mean (markers),
 median (thin dashed) with its 10–90% band, slope of the mean with OLS and replicate-bootstrap
@@ -58,7 +59,7 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
             rate_curve(ax, sizes, mat, COLORS[2], "region-aware loss (our reading)", marker="^",
                        show_law=True)
         ax.set_title(f"{fit.title}\n{certified_text(df, fit.label)}, best of "
-                     f"{fit.n_starts} start(s)")
+                     f"{fit.n_starts} start(s), {len(fit.sizes)} sizes")
         ax.set_xlabel("n")
         ax.set_ylabel("loss")
         add_reference_legend(ax, fit.expected_rate, main, note=NOTES.get(fit.label))
@@ -67,7 +68,8 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
         sizes, mat = loss_matrix(df, fit.label, "loss_hellinger")
         rate_curve(ax, sizes, mat, COLORS[1], "Hellinger (density)", marker="s", show_law=True,
                    expected=fit.expected_rate)
-        ax.set_title("design-averaged Hellinger distance")
+        ax.set_title("design-averaged Hellinger distance\n(polar quadrature split at the "
+                     "region boundaries)")
         ax.set_xlabel("n")
         ax.set_ylabel("distance")
         add_reference_legend(ax, fit.expected_rate)

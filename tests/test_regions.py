@@ -160,3 +160,52 @@ def test_activation_designs_identify_the_gate():
     assert abs(res["tanh"].min_eig) < 0.01 and np.isnan(res["tanh"].sd["tau"])
     assert res["tanh2d"].min_eig > 0.1
     assert 1.0 < res["tanh2d"].sd["tau"] < 3.0  # documented: 1.8
+
+
+def test_topk_hellinger_integrates_the_sliver_between_moved_boundaries():
+    """The polar quadrature of a top-K gate (d = 2, score selection) matches a fine grid.
+
+    Rotating the fitted gate slopes by 10° moves every region boundary: the fitted and true
+    active sets differ on slivers where H²(x) is O(1). Reference: a 300 × 300 midpoint grid
+    (offset so no node lies on a boundary); its error on a sliver boundary of length O(1) is
+    O(grid spacing · boundary length) ≈ 1% of H² here, hence the 2% tolerance.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from moetheory.study.density import (cone_nodes, cone_quadrature, density_nodes,
+                                         hellinger_distance, hellinger_sq_at)
+
+    spec, truth = topk.TRUTH_SPEC, topk.TRUTH
+    c, s = np.cos(np.deg2rad(10.0)), np.sin(np.deg2rad(10.0))
+    fitted = truth._replace(beta1=truth.beta1 @ np.array([[c, s], [-s, c]]))
+    assert cone_quadrature(spec, spec, topk.DESIGN)
+    xs, w = cone_nodes(spec, fitted, spec, truth, 1.0)
+    assert abs(float(w.sum()) - 1.0) < 1e-12 and np.all(np.asarray(w) > 0)
+    h_cone = float(hellinger_distance(spec, fitted, spec, truth, xs, weights=w))
+    q = 300
+    axis = -1.0 + 2.0 * (np.arange(q) + 0.5) / q + 1e-3
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    fn = jax.jit(lambda x: hellinger_sq_at(spec, fitted, spec, truth, x))
+    h_grid = np.sqrt(np.mean(np.concatenate(
+        [np.asarray(fn(jnp.asarray(part))) for part in np.array_split(grid, 30)])))
+    assert abs(h_cone - h_grid) < 0.02 * h_grid, (h_cone, h_grid)
+    # A 1° rotation: slivers far thinner than the 11 × 11 grid's spacing. The polar quadrature
+    # agrees with itself refined (16 × 16 nodes per arc) to 0.1%; the fixed grid is 2× off.
+    c, s = np.cos(np.deg2rad(1.0)), np.sin(np.deg2rad(1.0))
+    near = truth._replace(beta1=truth.beta1 @ np.array([[c, s], [-s, c]]))
+    xs, w = cone_nodes(spec, near, spec, truth, 1.0)
+    h_near = float(hellinger_distance(spec, near, spec, truth, xs, weights=w))
+    xs, w = cone_nodes(spec, near, spec, truth, 1.0, n_theta=16, n_r=16)
+    h_fine = float(hellinger_distance(spec, near, spec, truth, xs, weights=w))
+    assert abs(h_near - h_fine) < 1e-3 * h_fine
+    h_fixed = float(hellinger_distance(spec, near, spec, truth,
+                                       jnp.asarray(design_nodes(topk.DESIGN, 2))))
+    assert h_fixed > 1.5 * h_fine
+    # zero at the truth; the fixed nodes for a gate without jumps
+    xs0, w0 = density_nodes(spec, truth, spec, truth, topk.DESIGN, 2)
+    assert float(hellinger_distance(spec, truth, spec, truth, xs0, weights=w0)) < 1e-6
+    soft = MoESpec(3, 2)
+    assert not cone_quadrature(soft, soft, topk.DESIGN)
+    xs1, w1 = density_nodes(soft, truth, soft, truth, topk.DESIGN, 2)
+    assert xs1.shape == (121, 2) and np.allclose(np.asarray(w1), 1 / 121)

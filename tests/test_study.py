@@ -715,3 +715,45 @@ def test_the_library_never_imports_the_declarations_or_the_figures():
     assert {"softmax", "topk", "temperature", "attention", "neural"} <= set(registry.names())
     assert registry.entry("softmax").studies["quick"][0].name == "softmax-quick"
     assert callable(registry.figure("softmax"))
+
+
+# ------------------------------------------------------------------------------ rescoring
+def test_rescore_rewrites_earlier_metrics_cells_without_refitting(reference, tmp_path):
+    """Cells of an earlier metrics version are rescored from their stored fits: the result
+    equals a fresh run's cells, no fit is repeated, the manifest says where they came from."""
+    import shutil
+
+    from moetheory.study.cache import StudyCache, _cell_name
+    from moetheory.study.runner import rescore_study
+    from moetheory.study.spec import METRICS_VERSION
+
+    ref_cache, _ = reference
+    s = tiny_study()
+    # turn the reference cells into cells of the previous metrics version, losses spoiled
+    src, dst = StudyCache(ref_cache), StudyCache(tmp_path)
+    old = dst.earlier_store(s, "k2", METRICS_VERSION - 1)
+    for n in s.fit("k2").sizes:
+        arrays = src.read_cell(s, "k2", n)
+        arrays["loss_voronoi"] = np.full_like(arrays["loss_voronoi"], 99.0)
+        arrays["__panel_hash__"] = np.array(s.panel_hash("k2", METRICS_VERSION - 1))
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        old.write(str(n), buf.getvalue(), {"wall_s": 1.5, "provenance": {"git_revision": "x"}})
+    assert not any(dst.has_cell(s, "k2", n) for n in s.fit("k2").sizes)
+
+    written = rescore_study(s, tmp_path, progress=False)
+    assert written == [("k2", n) for n in s.fit("k2").sizes]
+    for n in s.fit("k2").sizes:
+        new, ref = dst.read_cell(s, "k2", n), src.read_cell(s, "k2", n)
+        assert set(new) == set(ref)
+        for key in ref:
+            np.testing.assert_array_equal(new[key], ref[key], err_msg=key)
+    entry = dst.read_manifest(s, "k2")["cells"]["200"]
+    assert entry["rescored_from"] == s.panel_hash("k2", METRICS_VERSION - 1)
+    assert entry["wall_s"] == 1.5 and entry["fit_provenance"] == {"git_revision": "x"}
+    assert (old.directory / _cell_name(200)).exists()          # the earlier cells stay
+    assert rescore_study(s, tmp_path, progress=False) == []    # nothing left to do
+    with pytest.raises(ValueError, match="earlier metrics version"):
+        rescore_study(s, tmp_path, from_version=METRICS_VERSION)
+    shutil.rmtree(tmp_path / s.name)

@@ -207,7 +207,17 @@ class StudyCache:
     def has_cell(self, study: StudySpec, label: str, n: int) -> bool:
         return self.cell_state(study, label, n) == "done"
 
-    def write_cell(self, study: StudySpec, label: str, n: int, arrays: dict, wall_s=None) -> Path:
+    def earlier_store(self, study: StudySpec, label: str, metrics_version: int) -> CellStore:
+        """The (read-only use) store of fit ``label``'s cells written under an earlier metrics
+        version: same study, same fits, other loss code (:func:`moetheory.study.runner.rescore_study`)."""
+        panel_hash = study.panel_hash(label, metrics_version)
+        reps = study.replicates_of(label)
+        return CellStore(self.root / study.name / f"{label}-{panel_hash[:16]}", {},
+                         decode=lambda data: _decode_cell(data, panel_hash, reps),
+                         filename=lambda key: _cell_name(int(key)))
+
+    def write_cell(self, study: StudySpec, label: str, n: int, arrays: dict, wall_s=None,
+                   note: dict | None = None) -> Path:
         for key, v in arrays.items():
             if np.asarray(v).dtype.kind == "O":
                 raise TypeError(f"cell array {key!r} has object dtype; the cache stores no pickles")
@@ -217,6 +227,7 @@ class StudyCache:
         np.savez(buf, **payload)
         entry = _entry(arrays, wall_s)
         entry["provenance"] = provenance()
+        entry.update(note or {})
         return self.store(study, label).write(str(int(n)), buf.getvalue(), entry)
 
     def read_cell(self, study: StudySpec, label: str, n: int) -> dict:

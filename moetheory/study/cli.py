@@ -5,6 +5,7 @@
     moetheory study list
     moetheory study run NAME [--preset quick|full] [--workers N | --scheduler ADDR] [--cache DIR] [--quiet]
     moetheory study status NAME [--preset quick|full] [--cache DIR]
+    moetheory study rescore NAME [--preset quick|full] [--cache DIR] [--from-version V]
     moetheory study run my_study.toml          # NAME may also be a .toml/.json declaration file
     moetheory reproduce NAME [--preset quick|full] [--out DIR] [--cache DIR] [--quiet] [--fit LABEL] [--pinned]
 
@@ -82,6 +83,14 @@ def register(subparsers) -> None:
     p = ssub.add_parser("status", help="which cells of a study are cached")
     _common(p, with_exec=False)
     p.set_defaults(handler=_status)
+
+    p = ssub.add_parser("rescore", help="recompute the losses of cells cached under an earlier "
+                                        "metrics version from their stored fits (no refitting)")
+    _common(p, with_exec=False)
+    p.add_argument("--from-version", type=int, default=None, metavar="V",
+                   help="the metrics version the cells were written under (default: the "
+                        "previous one)")
+    p.set_defaults(handler=_rescore)
 
     p = subparsers.add_parser("reproduce", help="run what is missing of a study, then draw its figure")
     _common(p)
@@ -199,6 +208,17 @@ def _run_study(args) -> int:
                  scheduler=args.scheduler, workers=args.workers, fits=args.fit)
     if not args.quiet:
         registry.print_rates(args.name, args.preset, args.cache, pinned=args.pinned)
+    return 0
+
+
+def _rescore(args) -> int:
+    from moetheory.study.runner import rescore_study
+
+    spec = _file_study(args)
+    specs = (spec,) if spec is not None else _check(args).studies(args.name,
+                                                                   args.preset or "quick")
+    written = sum(len(rescore_study(s, args.cache, args.from_version)) for s in specs)
+    print(f"rescored {written} cell{'' if written == 1 else 's'}")
     return 0
 
 

@@ -463,8 +463,10 @@ def print_study_rates(specs, cache_dir=None, file=None, pinned=False) -> None:
     _print_rows(study_rate_table(specs, cache_dir), specs, file, pinned)
 
 
-_LOSS_NAMES = {"loss_voronoi_pinned": "{D} pinned", "loss_voronoi_identified": "{D} identified",
-               "loss_voronoi": "{D}", "loss_hellinger": "Hellinger"}
+#: loss column -> how tables name it ({D}: D_1 for an exact fit, D_2 for an over-fitted one)
+LOSS_NAMES = {"loss_voronoi_pinned": "{D} pinned", "loss_voronoi_identified": "{D} identified",
+              "loss_voronoi_region": "region-aware loss", "loss_gate": "gate-function error",
+              "loss_voronoi": "{D}", "loss_hellinger": "Hellinger"}
 
 
 def _print_rows(rows, specs, file=None, pinned=False) -> None:
@@ -481,7 +483,7 @@ def _print_rows(rows, specs, file=None, pinned=False) -> None:
         spec = by_name.get(r["study"])
         fit = spec.fit(r["fit"]) if spec is not None else None
         exact = fit is not None and fit.spec.n_experts == spec.truth_spec.n_experts
-        loss = _LOSS_NAMES.get(r["loss"], r["loss"]).format(D="D_1" if exact else "D_2")
+        loss = LOSS_NAMES.get(r["loss"], r["loss"]).format(D="D_1" if exact else "D_2")
         theory = r["expected"] if r["loss"] != "loss_voronoi_pinned" else None
         lo, hi = r["ci"]
         table.append((r["fit"], (fit.title if fit is not None else "") or "", loss,

@@ -186,6 +186,74 @@ def cell_backend(study: StudySpec, label: str, requested=None) -> str:
                           gate_options=est.gate_step_options())
 
 
+def cell_losses(study: StudySpec, label: str, fits: dict) -> dict:
+    """The loss columns of a cell from its fit columns: every loss, per-cell and matched error,
+    ``status`` and ``failed``, each shape (R, ...).
+
+    ``fits`` holds ``fit_<field>`` (R, ...), ``loglik``, ``converged``, ``floor_hit`` and
+    ``certified`` (R,) — what :func:`fit_replicate` returns, stacked; a cached cell has them.
+    """
+    fit = study.fit(label)
+    truth = jax.tree.map(jnp.asarray, study.truth_params)
+    names = ARRAY_FIELDS + tuple(fit.spec.gate_family.extra_shapes(fit.spec))
+    fitted = MoEParams.from_arrays({name: jnp.asarray(fits[f"fit_{name}"]) for name in names})
+    lcfg = LossConfig(study.truth_spec, fit, study.design, study.losses)
+    out = _loss_kernel(lcfg, truth, fitted, *(jnp.asarray(fits[k]) for k in
+                                                 ("loglik", "converged", "floor_hit", "certified")))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def rescore_study(study: StudySpec, cache_dir=None, from_version: int | None = None,
+                  progress: bool = True) -> list:
+    """Rescore the cells cached under an earlier metrics version: no fit is repeated.
+
+    A change to how losses are computed (:data:`moetheory.study.spec.METRICS_VERSION`) gives
+    every panel a new hash, so its cells would be recomputed from scratch — fits included,
+    although the fits do not depend on the metrics. This reads each cell of ``study`` written
+    under ``from_version`` (default: the previous version) that the current version lacks,
+    recomputes its losses from the stored fits (:func:`cell_losses`) and writes it as a cell of
+    the current version, its manifest entry noting ``rescored_from`` (the earlier panel hash),
+    the earlier cell's wall time and the provenance of the run that fitted it. The earlier
+    cells are left in place.
+
+    Returns
+    -------
+    list of (fit label, n): the cells written.
+
+    Examples
+    --------
+    >>> rescore_study(study, "data/studies")   # doctest: +SKIP
+    [('exact', 1000), ...]
+    """
+    from moetheory.study.cache import StudyCache
+    from moetheory.study.spec import METRICS_VERSION
+
+    from_version = METRICS_VERSION - 1 if from_version is None else int(from_version)
+    if from_version == METRICS_VERSION:
+        raise ValueError(f"from_version must be an earlier metrics version than the current "
+                         f"{METRICS_VERSION}; got {from_version}")
+    cache = StudyCache(cache_dir)
+    written = []
+    for fit in study.fits:
+        old = cache.earlier_store(study, fit.label, from_version)
+        if not old.directory.is_dir():
+            continue
+        entries = old.manifest().get("cells", {})
+        for n in fit.sizes:
+            if cache.has_cell(study, fit.label, n) or old.state(str(n)) != "done":
+                continue
+            arrays = old.read(str(n))
+            arrays.update(cell_losses(study, fit.label, arrays))
+            before = entries.get(str(n), {})
+            cache.write_cell(study, fit.label, n, arrays, wall_s=before.get("wall_s"),
+                             note={"rescored_from": study.panel_hash(fit.label, from_version),
+                                   "fit_provenance": before.get("provenance")})
+            written.append((fit.label, int(n)))
+            if progress:
+                print(f"{study.name}: rescored {fit.label} n={n}", flush=True)
+    return written
+
+
 def fit_replicate(study: StudySpec, label: str, n: int, key, backend: str, threads=1) -> dict:
     """Data, estimate and certificate of one replicate (before its losses) as a dict of NumPy
     scalars and arrays (the columns of a cell, without the replicate axis).
@@ -242,7 +310,7 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
     """Every loss and per-parameter error of one fit (independent of n: compiled once per fit)."""
     from moetheory.losses import cell_errors, matched_errors, voronoi_loss
     from moetheory.losses.voronoi import gate_exponents
-    from moetheory.study.density import design_nodes, hellinger_distance
+    from moetheory.study.density import density_nodes, design_nodes, hellinger_distance
 
     fit = cfg.fit
     kind = "d1" if fit.spec.n_experts == cfg.truth_spec.n_experts else "d2"
@@ -272,9 +340,10 @@ def _replicate_losses(cfg: "LossConfig", truth: MoEParams, fitted: MoEParams, lo
             val = (region_loss(fit.spec, fitted, cfg.truth_spec, truth, xs, kind, fit.translation,
                                None, fit.coords, **vkw) if loss == "voronoi_region" else
                    gate_error(fit.spec, fitted, cfg.truth_spec, truth, xs))
-        else:  # hellinger
-            xs = jnp.asarray(design_nodes(cfg.design, cfg.truth_spec.dim))
-            val = hellinger_distance(fit.spec, fitted, cfg.truth_spec, truth, xs)
+        else:  # hellinger; nodes that follow the active sets' breakpoints where the gate jumps
+            xs, w = density_nodes(fit.spec, fitted, cfg.truth_spec, truth, cfg.design,
+                                  cfg.truth_spec.dim)
+            val = hellinger_distance(fit.spec, fitted, cfg.truth_spec, truth, xs, weights=w)
         losses[f"loss_{loss}"] = val
     out.update(losses)
     ce = cell_errors(fitted, truth, kind, fit.translation, None, fit.coords, **vkw)
@@ -325,11 +394,16 @@ class LossConfig:
     losses: tuple
 
 
+#: replicates whose losses are computed at once: bounds the (replicates × nodes × y-points)
+#: arrays of the Hellinger distance (hundreds of nodes for a top-K gate's polar quadrature)
+LOSS_BATCH = 8
+
+
 @partial(jax.jit, static_argnames=("cfg",))
 def _loss_kernel(cfg: LossConfig, truth: MoEParams, fitted: MoEParams, loglik, converged,
                  floor_hit, certified):
-    return jax.vmap(lambda f, l, c, h, z: _replicate_losses(cfg, truth, f, l, c, h, z))(
-        fitted, loglik, converged, floor_hit, certified)
+    return jax.lax.map(lambda a: _replicate_losses(cfg, truth, *a),
+                       (fitted, loglik, converged, floor_hit, certified), batch_size=LOSS_BATCH)
 
 
 # ---------------------------------------------------------------------------- public
@@ -437,13 +511,7 @@ def compute_cell(study: StudySpec, label: str, n: int, replicates=None, em_backe
     # Numba releases the GIL: replicates run side by side; the JAX loop runs them in turn.
     rows = map_fits(one, list(range(idx.size)), threads if backend == "numba" else 1)
     out = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
-    truth = jax.tree.map(jnp.asarray, study.truth_params)
-    names = ARRAY_FIELDS + tuple(fit.spec.gate_family.extra_shapes(fit.spec))
-    fitted = MoEParams.from_arrays({name: jnp.asarray(out[f"fit_{name}"]) for name in names})
-    lcfg = LossConfig(study.truth_spec, fit, study.design, study.losses)
-    out.update(_loss_kernel(lcfg, truth, fitted, jnp.asarray(out["loglik"]),
-                            jnp.asarray(out["converged"]), jnp.asarray(out["floor_hit"]),
-                            jnp.asarray(out["certified"])))
+    out.update(cell_losses(study, label, out))
     arrays = {k: np.asarray(v) for k, v in out.items()}
     arrays["replicate"] = idx.astype(np.int64)
     arrays["n"] = np.full(idx.shape, n, dtype=np.int64)

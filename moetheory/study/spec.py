@@ -51,7 +51,10 @@ SPEC_VERSION = 3
 #: recomputed, never mixed in). 2: matched errors pin only what the fit's translation frees.
 #: 3: D_2 cells needing an unknown r̄(m) are scored with the bound r̄(m) >= 7 (were NaN), the
 #: activation gates' D_2 exponents follow the PDEs that hold, ``rbar_bound_m`` column.
-METRICS_VERSION = 3
+#: 4: the Hellinger distance of a top-K gate selecting by β_1ᵀx in d = 2 integrates over the
+#: active sets' breakpoints (polar quadrature, ``moetheory.study.density.cone_nodes``; the fixed
+#: 11 × 11 grid had nodes on the truth's region boundaries).
+METRICS_VERSION = 4
 
 
 def integer_sizes(values) -> tuple:
@@ -489,8 +492,9 @@ class StudySpec:
         """sha256 of the canonical JSON of the whole declaration."""
         return _sha(self.to_dict())
 
-    def panel_dict(self, label: str) -> dict:
-        """Everything that determines the numbers of a cell of fit ``label`` (no size list)."""
+    def panel_dict(self, label: str, metrics_version: int = METRICS_VERSION) -> dict:
+        """Everything that determines the numbers of a cell of fit ``label`` (no size list);
+        ``metrics_version`` names an earlier version's cells (:func:`moetheory.study.runner.rescore_study`)."""
         d = self.to_dict()
         fit = self.fit(label).to_dict(with_sizes=False)
         fit.pop("expected_rate")
@@ -500,13 +504,13 @@ class StudySpec:
         d.pop("name")
         d["fit"] = fit
         d["replicates"] = self.replicates_of(label)
-        d["metrics_version"] = METRICS_VERSION
+        d["metrics_version"] = metrics_version
         fit.pop("replicates")
         return d
 
-    def panel_hash(self, label: str) -> str:
+    def panel_hash(self, label: str, metrics_version: int = METRICS_VERSION) -> str:
         """Hash identifying the cells of fit ``label`` (independent of the size grid)."""
-        return _sha(self.panel_dict(label))
+        return _sha(self.panel_dict(label, metrics_version))
 
 
 def _listify(v):
