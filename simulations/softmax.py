@@ -19,7 +19,7 @@ Presets
           replicates. k = 3, 4: a **reduced** grid — k = 3: 10 sizes in [1e4, 1e5] (every other
           size of linspace(1e4, 1e5, 20)); k = 4: 5 sizes in [1e4, 8.6e4] (every fourth) — 40 replicates,
           best of 5 starts. The paper has 200 sizes; the cost per certified fit measured in this study
-          (``python -m paper_figures.softmax_readings --preset full``, docs/studies.md) puts
+          (``python -m paper_figures.readings softmax --preset full``, docs/studies.md) puts
           the paper's grid at many hours on 2 cores.
 ``quick`` minutes on 2 CPU cores: k = 2: 8 sizes log-spaced in [1e3, 3.2e4], 20 replicates;
           k = 3, 4: 4 sizes in [1e3, 4096], 8 replicates, best of 2 starts.

@@ -179,6 +179,18 @@ def density_nodes(spec_f, fitted, spec_t, truth, design, dim: int):
     Returns
     -------
     xs : array (M, d); weights : array (M,), summing to 1
+
+    Examples
+    --------
+    >>> from moetheory._jax import ensure_x64; ensure_x64()
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import DesignSpec
+    >>> spec = MoESpec(2, 2)                       # softmax: no jumps, the fixed 11 × 11 grid
+    >>> p = MoEParams.create([0., 0.], [[1., 0.], [0., 0.]], [[0., 0.]] * 2, [0., 1.], [1., 1.])
+    >>> xs, w = density_nodes(spec, p, spec, p, DesignSpec("uniform"), 2)
+    >>> xs.shape, w.shape
+    ((121, 2), (121,))
     """
     if cone_quadrature(spec_f, spec_t, design):
         return cone_nodes(spec_f, fitted, spec_t, truth, float(design.high))

@@ -192,6 +192,22 @@ def cell_losses(study: StudySpec, label: str, fits: dict) -> dict:
 
     ``fits`` holds ``fit_<field>`` (R, ...), ``loglik``, ``converged``, ``floor_hit`` and
     ``certified`` (R,) — what :func:`fit_replicate` returns, stacked; a cached cell has them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moetheory.params import MoEParams
+    >>> from moetheory.spec import MoESpec
+    >>> from moetheory.study.spec import FitSpec, StudySpec
+    >>> truth = MoEParams.create([0., 0.], [[1.], [-1.]], [[1.], [-1.]], [0., 1.], [1., 1.])
+    >>> study = StudySpec(name="tiny", truth_spec=MoESpec(2, 1), truth=truth, replicates=2,
+    ...                   fits=(FitSpec("k2", MoESpec(2, 1), sizes=(100,)),))
+    >>> fits = {f"fit_{k}": np.stack([v, v]) for k, v in truth.arrays().items()}
+    >>> fits.update(loglik=np.zeros(2), converged=np.ones(2, bool), floor_hit=np.zeros(2, bool),
+    ...             certified=np.ones(2, bool))
+    >>> out = cell_losses(study, "k2", fits)     # the truth itself: loss 0, nothing failed
+    >>> out["loss_voronoi"].shape, float(out["loss_voronoi"].max()) < 1e-12, out["failed"].any()
+    ((2,), True, np.False_)
     """
     fit = study.fit(label)
     truth = jax.tree.map(jnp.asarray, study.truth_params)
