@@ -410,16 +410,22 @@ class LossConfig:
     losses: tuple
 
 
-#: replicates whose losses are computed at once: bounds the (replicates × nodes × y-points)
-#: arrays of the Hellinger distance (hundreds of nodes for a top-K gate's polar quadrature)
+#: replicates whose losses are computed at once under a top-K gate's polar quadrature: bounds
+#: its (replicates × nodes × y-points) arrays (hundreds of nodes); other losses take every
+#: replicate at once (one compiled batch)
 LOSS_BATCH = 8
 
 
 @partial(jax.jit, static_argnames=("cfg",))
 def _loss_kernel(cfg: LossConfig, truth: MoEParams, fitted: MoEParams, loglik, converged,
                  floor_hit, certified):
+    from moetheory.study.density import cone_quadrature
+
+    polar = "hellinger" in cfg.losses and cone_quadrature(cfg.fit.spec, cfg.truth_spec,
+                                                          cfg.design)
     return jax.lax.map(lambda a: _replicate_losses(cfg, truth, *a),
-                       (fitted, loglik, converged, floor_hit, certified), batch_size=LOSS_BATCH)
+                       (fitted, loglik, converged, floor_hit, certified),
+                       batch_size=LOSS_BATCH if polar else loglik.shape[0])
 
 
 # ---------------------------------------------------------------------------- public
