@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from paper_figures._common import save
+
 __all__ = ["plot_attention", "main", "target_degree", "scaled_sizes", "scaling_targets",
            "threshold_size"]
 
@@ -199,13 +201,7 @@ def plot_attention(results_dir, out_dir, name: str = "attention",
                  f"{len(res['errors'][models[0]][targets[0]])} replicates (mean ± sd)",
                  fontsize=9)
     fig.tight_layout()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        p = out / f"{name}.{ext}"
-        fig.savefig(p, dpi=150)
-        written.append(p)
+    written = save(fig, out_dir, name)
     plt.close(fig)
     return written
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paper_figures._common import save
 from paper_figures.attention import SCALING_EXPONENT, grid_ticks, scaled_sizes, target_degree, \
     threshold_size
 
@@ -145,13 +146,7 @@ def plot_scaling(results_dir, out_dir, name: str = "attention_scaling", level: f
                  f"{len(runs[ds[0]]['errors'][model][targets[0]])} replicates per d (mean ± sd)",
                  fontsize=9)
     fig.tight_layout()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        path = out / f"{name}.{ext}"
-        fig.savefig(path, dpi=150)
-        written.append(path)
+    written = save(fig, out_dir, name)
     plt.close(fig)
     return written
 
