@@ -18,7 +18,8 @@ Every curve: mean (markers), median (thin dashed) with its 10–90% band, slope 
 OLS and replicate-bootstrap intervals.
 
 ``python -m paper_figures.temperature --preset quick [--cache DIR] [--out DIR]`` (default
-``results/figures``; ``--out docs/figures`` redraws the documentation's figure)
+``results/figures``; ``--out docs/figures`` redraws the documentation's figure;
+``--preset full --cache data/studies`` draws the full preset from its committed cells)
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _family(spec):
 
 def _certified(frames, specs, label, family):
     """Certified counts of fit ``label`` over the studies of one gate family (temperature:
-    every fit of that study whose label starts with ``label``; activation: each activation)."""
+    every fit of that study whose label starts with ``label``; activation: each activation),
+    each with its replicates × sample sizes."""
     parts = []
     for spec in specs:
         fam = _family(spec)
@@ -56,8 +58,12 @@ def _certified(frames, specs, label, family):
         df = frames[spec.name]
         for fit in sorted(f for f in set(df["fit"]) if f.split("-")[0] == label):
             text = certified_text(df, fit).replace(" replicates certified", "")
-            parts.append(f"{fam if fam != 'temperature' else fit}: {text}")
-    return "certified " + ", ".join(parts) if parts else "no cells"
+            f = spec.fit(fit)
+            parts.append(f"{fam if fam != 'temperature' else fit}: {text} "
+                         f"({spec.replicates_of(fit)}×{len(f.sizes)} n)")
+    # two families per line: four activation families do not fit one title line
+    lines = [", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+    return "certified " + ",\n".join(lines) if parts else "no cells"
 
 
 def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
@@ -104,9 +110,8 @@ def plot(cache_dir=None, out_dir="results/figures", preset="quick") -> list:
         if absent:
             ax_a.text(0.02, 0.02, f"not in this preset: {', '.join(absent)}",
                       transform=ax_a.transAxes, fontsize=7, color="0.3")
-        reps = next((s.replicates_of(label) for s in specs if label in {f.label for f in s.fits}), 0)
         fitted = "exact-fitted k = 2" if label == "k2" else "over-fitted k = 3"
-        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$ ({reps} replicates)\n"
+        ax_t.set_title(f"temperature gate, {fitted}: ${kind}$\n"
                        f"{_certified(frames, specs, label, 'temperature')}")
         ax_a.set_title(f"activation gates, {fitted}: ${kind}$ (activation exponents)\n"
                        f"{_certified(frames, specs, label, 'activation')}")

@@ -33,8 +33,8 @@ def _registered() -> dict:
 
 
 def test_data_studies_holds_panels():
-    # the top-K full preset's cells live here (docs/studies.md#topk-full); an empty folder would
-    # make every test below vacuous
+    # the top-K and temperature full presets' cells live here (docs/studies.md#topk-full,
+    # #temperature-full); an empty folder would make every test below vacuous
     assert PANELS, f"no committed panels under {ROOT}"
 
 
@@ -56,33 +56,51 @@ def test_committed_panel_is_intact_and_current(panel):
         assert digest == cell["sha256"], f"{panel / cell['file']}: checksum differs"
 
 
-@pytest.mark.parametrize("study_dir", sorted({p.parent for p in PANELS}), ids=lambda p: p.name)
-def test_committed_study_is_complete_and_redraws(study_dir, tmp_path):
-    """Every cell of the spec is committed; the figure redraws from them without computing."""
+def _committed_presets() -> list:
+    """(registered study, preset) of every committed study folder, each once."""
+    registered = _registered()
+    return sorted({registered[p.parent.name][:2] for p in PANELS if p.parent.name in registered})
+
+
+def _copy_preset(name, preset, root) -> list:
+    """Copy the committed folders of every StudySpec of (name, preset) under ``root`` (reads may
+    record checksums: tests work on a copy); returns the StudySpecs."""
+    specs = studies(name, preset)
+    for spec in specs:
+        assert (ROOT / spec.name).is_dir(), f"{name} --preset {preset}: {spec.name} not committed"
+        shutil.copytree(ROOT / spec.name, root / spec.name)
+    return specs
+
+
+@pytest.mark.parametrize("name,preset", _committed_presets(), ids=lambda v: str(v))
+def test_committed_study_is_complete_and_redraws(name, preset, tmp_path):
+    """Every cell of every spec of the preset is committed; the figure redraws from them
+    without computing."""
     from moetheory.study.registry import draw
 
-    name, preset, spec = _registered()[study_dir.name]
     root = tmp_path / "cache"
-    shutil.copytree(study_dir, root / study_dir.name)  # reads may record checksums: work on a copy
     cache = StudyCache(root)
-    assert missing_cells(spec, cache) == []
-    df = cache.load_results(spec, allow_missing=False)
-    assert len(df) == sum((f.replicates or spec.replicates) * len(f.sizes) for f in spec.fits)
+    for spec in _copy_preset(name, preset, root):
+        assert missing_cells(spec, cache) == []
+        df = cache.load_results(spec, allow_missing=False)
+        assert len(df) == sum((f.replicates or spec.replicates) * len(f.sizes) for f in spec.fits)
     paths = draw(name, preset, root, tmp_path / "figures")
     assert paths and all(Path(p).stat().st_size > 10_000 for p in paths)
 
 
-@pytest.mark.parametrize("study_dir", sorted({p.parent for p in PANELS}), ids=lambda p: p.name)
-def test_readings_table_covers_every_fit(study_dir, tmp_path):
+@pytest.mark.parametrize("name,preset", _committed_presets(), ids=lambda v: str(v))
+def test_readings_table_covers_every_fit(name, preset, tmp_path):
     """`python -m paper_figures.readings NAME --preset P` (the tables in docs/studies.md)."""
     from paper_figures.readings import tables
 
-    name, preset, spec = _registered()[study_dir.name]
-    shutil.copytree(study_dir, tmp_path / study_dir.name)
+    specs = _copy_preset(name, preset, tmp_path)
     text = tables(name, preset, tmp_path)
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
-    for fit in spec.fits:
-        hell = [r for r in rows if r.startswith(f"| {fit.label}: Hellinger |")]
-        assert len(hell) == 1 and hell[0].count("|") == 9, hell
-        reps = (fit.replicates or spec.replicates) * len(fit.sizes)
-        assert f"/{reps} |" in hell[0]           # certified count over every replicate
+    sections = text.split("Slopes of study ")[1:]
+    assert [s.split(" ", 1)[0] for s in sections] == [spec.name for spec in specs]
+    for spec, section in zip(specs, sections):
+        rows = [line for line in section.splitlines() if line.startswith("| ")]
+        for fit in spec.fits:
+            hell = [r for r in rows if r.startswith(f"| {fit.label}: Hellinger |")]
+            assert len(hell) == 1 and hell[0].count("|") == 9, (spec.name, hell)
+            reps = (fit.replicates or spec.replicates) * len(fit.sizes)
+            assert f"/{reps} |" in hell[0]           # certified count over every replicate
