@@ -32,13 +32,13 @@ temperature gate — the activation gates' over-fitted EM is ~100× dearer on CP
 every exact-fitted (k = 2) model on 20 sizes log-spaced in [1e3, 1e5] with 40 replicates; the
 over-fitted models, best of 3 starts, on reduced grids — the temperature gate (τ estimated and
 τ known) on every fourth size from 2069 to 37927 with 20 replicates, the d = 2 activation
-designs on 1000, 2069, 5456 and 14384 with 20 (sigmoid) or 10 (tanh) replicates. The weakly
+designs on 1000 and those four sizes with 20 (sigmoid) or 10 (tanh) replicates. The weakly
 identified d = 1 activation designs are in the quick preset only. Measured in the committed run
 (``data/studies``, 2 cores): a certified over-fitted replicate (3 starts) costs 15 s for the
-temperature gate on its grid, 28 s (tanh) and 31 s (sigmoid) on theirs, and 70 s for tanh at
-n = 14384, where EM ran up to 3706 iterations of the activation gate's Newton step with
-autodiff Hessians; at that cost the tanh panel alone on the 20-size grid with 40 replicates
-would take about 25 h.
+temperature gate on its grid, 46 s (tanh) and 44 s (sigmoid) on theirs, and 120 s for tanh at
+n = 37927, where EM ran up to 3706 iterations of the activation gate's Newton step with
+autodiff Hessians; at that cost (about linear in n) the tanh panel alone on the 20-size grid
+with 40 replicates would take about 16 h.
 """
 from __future__ import annotations
 
@@ -79,10 +79,10 @@ def _study(preset: str, family: str) -> StudySpec:
     # Over-fitted k = 3: the temperature fits on every fourth size from 2069 to 37927 with 20
     # replicates (as the top-K study's over-specified panels); the d = 2 activation fits, whose
     # EM takes hundreds to over a thousand iterations of a Hessian Newton gate step, on
-    # 1000–14384 with 20 (sigmoid) or 10 (tanh) replicates (module docstring: measured costs).
+    # 1000–37927 with 20 (sigmoid) or 10 (tanh) replicates (module docstring: measured costs).
     # A replicate depends on (seed, n, replicate index) only: these are cells of the whole grid.
-    over = {"temperature": (sizes[3:-4:4], 20), "sigmoid2d": ((sizes[0],) + sizes[3:12:4], 20),
-            "tanh2d": ((sizes[0],) + sizes[3:12:4], 10)}
+    over = {"temperature": (sizes[3:-4:4], 20), "sigmoid2d": ((sizes[0],) + sizes[3:-4:4], 20),
+            "tanh2d": ((sizes[0],) + sizes[3:-4:4], 10)}
     if preset == "quick" and temp:
         over_sizes, over_reps = sizes, None
     elif preset == "full" and family in over:
